@@ -1,0 +1,144 @@
+# shellcheck shell=bash
+# Building the local kernel images from images/<name>/ (see images/README.md).
+# Sourced after lib/common.sh.
+
+IMAGES_DIR=$BERTH_ROOT/images
+BUILD_DIR=$BERTH_STATE_DIR/build
+DEB_CACHE=$CACHE_DIR/debs
+
+# The files whose content defines an image; the recipe hash covers all of them.
+image_recipe_files() {
+    local name=$1
+    find "$IMAGES_DIR/$name" -type f | sort
+    printf '%s\n' "$BERTH_ROOT/scripts/lib/images.sh"
+    # shellcheck disable=SC1090
+    if [[ $(. "$IMAGES_DIR/$name/recipe.conf"; echo "$BASE") == busybox ]]; then
+        printf '%s\n' /bin/busybox
+    fi
+}
+
+image_recipe_hash() {
+    local files
+    mapfile -t files < <(image_recipe_files "$1")
+    recipe_hash "${files[@]}"
+}
+
+image_current_hash() {
+    docker image inspect --format '{{index .Config.Labels "berth.recipe-hash"}}' "$1" 2>/dev/null || true
+}
+
+# Root filesystem of a static busybox with a symlink per applet.
+rootfs_busybox() {
+    local root=$1 applet
+    [[ -x /bin/busybox ]] || die "/bin/busybox is missing (apt-get install busybox-static)"
+    if ldd /bin/busybox >/dev/null 2>&1; then
+        die "/bin/busybox is dynamically linked; the image needs busybox-static"
+    fi
+    mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,root,home,proc,sys,dev,tmp,var/tmp}
+    cp /bin/busybox "$root/bin/busybox"
+    while IFS= read -r applet; do
+        [[ -e $root/$applet || -L $root/$applet ]] || ln -s /bin/busybox "$root/$applet"
+    done < <(/bin/busybox --list-full)
+}
+
+# Root filesystem of a minimal Debian with PACKAGES, downloaded through a .deb cache.
+# The merged-usr hook avoids the usrmerge package (and the perl it drags in).
+rootfs_debian() {
+    local root=$1 suite=$2 mirror=$3 packages=$4
+    command -v mmdebstrap >/dev/null || die "mmdebstrap is missing (apt-get install mmdebstrap)"
+    mkdir -p "$DEB_CACHE"
+    local opts=(
+        --mode=root --variant=essential --format=directory
+        --include="${packages// /,}"
+        --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr
+        --skip=essential/unlink
+        --aptopt='APT::Install-Recommends "false"'
+        --dpkgopt='path-exclude=/usr/share/doc/*'
+        --dpkgopt='path-exclude=/usr/share/man/*'
+        --dpkgopt='path-exclude=/usr/share/info/*'
+        --dpkgopt='path-exclude=/usr/share/locale/*'
+        --dpkgopt='path-exclude=/usr/share/lintian/*'
+        --setup-hook='mkdir -p "$1"/var/cache/apt/archives/'
+        --setup-hook="sync-in $DEB_CACHE /var/cache/apt/archives/"
+        --customize-hook="sync-out /var/cache/apt/archives $DEB_CACHE"
+    )
+    [[ $BERTH_QUIET == 1 ]] && opts+=(--quiet)
+    rm -rf "$root"
+    mmdebstrap "${opts[@]}" "$suite" "$root" "$mirror" >>"$LOG_DIR/image-build.log" 2>&1 \
+        || die "mmdebstrap failed; see $LOG_DIR/image-build.log"
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* \
+        "$root"/var/log/* "$root"/var/cache/debconf/*-old "$root"/var/lib/dpkg/*-old
+}
+
+# Add the recipe's users: lines "name:uid:gid:home:shell".
+rootfs_add_users() {
+    local root=$1 users=$2 name uid gid home shell
+    touch "$root/etc/passwd" "$root/etc/group"
+    while IFS=: read -r name uid gid home shell; do
+        [[ -z $name || $name == \#* ]] && continue
+        grep -q "^$name:" "$root/etc/passwd" || echo "$name:x:$uid:$gid:$name:$home:$shell" >> "$root/etc/passwd"
+        grep -q "^$name:" "$root/etc/group" || echo "$name:x:$gid:" >> "$root/etc/group"
+        if [[ $home == /home/* ]]; then
+            mkdir -p "$root$home"
+            chown "$uid:$gid" "$root$home"
+            chmod 0755 "$root$home"
+        fi
+    done < "$users"
+}
+
+rootfs_finish() {
+    local root=$1 recipe=$2
+    [[ -f $recipe/users ]] && rootfs_add_users "$root" "$recipe/users"
+    [[ -d $recipe/rootfs ]] && cp -a --no-preserve=ownership "$recipe/rootfs/." "$root/"
+    mkdir -p "$root/tmp"
+    chmod 1777 "$root/tmp"
+}
+
+# docker import the root filesystem with the recipe's instructions and the recipe hash.
+rootfs_import() {
+    local root=$1 recipe=$2 image=$3 hash=$4 line
+    local changes=()
+    while IFS= read -r line; do
+        [[ -z $line || $line == \#* ]] && continue
+        changes+=(-c "$line")
+    done < "$recipe/import.dockerfile"
+    changes+=(-c "LABEL berth.recipe-hash=\"$hash\"")
+    tar --numeric-owner -C "$root" -c . \
+        | docker import "${changes[@]}" - "$image" >>"$LOG_DIR/image-build.log" 2>&1 \
+        || die "docker import of $image failed; see $LOG_DIR/image-build.log"
+}
+
+# build_image NAME: build images/NAME unless the image with the same recipe hash exists.
+# Prints "up to date" or "built" (+ size) through step_result.
+build_image() {
+    local name=$1 recipe=$IMAGES_DIR/$1 hash old_id IMAGE BASE SUITE MIRROR PACKAGES
+    # shellcheck disable=SC1091
+    . "$recipe/recipe.conf"
+    hash=$(image_recipe_hash "$name")
+    if [[ $(image_current_hash "$IMAGE") == "$hash" ]]; then
+        step_result "$IMAGE up to date"
+        return 0
+    fi
+    old_id=$(docker image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
+    local root=$BUILD_DIR/$name
+    mkdir -p "$BUILD_DIR" "$LOG_DIR"
+    rm -rf "$root"
+    case $BASE in
+        busybox) rootfs_busybox "$root" ;;
+        debian) rootfs_debian "$root" "$SUITE" "$MIRROR" "$PACKAGES" ;;
+        *) die "images/$name/recipe.conf: unknown BASE=$BASE" ;;
+    esac
+    rootfs_finish "$root" "$recipe"
+    rootfs_import "$root" "$recipe" "$IMAGE" "$hash"
+    rm -rf "$root"
+    # The replaced image is now untagged; drop it unless a container still uses it.
+    [[ -n $old_id ]] && docker image rm "$old_id" >/dev/null 2>&1 || true
+    step_result "$IMAGE built ($(docker image inspect --format '{{.Size}}' "$IMAGE" | numfmt --to=iec))"
+}
+
+image_names() {
+    local d
+    for d in "$IMAGES_DIR"/*/; do
+        [[ -f $d/recipe.conf ]] && basename "$d"
+    done
+}
