@@ -1,0 +1,54 @@
+"""Per-kernel scratch storage with quotas, vfolder mounts, and confined file access."""
+
+from berth.storage.files import (
+    DEFAULT_MAX_DOWNLOAD_BYTES,
+    DEFAULT_MAX_UPLOAD_BYTES,
+    FileEntry,
+    FileTooLarge,
+    KernelFileNotFound,
+    KernelFiles,
+    list_files_reply,
+    locate,
+)
+from berth.storage.mounter import CommandFailed, MountEntry, Mounter, SystemMounter
+from berth.storage.scratch import (
+    ScratchLost,
+    ScratchManager,
+    ScratchPaths,
+    ScratchType,
+    ScratchUsage,
+    check_kernel_id,
+)
+from berth.storage.vfolders import (
+    MountPerm,
+    VFolderMount,
+    docker_mounts,
+    intrinsic_mounts,
+    parse_mounts,
+)
+
+__all__ = [
+    "DEFAULT_MAX_DOWNLOAD_BYTES",
+    "DEFAULT_MAX_UPLOAD_BYTES",
+    "CommandFailed",
+    "FileEntry",
+    "FileTooLarge",
+    "KernelFileNotFound",
+    "KernelFiles",
+    "MountEntry",
+    "MountPerm",
+    "Mounter",
+    "ScratchLost",
+    "ScratchManager",
+    "ScratchPaths",
+    "ScratchType",
+    "ScratchUsage",
+    "SystemMounter",
+    "VFolderMount",
+    "check_kernel_id",
+    "docker_mounts",
+    "intrinsic_mounts",
+    "list_files_reply",
+    "locate",
+    "parse_mounts",
+]
