@@ -1,0 +1,66 @@
+"""Manager-facing signals: lifecycle events, heartbeats and the Redis keys the Manager reads."""
+
+from berth.events.backlog import Backlog, Envelope
+from berth.events.bus import (
+    BROADCAST_CHANNEL,
+    STREAM_KEY,
+    EventBus,
+    EventTransport,
+    ManagerStore,
+    RedisEventTransport,
+    StreamEntry,
+    decode_log_chunk,
+    encode_log_chunk,
+    redis_url_with_db,
+    tail_events,
+)
+from berth.events.emitter import EventEmitter, RecordingEmitter
+from berth.events.heartbeat import Heartbeat
+from berth.events.models import (
+    ALL_EVENTS,
+    EVENTS_BY_NAME,
+    AgentErrorEvent,
+    AgentEvent,
+    AgentHeartbeatEvent,
+    AgentInfo,
+    AgentStartedEvent,
+    AgentTerminatedEvent,
+    BgtaskCancelledEvent,
+    BgtaskDoneEvent,
+    BgtaskEvent,
+    BgtaskFailedEvent,
+    BgtaskPartialSuccessEvent,
+    BgtaskUpdatedEvent,
+    ExecutionFinishedEvent,
+    ExecutionStartedEvent,
+    ExecutionTimeoutEvent,
+    ImagePullFailedEvent,
+    ImagePullFinishedEvent,
+    ImagePullStartedEvent,
+    KernelCreatingEvent,
+    KernelCreationInfo,
+    KernelPreparingEvent,
+    KernelPullingEvent,
+    KernelStartedEvent,
+    KernelTerminatedEvent,
+    ServicePortInfo,
+    SessionFailureEvent,
+    SessionSuccessEvent,
+    SlotQuantity,
+    parse_event,
+)
+
+__all__ = [
+    "ALL_EVENTS", "BROADCAST_CHANNEL", "EVENTS_BY_NAME", "STREAM_KEY",
+    "AgentErrorEvent", "AgentEvent", "AgentHeartbeatEvent", "AgentInfo", "AgentStartedEvent",
+    "AgentTerminatedEvent", "Backlog", "BgtaskCancelledEvent", "BgtaskDoneEvent", "BgtaskEvent",
+    "BgtaskFailedEvent", "BgtaskPartialSuccessEvent", "BgtaskUpdatedEvent", "Envelope",
+    "EventBus", "EventEmitter", "EventTransport", "ExecutionFinishedEvent",
+    "ExecutionStartedEvent", "ExecutionTimeoutEvent", "Heartbeat", "ImagePullFailedEvent",
+    "ImagePullFinishedEvent", "ImagePullStartedEvent", "KernelCreatingEvent",
+    "KernelCreationInfo", "KernelPreparingEvent", "KernelPullingEvent", "KernelStartedEvent",
+    "KernelTerminatedEvent", "ManagerStore", "RecordingEmitter", "RedisEventTransport",
+    "ServicePortInfo", "SessionFailureEvent", "SessionSuccessEvent", "SlotQuantity",
+    "StreamEntry", "decode_log_chunk", "encode_log_chunk", "parse_event", "redis_url_with_db",
+    "tail_events",
+]

@@ -1,0 +1,346 @@
+"""The Redis edge: events to the Manager (stream + pub/sub) and the keys the Manager reads.
+
+The only module that imports ``redis``.  ``RedisError``/``OSError`` become ``EventBusError``
+in one place (``_mapped``).
+
+Delivery (reference §8.1): anycast = ``XADD events * name source payload`` trimmed with
+``MAXLEN ~ stream_maxlen``; broadcast = ``PUBLISH events_all {"name","source","payload"}``;
+bgtask events are also ``SET bgtask.{task_id}`` with a 300 s TTL.  The DB number comes from
+the URL (Backend.AI uses DB 4 for the stream role).
+
+Producers never wait for Redis: ``EventBus.emit`` appends to a bounded backlog and returns.
+One owned sender task drains the backlog in order; when Redis is unreachable it keeps the
+messages and retries with capped backoff, so a Redis outage loses nothing below the cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol, Self, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import msgpack
+import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from berth.errors import EventBusError
+from berth.events.backlog import Backlog, Envelope
+from berth.events.models import AgentEvent
+
+log = logging.getLogger(__name__)
+
+STREAM_KEY = "events"
+BROADCAST_CHANNEL = "events_all"
+BGTASK_CACHE_TTL = 300
+
+T = TypeVar("T")
+
+
+@contextmanager
+def _mapped(operation: str) -> Iterator[None]:
+    """Translate redis-py and socket failures into ``EventBusError`` (the one mapping point)."""
+    try:
+        yield
+    except (TimeoutError, RedisError, OSError) as exc:
+        raise EventBusError(f"redis {operation} failed: {exc!r}", operation=operation,
+                            cause=type(exc).__name__) from exc
+
+
+def redis_url_with_db(url: str, db: int) -> str:
+    """Return ``url`` with its database number replaced by ``db``."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+def _client(url: str, timeout: float) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        url, socket_connect_timeout=timeout, socket_timeout=timeout,
+        retry=Retry(NoBackoff(), 0), decode_responses=False,
+    )
+
+
+class EventTransport(Protocol):
+    """Sends a batch of envelopes in order or raises ``EventBusError`` (nothing half-sent)."""
+
+    async def send(self, batch: Sequence[Envelope]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class RedisEventTransport:
+    def __init__(self, redis_url: str, *, stream_maxlen: int = 128, timeout: float = 2.0) -> None:
+        self._redis = _client(redis_url, timeout)
+        self._maxlen = stream_maxlen
+
+    async def send(self, batch: Sequence[Envelope]) -> None:
+        with _mapped("send events"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for env in batch:
+                    self._queue(pipe, env)
+                await pipe.execute()
+
+    def _queue(self, pipe: Any, env: Envelope) -> None:
+        if env.anycast:
+            fields = {"name": env.name, "source": env.source, "payload": env.payload}
+            pipe.xadd(STREAM_KEY, fields, maxlen=self._maxlen, approximate=True)
+        if env.broadcast:
+            body = json.dumps({"name": env.name, "source": env.source,
+                               "payload": json.loads(env.payload)})
+            pipe.publish(BROADCAST_CHANNEL, body)
+            if env.cache_key is not None:
+                pipe.set(env.cache_key, body, ex=BGTASK_CACHE_TTL)
+
+    async def close(self) -> None:
+        with _mapped("close"):
+            await self._redis.aclose()
+
+
+class EventBus:
+    """Non-blocking event producer with a bounded backlog and an owned sender task.
+
+    Use as ``async with EventBus(url, agent_id, backlog_size) as bus: bus.emit(ev)``, or call
+    ``start()`` / ``close()``.
+    """
+
+    def __init__(
+        self, redis_url: str, agent_id: str, backlog_size: int = 4096, *,
+        stream_maxlen: int = 128, batch_size: int = 64, retry_min: float = 0.2,
+        retry_max: float = 5.0, transport: EventTransport | None = None,
+    ) -> None:
+        self.agent_id = agent_id
+        self._transport = transport or RedisEventTransport(redis_url, stream_maxlen=stream_maxlen)
+        self._backlog = Backlog(backlog_size)
+        self._batch_size = batch_size
+        self._retry = (retry_min, retry_max)
+        self._delay = retry_min
+        self._wakeup = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._task: asyncio.Task[None] | None = None
+        self.connected = True
+        self.sent = 0
+
+    @property
+    def dropped(self) -> int:
+        return self._backlog.dropped
+
+    @property
+    def pending(self) -> int:
+        return len(self._backlog)
+
+    def emit(self, event: AgentEvent, *, coalesce: bool = False) -> None:
+        """Queue ``event``; never blocks. ``coalesce`` replaces a waiting event of the same name."""
+        env = Envelope(
+            name=event.name, source=self.agent_id, payload=event.payload_json(),
+            anycast=event.anycast, broadcast=event.broadcast, cache_key=event.cache_key(),
+            coalesce_key=event.name if coalesce else None,
+        )
+        lost = self._backlog.push(env)
+        if lost is not None:
+            self._warn_dropped(lost)
+        self._drained.clear()
+        self._wakeup.set()
+
+    def _warn_dropped(self, lost: Envelope) -> None:
+        n = self._backlog.dropped
+        if n == 1 or n % 100 == 0:
+            log.warning("event backlog full (%d): dropped oldest event %s; %d dropped so far",
+                        self._backlog.capacity, lost.name, n)
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="event-bus-sender")
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until the backlog is empty; False when ``timeout`` passed first."""
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self, flush_timeout: float = 2.0) -> None:
+        if self._task is not None:
+            if not await self.flush(flush_timeout):
+                log.warning("event bus closing with %d unsent events", self.pending)
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        try:
+            await self._transport.close()
+        except EventBusError as exc:
+            log.debug("closing event transport: %s", exc)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            batch = self._backlog.head(self._batch_size)
+            if not batch:
+                self._wakeup.clear()
+                self._drained.set()
+                continue
+            try:
+                await self._transport.send(batch)
+            except EventBusError as exc:
+                await self._on_failure(exc)
+                continue
+            self._on_success(batch)
+
+    def _on_success(self, batch: Sequence[Envelope]) -> None:
+        self._backlog.discard_head(batch)
+        self.sent += len(batch)
+        self._delay = self._retry[0]
+        if not self.connected:
+            self.connected = True
+            log.info("event bus reconnected; %d events still waiting", self.pending)
+
+    async def _on_failure(self, exc: EventBusError) -> None:
+        if self.connected:
+            self.connected = False
+            log.warning("event bus disconnected (%s); buffering up to %d events",
+                        exc, self._backlog.capacity)
+        await asyncio.sleep(self._delay)
+        self._delay = min(self._delay * 2, self._retry[1])
+
+
+@dataclass(frozen=True)
+class StreamEntry:
+    entry_id: str
+    name: str
+    source: str
+    payload: str
+
+
+async def tail_events(redis_url: str, *, from_start: bool = False,
+                      block_ms: int = 1000) -> AsyncIterator[StreamEntry]:
+    """Yield entries of the ``events`` stream as they arrive (``from_start``: existing ones too)."""
+    client = _client(redis_url, timeout=block_ms / 1000 + 5)
+    last = "0-0" if from_start else "$"
+    try:
+        while True:
+            with _mapped("xread"):
+                reply: Any = await client.xread({STREAM_KEY: last}, block=block_ms)
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    last = entry_id.decode()
+                    yield _stream_entry(last, fields)
+    finally:
+        await client.aclose()
+
+
+def _stream_entry(entry_id: str, fields: Mapping[bytes, bytes]) -> StreamEntry:
+    name, source, payload = (fields[k].decode() for k in (b"name", b"source", b"payload"))
+    return StreamEntry(entry_id, name, source, payload)
+
+
+# ── keys the Manager reads (reference §7.3) ──────────────────────────────────────────────
+
+STAT_DB, LIVE_DB, IMAGE_DB, CONTAINER_LOG_DB = 0, 2, 3, 6
+DAY = 86400
+
+
+class ManagerStore:
+    """Writes the Valkey/Redis keys the Manager reads; DB numbers follow Backend.AI's roles.
+
+    ``redis_url``'s own DB number is ignored; ``db_overrides`` maps role → DB when a site
+    differs (roles: stat, live, image, container_log).
+    """
+
+    def __init__(self, redis_url: str, agent_id: str, *, timeout: float = 2.0,
+                 db_overrides: Mapping[str, int] | None = None) -> None:
+        dbs = {"stat": STAT_DB, "live": LIVE_DB, "image": IMAGE_DB,
+               "container_log": CONTAINER_LOG_DB, **(db_overrides or {})}
+        self.agent_id = agent_id
+        self._clients = {role: _client(redis_url_with_db(redis_url, db), timeout)
+                         for role, db in dbs.items()}
+
+    async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        with _mapped(what):
+            return await fn()
+
+    async def write_node_stats(self, stats: Mapping[str, Any], ttl: float) -> None:
+        """``{agent_id}`` ← msgpack ``{"node": {...}, "devices": {...}}``."""
+        r = self._clients["stat"]
+        await self._call("node stats", lambda: r.set(
+            self.agent_id, msgpack.packb(dict(stats)), ex=int(ttl)))
+
+    async def write_kernel_stats(self, kernel_id: str, stats: Mapping[str, Any]) -> None:
+        """``{kernel_id}`` ← msgpack ``{metric: MetricValue}``, TTL 24 h."""
+        r = self._clients["stat"]
+        await self._call("kernel stats", lambda: r.set(
+            kernel_id, msgpack.packb(dict(stats)), ex=DAY))
+
+    async def write_container_count(self, count: int) -> None:
+        r = self._clients["stat"]
+        await self._call("container count", lambda: r.set(
+            f"container_count.{self.agent_id}", count, ex=DAY))
+
+    async def write_installed_images(self, images: Sequence[Mapping[str, str]]) -> None:
+        """``installed_image:{agent_id}`` ← JSON ``[{canonical, digest, architecture}]``."""
+        r = self._clients["image"]
+        body = json.dumps([dict(i) for i in images])
+        await self._call("installed images", lambda: r.set(
+            f"installed_image:{self.agent_id}", body))
+
+    async def mark_kernel_presence(self, kernel_id: str, ttl: int = 300) -> None:
+        r = self._clients["live"]
+        key = f"kernel:presence:{kernel_id}"
+
+        async def write() -> None:
+            async with r.pipeline(transaction=False) as pipe:
+                pipe.hset(key, mapping={"presence": "1", "last_presence": str(time.time())})
+                pipe.expire(key, ttl)
+                await pipe.execute()
+        await self._call("kernel presence", write)
+
+    async def push_container_logs(self, container_id: str, data: bytes,
+                                  chunk_size: int = 64 * 1024, ttl: int = 3600) -> int:
+        """Append ``data`` to ``containerlog.{container_id}`` as zlib+base64 JSON chunks."""
+        r = self._clients["container_log"]
+        key = f"containerlog.{container_id}"
+        chunks = [encode_log_chunk(data[i:i + chunk_size])
+                  for i in range(0, len(data), chunk_size)]
+
+        async def write() -> None:
+            async with r.pipeline(transaction=False) as pipe:
+                for chunk in chunks:
+                    pipe.rpush(key, chunk)
+                pipe.expire(key, ttl)
+                await pipe.execute()
+        if chunks:
+            await self._call("container logs", write)
+        return len(chunks)
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            with _mapped("close"):
+                await client.aclose()
+
+
+def encode_log_chunk(chunk: bytes) -> str:
+    content = base64.b64encode(zlib.compress(chunk)).decode()
+    return json.dumps({"compress_type": "zlib", "content": content})
+
+
+def decode_log_chunk(raw: str | bytes) -> bytes:
+    data = json.loads(raw)
+    return zlib.decompress(base64.b64decode(data["content"]))
