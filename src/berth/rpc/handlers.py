@@ -1,0 +1,152 @@
+"""The method table: Backend.AI RPC names → async methods of a facade object.
+
+Handlers stay thin: they bind the wire arguments to the facade method's signature,
+validate/coerce each one against its annotation (pydantic), and call it. The facade (the
+lead's Agent) implements async methods named exactly as in :data:`METHOD_NAMES`, each
+accepting the ``agent_id`` keyword the Manager sends.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+
+from berth.errors import InvalidArgument, MethodNotFound
+
+# Backend.AI's agent RPC names (reference §1.2) followed by the seed's own names.
+BACKENDAI_METHODS: tuple[str, ...] = (
+    "ping", "health", "health_v2", "gather_hwinfo", "gather_hwinfo_v2", "ping_kernel",
+    "check_pulling", "check_creating", "check_running", "sync_kernel_registry",
+    "check_and_pull", "create_kernels", "destroy_kernel", "interrupt_kernel",
+    "get_completions", "get_logs", "restart_kernel", "execute", "trigger_batch_execution",
+    "start_service", "shutdown_service", "get_commit_status", "commit", "push_image",
+    "purge_images", "get_local_config", "upload_file", "download_file", "download_single",
+    "list_files", "shutdown_agent", "create_local_network", "destroy_local_network",
+    "reset_agent", "assign_port", "release_port", "scan_gpu_alloc_map",
+)
+SEED_METHODS: tuple[str, ...] = ("create_kernel", "execute_code", "get_status")
+METHOD_NAMES: tuple[str, ...] = BACKENDAI_METHODS + SEED_METHODS
+
+# v3 methods take {"req": {...}, "agent_id": ...}; served by the v1 method when the facade
+# has no dedicated one.
+V3_FALLBACKS: dict[str, str] = {"health_v2": "health", "gather_hwinfo_v2": "gather_hwinfo"}
+
+_KERNEL_ARG_NAMES = ("kernel_id", "raw_kernel_ids")
+
+AsyncMethod = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedCall:
+    """A validated call, ready to run."""
+
+    method: str
+    kernel_id: str | None
+    func: AsyncMethod
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    convert: Callable[[Any], Any] | None = None
+
+    async def run(self) -> Any:
+        result = await self.func(*self.args, **self.kwargs)
+        return self.convert(result) if self.convert is not None else result
+
+
+class _Handler:
+    """One facade method with its signature and per-parameter validators."""
+
+    def __init__(self, func: AsyncMethod) -> None:
+        self.func = func
+        self.signature = inspect.signature(func)
+        hints = typing.get_type_hints(func)
+        self.adapters = {name: pydantic.TypeAdapter(hints.get(name, Any))
+                         for name in self.signature.parameters}
+        self.accepts_agent_id = "agent_id" in self.signature.parameters or any(
+            p.kind is p.VAR_KEYWORD for p in self.signature.parameters.values())
+
+    def bind(self, args: list[Any], kwargs: dict[str, Any]) -> inspect.BoundArguments:
+        if not self.accepts_agent_id:
+            kwargs = {k: v for k, v in kwargs.items() if k != "agent_id"}
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidArgument(str(exc)) from None
+        for name, value in bound.arguments.items():
+            bound.arguments[name] = self._validate(name, value)
+        return bound
+
+    def _validate(self, name: str, value: Any) -> Any:
+        param = self.signature.parameters[name]
+        adapter = self.adapters[name]
+        try:
+            if param.kind is param.VAR_POSITIONAL:
+                return tuple(adapter.validate_python(v) for v in value)
+            if param.kind is param.VAR_KEYWORD:
+                return {k: adapter.validate_python(v) for k, v in value.items()}
+            return adapter.validate_python(value)
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            raise InvalidArgument(first["msg"], field=name,
+                                  expected=str(param.annotation)) from None
+
+
+def _hwinfo_v2(result: Any) -> Any:
+    if not isinstance(result, dict):
+        return result
+    return {"devices": [{"device_name": name, **info} for name, info in result.items()]}
+
+
+def _kernel_of(bound: inspect.BoundArguments) -> str | None:
+    for name in _KERNEL_ARG_NAMES:
+        value = bound.arguments.get(name)
+        if isinstance(value, (list, tuple)):
+            return ",".join(str(v) for v in value) or None
+        if value is not None:
+            return str(value)
+    return None
+
+
+class HandlerRegistry:
+    """Maps wire method names to the facade's coroutine methods of the same name."""
+
+    def __init__(self, facade: object) -> None:
+        self._handlers: dict[str, _Handler] = {}
+        for name in METHOD_NAMES:
+            func = getattr(facade, name, None)
+            if func is not None and inspect.iscoroutinefunction(func):
+                self._handlers[name] = _Handler(func)
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The methods this facade actually serves (v3 fallbacks included)."""
+        served = set(self._handlers)
+        served.update(v3 for v3, v1 in V3_FALLBACKS.items() if v1 in self._handlers)
+        return frozenset(served)
+
+    def prepare(self, method: str, args: list[Any], kwargs: dict[str, Any]) -> PreparedCall:
+        """Validate a call; raise MethodNotFound or InvalidArgument."""
+        if method in V3_FALLBACKS and method not in self._handlers:
+            return self._prepare_v3(method, args, kwargs)
+        handler = self._handlers.get(method)
+        if handler is None:
+            raise MethodNotFound(f"unknown RPC method {method!r}", method=method)
+        bound = handler.bind(args, kwargs)
+        return PreparedCall(method, _kernel_of(bound), handler.func, bound.args, bound.kwargs)
+
+    def _prepare_v3(self, method: str, args: list[Any], kwargs: dict[str, Any]) -> PreparedCall:
+        v1 = V3_FALLBACKS[method]
+        handler = self._handlers.get(v1)
+        if handler is None:
+            raise MethodNotFound(f"unknown RPC method {method!r}", method=method)
+        if args or not isinstance(kwargs.get("req"), dict):
+            raise InvalidArgument("v3 call needs a 'req' mapping and no positional args",
+                                  field="req")
+        rest = {k: v for k, v in kwargs.items() if k != "req"}
+        bound = handler.bind([], rest)
+        convert = _hwinfo_v2 if v1 == "gather_hwinfo" else None
+        return PreparedCall(method, None, handler.func, bound.args, bound.kwargs, convert)
