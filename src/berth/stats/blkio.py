@@ -1,0 +1,74 @@
+"""Block-I/O throttling for Docker's HostConfig from a kernel's `resource_opts`.
+
+cgroup v1 gotcha (environment §9): `blkio.throttle.io_service_bytes` stays at 0 until a
+throttle rule exists on the device, so with `always_count=True` a kernel without a configured
+limit still gets a rule so high it never throttles, only to make the counters count.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from berth.errors import InvalidArgument
+
+COUNTING_RATE = 1 << 40          # 1 TiB/s: never throttles, makes v1 counters count
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+@dataclass(frozen=True)
+class BlockDevice:
+    name: str          # e.g. "vda"
+    major: int
+    minor: int
+
+    @property
+    def path(self) -> str:
+        return f"/dev/{self.name}"
+
+
+def parse_rate(value: object, *, field: str) -> int:
+    """Bytes per second from an int or a size string ("10m", "1GiB"); binary units."""
+    if isinstance(value, bool):
+        raise InvalidArgument("not a byte rate", field=field, value=value)
+    if isinstance(value, int) and value >= 0:
+        return value
+    match = _SIZE.match(str(value)) if isinstance(value, str) else None
+    if match is None:
+        raise InvalidArgument("not a byte rate", field=field, value=value)
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def _uevent(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def block_device_of(path: Path, *, sys_root: Path = Path("/sys")) -> BlockDevice:
+    """The whole-disk block device holding `path` (throttle rules refuse partitions)."""
+    st = os.stat(path)
+    node = sys_root / "dev" / "block" / f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    if (node / "partition").exists():
+        node = node.resolve().parent      # /sys/devices/.../vda/vda1 → .../vda
+    info = _uevent((node / "uevent").read_text())
+    if "DEVNAME" not in info:
+        raise FileNotFoundError(f"no block device behind {path} ({node})")
+    return BlockDevice(info["DEVNAME"], int(info["MAJOR"]), int(info["MINOR"]))
+
+
+def blkio_host_config(resource_opts: Mapping[str, Any], device: BlockDevice, *,
+                      always_count: bool = True) -> dict[str, list[dict[str, Any]]]:
+    """`BlkioDeviceReadBps` / `BlkioDeviceWriteBps` entries for Docker's HostConfig."""
+    config: dict[str, list[dict[str, Any]]] = {}
+    for opt, key in (("io_read_bps", "BlkioDeviceReadBps"), ("io_write_bps", "BlkioDeviceWriteBps")):
+        raw = resource_opts.get(opt)
+        rate = parse_rate(raw, field=f"resource_opts.{opt}") if raw is not None else None
+        if not rate and always_count:
+            rate = COUNTING_RATE
+        if rate:
+            config[key] = [{"Path": device.path, "Rate": rate}]
+    return config

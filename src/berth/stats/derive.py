@@ -1,0 +1,115 @@
+"""Turn successive raw samples of one kernel into metrics (pure; the history is the state).
+
+Metric keys and meanings follow Backend.AI's intrinsic container metrics:
+cpu_used (msec, accumulated), cpu_util (percent of one core, capacity = cores × 100),
+cpu_user / cpu_system (msec), mem (bytes, usage − inactive_file, capacity = limit),
+mem_rss / mem_cache / mem_swap (bytes), io_read / io_write (bytes, accumulated; stats.rate),
+net_rx / net_tx (current = bytes per second), pids (capacity = pids.max),
+io_scratch_size (bytes, capacity = quota).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from berth.stats.models import ContainerSample, KernelStats, KernelTarget, Metric
+from berth.stats.moving import MovingStatistics
+
+_MSEC_PER_NS = Decimal(1_000_000)
+_GAUGE_STATS = frozenset({"min", "max", "avg"})
+_COUNTER_STATS = frozenset({"diff", "rate"})
+
+
+@dataclass(frozen=True)
+class HostCapacity:
+    cpu_count: int
+    mem_total: int
+
+
+class KernelHistory:
+    """Moving statistics of every metric of one kernel, keyed by metric (and ':rate')."""
+
+    def __init__(self) -> None:
+        self._stats: dict[str, MovingStatistics] = {}
+
+    def feed(self, key: str, value: Decimal, at: float) -> MovingStatistics:
+        stats = self._stats.setdefault(key, MovingStatistics())
+        stats.update(value, at)
+        return stats
+
+
+def _gauge(h: KernelHistory, key: str, value: int | Decimal, at: float, unit: str,
+           capacity: int | Decimal | None = None) -> Metric:
+    stats = h.feed(key, Decimal(value), at)
+    return Metric(key, Decimal(value), Decimal(capacity) if capacity is not None else None,
+                  unit, stats.summary(), _GAUGE_STATS)
+
+
+def _counter(h: KernelHistory, key: str, value: int | Decimal, at: float, unit: str) -> Metric:
+    stats = h.feed(key, Decimal(value), at)
+    return Metric(key, Decimal(value), None, unit, stats.summary(), _COUNTER_STATS)
+
+
+def _rate_of(h: KernelHistory, key: str, value: int, at: float, unit: str) -> Metric:
+    """Current = per-second rate of a byte counter; stats over the rates."""
+    rate = h.feed(f"{key}:counter", Decimal(value), at).rate
+    return _gauge(h, key, rate, at, unit)
+
+
+def cpu_capacity_cores(sample: ContainerSample, host: HostCapacity) -> Decimal:
+    cpu = sample.cpu
+    if cpu.quota_us and cpu.period_us:
+        return Decimal(cpu.quota_us) / Decimal(cpu.period_us)
+    return Decimal(host.cpu_count)
+
+
+def _cpu(h: KernelHistory, s: ContainerSample, host: HostCapacity) -> list[Metric]:
+    at = s.taken_at
+    used = _counter(h, "cpu_used", Decimal(s.cpu.usage_ns) / _MSEC_PER_NS, at, "msec")
+    assert used.stats is not None
+    util = _gauge(h, "cpu_util", used.stats.rate / 10, at, "percent",
+                  cpu_capacity_cores(s, host) * 100)
+    out = [used, util]
+    if s.cpu.user_ns is not None:
+        out.append(_counter(h, "cpu_user", Decimal(s.cpu.user_ns) / _MSEC_PER_NS, at, "msec"))
+    if s.cpu.system_ns is not None:
+        out.append(_counter(h, "cpu_system", Decimal(s.cpu.system_ns) / _MSEC_PER_NS, at, "msec"))
+    return out
+
+
+def _memory(h: KernelHistory, s: ContainerSample, host: HostCapacity) -> list[Metric]:
+    m, at = s.memory, s.taken_at
+    out = [_gauge(h, "mem", m.working_set, at, "bytes", m.limit or host.mem_total)]
+    for key, value in (("mem_rss", m.rss), ("mem_cache", m.cache), ("mem_swap", m.swap)):
+        if value is not None:
+            out.append(_gauge(h, key, value, at, "bytes"))
+    return out
+
+
+def _io_net(h: KernelHistory, s: ContainerSample) -> list[Metric]:
+    at = s.taken_at
+    return [
+        _counter(h, "io_read", s.io.read_bytes, at, "bytes"),
+        _counter(h, "io_write", s.io.write_bytes, at, "bytes"),
+        _rate_of(h, "net_rx", s.net.rx_bytes, at, "bps"),
+        _rate_of(h, "net_tx", s.net.tx_bytes, at, "bps"),
+    ]
+
+
+def derive(target: KernelTarget, sample: ContainerSample, history: KernelHistory,
+           host: HostCapacity, scratch_used: int | None = None) -> KernelStats:
+    metrics = [*_cpu(history, sample, host), *_memory(history, sample, host),
+               *_io_net(history, sample)]
+    if sample.pids is not None:
+        metrics.append(_gauge(history, "pids", sample.pids.current, sample.taken_at, "count",
+                              sample.pids.limit))
+    if scratch_used is not None:
+        metrics.append(_gauge(history, "io_scratch_size", scratch_used, sample.taken_at,
+                              "bytes", target.scratch_quota))
+    return KernelStats(
+        kernel_id=target.kernel_id, container_id=target.container_id,
+        session_id=target.session_id, user_id=target.user_id, project_id=target.project_id,
+        metrics={m.key: m for m in metrics}, source=sample.source,
+        oom_kill=sample.memory.oom_kill,
+    )
