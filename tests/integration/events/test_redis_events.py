@@ -10,9 +10,21 @@ import msgpack
 import redis.asyncio as aioredis
 
 from berth.events import (
-    AgentHeartbeatEvent, AgentInfo, BgtaskDoneEvent, EventBus, ExecutionStartedEvent, Heartbeat,
-    KernelCreatingEvent, KernelCreationInfo, KernelPreparingEvent, KernelStartedEvent,
-    KernelTerminatedEvent, ManagerStore, decode_log_chunk, parse_event, redis_url_with_db,
+    AgentHeartbeatEvent,
+    AgentInfo,
+    BgtaskDoneEvent,
+    EventBus,
+    ExecutionStartedEvent,
+    Heartbeat,
+    KernelCreatingEvent,
+    KernelCreationInfo,
+    KernelPreparingEvent,
+    KernelStartedEvent,
+    KernelTerminatedEvent,
+    ManagerStore,
+    decode_log_chunk,
+    parse_event,
+    redis_url_with_db,
     tail_events,
 )
 from berth.types import TerminationReason

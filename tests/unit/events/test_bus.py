@@ -10,7 +10,11 @@ import pytest
 
 from berth.errors import EventBusError
 from berth.events import (
-    AgentStartedEvent, BgtaskDoneEvent, Envelope, EventBus, ExecutionStartedEvent,
+    AgentStartedEvent,
+    BgtaskDoneEvent,
+    Envelope,
+    EventBus,
+    ExecutionStartedEvent,
 )
 
 

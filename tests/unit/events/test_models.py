@@ -6,8 +6,16 @@ import pytest
 from pydantic import ValidationError
 
 from berth.events import (
-    ALL_EVENTS, AgentHeartbeatEvent, AgentInfo, BgtaskUpdatedEvent, KernelCreationInfo,
-    KernelStartedEvent, KernelTerminatedEvent, ServicePortInfo, SlotQuantity, parse_event,
+    ALL_EVENTS,
+    AgentHeartbeatEvent,
+    AgentInfo,
+    BgtaskUpdatedEvent,
+    KernelCreationInfo,
+    KernelStartedEvent,
+    KernelTerminatedEvent,
+    ServicePortInfo,
+    SlotQuantity,
+    parse_event,
 )
 from berth.types import TerminationReason
 
