@@ -121,7 +121,7 @@ _ALL_STATS = frozenset({"min", "max", "sum", "avg", "diff", "rate"})
 
 
 def _s(value: Decimal) -> str:
-    return str(value.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP).normalize())
+    return format(value.quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP).normalize(), "f")
 
 
 @dataclass(frozen=True)
