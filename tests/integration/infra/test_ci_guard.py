@@ -1,0 +1,53 @@
+"""scripts/lib/junit_skips.py turns a skipped integration test into a CI failure."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GUARD = Path(__file__).resolve().parents[3] / "scripts" / "lib" / "junit_skips.py"
+
+
+def junit(*cases: str) -> str:
+    return f'<testsuites><testsuite name="pytest">{"".join(cases)}</testsuite></testsuites>'
+
+
+PASSED_INT = '<testcase classname="tests.integration.x.test_a" name="test_ok"/>'
+SKIPPED_INT = (
+    '<testcase classname="tests.integration.x.test_a" name="test_s">'
+    '<skipped type="pytest.skip" message="no redis"/></testcase>'
+)
+XFAIL_INT = (
+    '<testcase classname="tests.integration.x.test_a" name="test_x">'
+    '<skipped type="pytest.xfail" message="known"/></testcase>'
+)
+SKIPPED_UNIT = (
+    '<testcase classname="tests.unit.x.test_b" name="test_s">'
+    '<skipped type="pytest.skip" message="linux only"/></testcase>'
+)
+
+
+@pytest.mark.parametrize(
+    ("xml", "args", "rc"),
+    [
+        (junit(PASSED_INT, SKIPPED_UNIT), [], 0),
+        (junit(PASSED_INT, XFAIL_INT), ["--require-integration"], 0),
+        (junit(PASSED_INT, SKIPPED_INT), [], 1),
+        (junit(SKIPPED_UNIT), ["--require-integration"], 1),
+        (junit(SKIPPED_UNIT), [], 0),
+    ],
+)
+def test_guard_exit_code(tmp_path: Path, xml: str, args: list[str], rc: int) -> None:
+    path = tmp_path / "junit.xml"
+    path.write_text(xml)
+    proc = subprocess.run(
+        [sys.executable, str(GUARD), str(path), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == rc, proc.stdout
