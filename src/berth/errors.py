@@ -3,6 +3,7 @@
     BerthError
     ├── ConfigError                      bad agent.toml / env value (carries the key path)
     ├── InvalidArgument                  bad RPC argument or kernel spec (carries field)
+    │   ├── AgentIdMismatch
     │   ├── InvalidKernelSpec
     │   └── MountRefused                 reserved kernel path or host path outside allowed roots
     ├── KernelError                      (carries kernel_id)
@@ -74,6 +75,10 @@ class InvalidArgument(BerthError):
     def __init__(self, message: str, *, field: str = "", **data: Any) -> None:
         super().__init__(f"{field}: {message}" if field else message, field=field, **data)
         self.field = field
+
+
+class AgentIdMismatch(InvalidArgument):
+    """The Manager addressed an agent id this process does not serve."""
 
 
 class InvalidKernelSpec(InvalidArgument):

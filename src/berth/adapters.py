@@ -1,0 +1,82 @@
+"""Thin adapters that fit subsystem APIs to the roles the kernel lifecycle expects."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from berth.events import models as ev
+from berth.kernel.deps import ScratchLayout
+from berth.resources.allocator import AllocationOptions, KernelAllocation, ResourceManager
+from berth.storage import ScratchPaths, docker_mounts, intrinsic_mounts, parse_mounts
+from berth.types import KernelId
+
+__all__ = ["EventAdapter", "MountAdapter", "ResourceAdapter"]
+
+log = logging.getLogger(__name__)
+
+
+class ResourceAdapter:
+    """Ledger-friendly JSON allocations over :class:`ResourceManager`."""
+
+    def __init__(self, manager: ResourceManager) -> None:
+        self.manager = manager
+
+    def allocate(self, kernel_id: str, requested: Mapping[str, Decimal],
+                 opts: Mapping[str, Any]) -> dict[str, Any]:
+        allocation = self.manager.allocate(
+            KernelId(kernel_id), dict(requested), AllocationOptions.from_resource_opts(opts))
+        return allocation.to_json()
+
+    def restore(self, kernel_id: str, allocation: Mapping[str, Any]) -> None:
+        self.manager.restore(KernelId(kernel_id), KernelAllocation.from_json(allocation))
+
+    def free(self, kernel_id: str) -> None:
+        self.manager.free(KernelId(kernel_id))
+
+    def container_args(self, kernel_id: str) -> dict[str, Any]:
+        allocation = self.manager.get(KernelId(kernel_id))
+        return dict(self.manager.docker_args(allocation)) if allocation else {}
+
+
+class MountAdapter:
+    def __init__(self, allowed_roots: Sequence[Path], runner_dir: Path) -> None:
+        self.allowed_roots = list(allowed_roots)
+        self.runner_dir = runner_dir
+
+    def plan(self, layout: ScratchLayout, mounts: Sequence[Mapping[str, Any]]
+             ) -> list[dict[str, Any]]:
+        assert isinstance(layout, ScratchPaths)
+        vfolders = parse_mounts(list(mounts), self.allowed_roots)
+        return intrinsic_mounts(layout, self.runner_dir) + docker_mounts(vfolders)
+
+
+_KERNEL_EVENTS: dict[str, type[ev.KernelLifecycleEvent]] = {
+    cls.name: cls for cls in (ev.KernelPreparingEvent, ev.KernelPullingEvent,
+                              ev.KernelCreatingEvent, ev.KernelStartedEvent,
+                              ev.KernelTerminatedEvent)
+}
+
+
+class EventAdapter:
+    """Turns the lifecycle's (name, payload) into typed events on the bus (or the log)."""
+
+    def __init__(self, bus: Any | None) -> None:
+        self.bus = bus
+
+    def emit(self, name: str, payload: Mapping[str, Any], *, broadcast: bool = False) -> None:
+        cls = _KERNEL_EVENTS.get(name)
+        if cls is None:
+            log.error("no event model named %s", name)
+            return
+        event = cls.model_validate(dict(payload))
+        log.debug("event %s %s", name, event.payload_json())
+        if self.bus is not None:
+            self.bus.emit(event)
+
+    def emit_event(self, event: ev.AgentEvent) -> None:
+        if self.bus is not None:
+            self.bus.emit(event)

@@ -1,0 +1,88 @@
+"""The container-engine seam: records and the Protocol every backend implements.
+
+Only :mod:`berth.backend.docker` talks to a real engine; :mod:`berth.backend.fake` keeps
+containers in memory for unit tests and plugin authors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = ["ContainerBackend", "ContainerEvent", "ContainerInfo", "ExecResult", "ImageInfo"]
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    name: str
+    labels: Mapping[str, str]
+    running: bool
+    status: str
+    exit_code: int | None = None
+    oom_killed: bool = False
+    pid: int = 0
+    image: str = ""
+    started_at: str = ""
+    finished_at: str = ""
+    host_ports: Mapping[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContainerEvent:
+    action: str  # "start" | "die" | "oom" | "destroy"
+    container_id: str
+    labels: Mapping[str, str]
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    tags: Sequence[str]
+    labels: Mapping[str, str]
+    digests: Sequence[str] = ()
+    architecture: str = ""
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+class ContainerBackend(Protocol):
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool: ...
+
+    async def create(self, name: str, config: Mapping[str, Any]) -> str: ...
+
+    async def start(self, container_id: str) -> None: ...
+
+    async def stop(self, container_id: str, *, grace: float) -> None: ...
+
+    async def remove(self, container_id: str) -> None: ...
+
+    async def inspect(self, container_id: str) -> ContainerInfo: ...
+
+    async def list(self, labels: Mapping[str, str]) -> list[ContainerInfo]: ...
+
+    async def logs(self, container_id: str, *, tail: int | None = None) -> str: ...
+
+    async def exec(self, container_id: str, cmd: Sequence[str], *, user: str | None = None,
+                   env: Mapping[str, str] | None = None, timeout: float = 60.0) -> ExecResult: ...
+
+    def events(self, labels: Mapping[str, str]) -> AsyncIterator[ContainerEvent]: ...
+
+    async def image_inspect(self, ref: str) -> ImageInfo | None: ...
+
+    async def image_list(self) -> list[ImageInfo]: ...
+
+    async def image_remove(self, ref: str, *, force: bool = False, noprune: bool = False) -> None: ...
+
+    def image_pull(self, ref: str, auth: Mapping[str, str] | None = None
+                   ) -> AsyncIterator[dict[str, Any]]: ...

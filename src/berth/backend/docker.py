@@ -1,0 +1,196 @@
+"""Docker Engine backend over aiodocker: the only module that imports it.
+
+Domain verbs over one choke point, :func:`_translate`, which maps ``DockerError`` statuses to
+Berth's errors (404 → ContainerNotFound, 409 → ContainerConflict, anything else → BackendError).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import aiodocker
+from aiodocker.exceptions import DockerError
+
+from berth.backend.base import ContainerEvent, ContainerInfo, ExecResult, ImageInfo
+from berth.errors import BackendError, ContainerConflict, ContainerNotFound, ImageNotAvailable
+
+__all__ = ["DockerBackend"]
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _translate(what: str) -> Iterator[None]:
+    try:
+        yield
+    except DockerError as exc:
+        message = f"{what}: {exc.message}"
+        if exc.status == 404:
+            raise ContainerNotFound(message, status=404) from exc
+        if exc.status == 409:
+            raise ContainerConflict(message, status=409) from exc
+        raise BackendError(message, status=exc.status) from exc
+    except (TimeoutError, OSError) as exc:
+        raise BackendError(f"{what}: {exc!r}") from exc
+
+
+def _info(data: Mapping[str, Any]) -> ContainerInfo:
+    state = data.get("State", {})
+    config = data.get("Config", {})
+    ports: dict[int, int] = {}
+    for key, bindings in (data.get("NetworkSettings", {}).get("Ports") or {}).items():
+        for binding in bindings or []:
+            ports[int(key.split("/")[0])] = int(binding["HostPort"])
+            break
+    return ContainerInfo(
+        id=data["Id"],
+        name=data.get("Name", "").lstrip("/"),
+        labels=config.get("Labels") or {},
+        running=bool(state.get("Running")),
+        status=state.get("Status", ""),
+        exit_code=state.get("ExitCode"),
+        oom_killed=bool(state.get("OOMKilled")),
+        pid=int(state.get("Pid") or 0),
+        image=config.get("Image", ""),
+        started_at=state.get("StartedAt", ""),
+        finished_at=state.get("FinishedAt", ""),
+        host_ports=ports,
+    )
+
+
+def _image(data: Mapping[str, Any]) -> ImageInfo:
+    return ImageInfo(
+        id=data["Id"],
+        tags=tuple(data.get("RepoTags") or ()),
+        labels=(data.get("Config") or {}).get("Labels") or data.get("Labels") or {},
+        digests=tuple(data.get("RepoDigests") or ()),
+        architecture=data.get("Architecture", ""),
+        size=int(data.get("Size") or 0),
+    )
+
+
+class DockerBackend:
+    def __init__(self, url: str | None = None) -> None:
+        self._docker = aiodocker.Docker(url=url)
+
+    async def close(self) -> None:
+        await self._docker.close()
+
+    async def ping(self) -> bool:
+        try:
+            await self._docker.version()
+            return True
+        except (TimeoutError, DockerError, OSError):
+            return False
+
+    async def create(self, name: str, config: Mapping[str, Any]) -> str:
+        with _translate(f"create {name}"):
+            container = await self._docker.containers.create(dict(config), name=name)
+            return str(container.id)
+
+    async def start(self, container_id: str) -> None:
+        with _translate(f"start {container_id[:12]}"):
+            await self._docker.containers.container(container_id).start()
+
+    async def stop(self, container_id: str, *, grace: float) -> None:
+        with _translate(f"stop {container_id[:12]}"):
+            try:
+                await self._docker.containers.container(container_id).stop(t=int(grace))
+            except DockerError as exc:
+                if exc.status != 304:  # already stopped
+                    raise
+
+    async def remove(self, container_id: str) -> None:
+        with _translate(f"remove {container_id[:12]}"):
+            await self._docker.containers.container(container_id).delete(force=True, v=True)
+
+    async def inspect(self, container_id: str) -> ContainerInfo:
+        with _translate(f"inspect {container_id[:12]}"):
+            return _info(await self._docker.containers.container(container_id).show())
+
+    async def list(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        with _translate("list containers"):
+            found = await self._docker.containers.list(all=True, filters=filters)
+            infos = []
+            for c in found:
+                try:
+                    infos.append(_info(await c.show()))
+                except DockerError as exc:
+                    if exc.status != 404:  # removed between list and show
+                        raise
+            return infos
+
+    async def logs(self, container_id: str, *, tail: int | None = None) -> str:
+        params: dict[str, Any] = {"stdout": True, "stderr": True}
+        if tail is not None:
+            params["tail"] = tail
+        with _translate(f"logs {container_id[:12]}"):
+            lines = await self._docker.containers.container(container_id).log(**params)
+            return "".join(lines)
+
+    async def exec(self, container_id: str, cmd: Sequence[str], *, user: str | None = None,
+                   env: Mapping[str, str] | None = None, timeout: float = 60.0) -> ExecResult:
+        with _translate(f"exec in {container_id[:12]}"):
+            container = self._docker.containers.container(container_id)
+            execution = await container.exec(
+                list(cmd), user=user or "", environment=dict(env or {}), stdout=True, stderr=True,
+            )
+            out, err = bytearray(), bytearray()
+            async with asyncio.timeout(timeout):
+                async with execution.start(detach=False) as stream:
+                    while (msg := await stream.read_out()) is not None:
+                        (out if msg.stream == 1 else err).extend(msg.data)
+            info = await execution.inspect()
+            return ExecResult(int(info.get("ExitCode") or 0), bytes(out), bytes(err))
+
+    async def events(self, labels: Mapping[str, str]) -> AsyncIterator[ContainerEvent]:
+        filters = {"type": ["container"], "event": ["start", "die", "oom", "destroy"],
+                   "label": [f"{k}={v}" for k, v in labels.items()]}
+        with _translate("events"):
+            subscriber = self._docker.events.subscribe(filters=filters)
+            try:
+                while (event := await subscriber.get()) is not None:
+                    attrs = event.get("Actor", {}).get("Attributes", {})
+                    code = attrs.get("exitCode")
+                    yield ContainerEvent(
+                        action=event.get("Action", ""),
+                        container_id=event.get("Actor", {}).get("ID", event.get("id", "")),
+                        labels={k: v for k, v in attrs.items() if k.startswith("ai.backend.")},
+                        exit_code=int(code) if code is not None else None,
+                    )
+            finally:
+                await self._docker.events.stop()
+
+    async def image_inspect(self, ref: str) -> ImageInfo | None:
+        try:
+            with _translate(f"inspect image {ref}"):
+                return _image(await self._docker.images.inspect(ref))
+        except ContainerNotFound:
+            return None
+
+    async def image_list(self) -> list[ImageInfo]:
+        with _translate("list images"):
+            return [_image(i) for i in await self._docker.images.list()]
+
+    async def image_remove(self, ref: str, *, force: bool = False, noprune: bool = False) -> None:
+        try:
+            with _translate(f"remove image {ref}"):
+                await self._docker.images.delete(ref, force=force, noprune=noprune)
+        except ContainerNotFound as exc:
+            raise ImageNotAvailable(f"image {ref} not found", image=ref) from exc
+
+    async def image_pull(self, ref: str, auth: Mapping[str, str] | None = None
+                         ) -> AsyncIterator[dict[str, Any]]:
+        try:
+            with _translate(f"pull {ref}"):
+                async for event in self._docker.images.pull(
+                    ref, auth=dict(auth) if auth else None, stream=True,
+                ):
+                    yield event
+        except ContainerNotFound as exc:
+            raise ImageNotAvailable(f"image {ref} not found in its registry", image=ref) from exc

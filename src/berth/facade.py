@@ -1,0 +1,282 @@
+"""The RPC surface: one async method per Backend.AI method name (reference §1.2), thin.
+
+Every method accepts the ``agent_id`` keyword the Manager sends. Arguments are validated by
+:mod:`berth.rpc.handlers` against these annotations before a method runs; business logic lives
+in the lifecycle and the subsystems, not here.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from berth import __version__
+from berth.agent import Agent
+from berth.errors import (
+    AgentIdMismatch,
+    InvalidArgument,
+    KernelNotFound,
+    RunnerUnavailable,
+    RuntimeMissing,
+)
+from berth.kernel.container_config import has_runner
+from berth.kernel.registry import Kernel
+from berth.storage import KernelFiles, list_files_reply, parse_mounts
+from berth.types import KernelState, TerminationReason
+
+__all__ = ["AgentFacade"]
+
+log = logging.getLogger(__name__)
+
+
+class AgentFacade:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    # ---------------------------------------------------------------- helpers
+    def _check_agent(self, agent_id: str | None) -> None:
+        if agent_id is not None and agent_id != self.agent.agent_id:
+            raise AgentIdMismatch(f"this is agent {self.agent.agent_id}, not {agent_id}",
+                                  agent_id=agent_id)
+
+    def _kernel(self, kernel_id: str, agent_id: str | None) -> Kernel:
+        self._check_agent(agent_id)
+        kernel = self.agent.registry.find(kernel_id)
+        if kernel is None:
+            raise KernelNotFound(kernel_id=kernel_id)
+        return kernel
+
+    def _runner(self, kernel: Kernel) -> Any:
+        runner = self.agent.lifecycle.runners.get(kernel.kernel_id)
+        if runner is None:
+            if not has_runner(kernel.image_labels):
+                raise RuntimeMissing(
+                    f"image {kernel.spec.image.canonical} has no Python runtime for query mode "
+                    f"(ai.backend.runtime-path={kernel.image_labels.get('ai.backend.runtime-path')!r})",
+                    kernel_id=kernel.kernel_id)
+            raise RunnerUnavailable(kernel_id=kernel.kernel_id)
+        return runner
+
+    def _files(self, kernel: Kernel) -> KernelFiles:
+        layout = self.agent.lifecycle.layouts.get(kernel.kernel_id)
+        if layout is None:
+            raise KernelNotFound(kernel_id=kernel.kernel_id)
+        api = self.agent.config.api
+        mounts = parse_mounts([m.model_dump() for m in kernel.spec.mounts],
+                              self.agent.config.container.vfolder_allowed_roots)
+        return KernelFiles(layout.work_dir, mounts=mounts, uid=kernel.uid, gid=kernel.gid,
+                           max_upload_bytes=api.max_upload_size,
+                           max_download_bytes=api.max_download_size)
+
+    # ---------------------------------------------------------------- agent
+    async def ping(self, msg: str = "ping", agent_id: str | None = None) -> str:
+        return msg
+
+    async def health(self, agent_id: str | None = None) -> dict[str, Any]:
+        docker_ok = await self.agent.backend.ping()
+        now = time.time()
+        return {
+            "status": "ok" if docker_ok and self.agent.ready else "degraded",
+            "version": __version__, "component": "agent",
+            "connectivity": {
+                "overall_healthy": docker_ok,
+                "connectivity_checks": [{"service_group": "container", "component_id": "docker",
+                                         "is_healthy": docker_ok, "last_checked_at": now}],
+                "timestamp": now,
+            },
+        }
+
+    async def gather_hwinfo(self, agent_id: str | None = None) -> dict[str, Any]:
+        self._check_agent(agent_id)
+        info: dict[str, Any] = {}
+        for plugin in self.agent.resources.plugins:
+            try:
+                info[plugin.key] = plugin.get_node_hwinfo()
+            except NotImplementedError:
+                continue
+            except Exception as exc:
+                info[plugin.key] = {"status": "unavailable", "status_info": repr(exc),
+                                    "metadata": {}}
+        return info
+
+    async def scan_gpu_alloc_map(self, agent_id: str | None = None) -> dict[str, str]:
+        return self.agent.resources.scan_gpu_alloc_map()
+
+    async def get_status(self, agent_id: str | None = None) -> dict[str, Any]:
+        self._check_agent(agent_id)
+        _, views = self.agent.registry.snapshot()
+        res = self.agent.resources
+        return {
+            "agent_id": self.agent.agent_id, "version": __version__,
+            "architecture": platform.machine(), "ready": self.agent.ready,
+            "uptime": round(time.time() - self.agent.started_at, 3),
+            "slots": {
+                "total": {k: str(v) for k, v in res.total_slots().items()},
+                "used": {k: str(v) for k, v in res.used_slots().items()},
+                "available": {k: str(v) for k, v in res.available_slots().items()},
+            },
+            "kernels": [v.to_json() for v in views],
+        }
+
+    async def get_local_config(self, agent_id: str | None = None) -> dict[str, Any]:
+        return {"agent": {"abuse-report-path": None, "id": self.agent.agent_id},
+                "watcher": {"service-addr": self.agent.config.watcher.service_addr}}
+
+    async def assign_port(self, agent_id: str | None = None) -> int:
+        return self.agent.ports.assign_port()
+
+    async def release_port(self, port_no: int, agent_id: str | None = None) -> None:
+        self.agent.ports.release(port_no)
+
+    async def reset_agent(self, agent_id: str | None = None) -> None:
+        self._check_agent(agent_id)
+        for kernel in list(self.agent.registry.live()):
+            await self.agent.lifecycle.destroy(kernel.kernel_id, TerminationReason.AGENT_RESET)
+
+    async def shutdown_agent(self, terminate_kernels: bool = False,
+                             agent_id: str | None = None) -> None:
+        self._check_agent(agent_id)
+        if terminate_kernels:
+            await self.reset_agent()
+        self.agent.request_stop()
+
+    # ---------------------------------------------------------------- kernels
+    async def create_kernels(
+        self, raw_session_id: str, raw_kernel_ids: list[str], raw_configs: list[dict[str, Any]],
+        raw_cluster_info: dict[str, Any] | None = None,
+        kernel_image_refs: dict[Any, Any] | None = None, agent_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        self._check_agent(agent_id)
+        if len(raw_kernel_ids) != len(raw_configs):
+            raise InvalidArgument("raw_kernel_ids and raw_configs differ in length",
+                                  field="raw_configs")
+        results = []
+        for kid, config in zip(raw_kernel_ids, raw_configs):
+            results.append(await self.agent.lifecycle.create(config, str(kid),
+                                                             str(raw_session_id)))
+        return results
+
+    async def create_kernel(self, config: dict[str, Any], kernel_id: str | None = None,
+                            session_id: str | None = None,
+                            agent_id: str | None = None) -> dict[str, Any]:
+        self._check_agent(agent_id)
+        kid = kernel_id or str(uuid.uuid4())
+        return await self.agent.lifecycle.create(config, kid, session_id or kid)
+
+    async def destroy_kernel(self, kernel_id: str, session_id: str | None = None,
+                             reason: str | None = None, suppress_events: bool = False,
+                             agent_id: str | None = None) -> None:
+        self._check_agent(agent_id)
+        why = TerminationReason(reason) if reason in set(TerminationReason) else (
+            TerminationReason.USER_REQUESTED)
+        await self.agent.lifecycle.destroy(kernel_id, why)
+
+    async def restart_kernel(self, session_id: str, kernel_id: str, kernel_image: Any = None,
+                             updated_config: dict[str, Any] | None = None,
+                             agent_id: str | None = None) -> dict[str, Any]:
+        self._kernel(kernel_id, agent_id)
+        return await self.agent.lifecycle.restart(kernel_id)
+
+    async def check_running(self, kernel_id: str, agent_id: str | None = None) -> bool:
+        kernel = self.agent.registry.find(kernel_id)
+        return kernel is not None and kernel.state == KernelState.RUNNING
+
+    async def check_creating(self, kernel_id: str, agent_id: str | None = None) -> bool:
+        kernel = self.agent.registry.find(kernel_id)
+        return kernel is not None and kernel.state in (
+            KernelState.PREPARING, KernelState.PULLING, KernelState.CREATING)
+
+    async def check_pulling(self, image_name: str, agent_id: str | None = None) -> bool:
+        return any(k.state == KernelState.PULLING and k.spec.image.canonical == image_name
+                   for k in self.agent.registry.live())
+
+    async def get_logs(self, kernel_id: str, agent_id: str | None = None) -> dict[str, str]:
+        kernel = self._kernel(kernel_id, agent_id)
+        if not kernel.container_id:
+            return {"logs": ""}
+        return {"logs": await self.agent.backend.logs(kernel.container_id)}
+
+    async def sync_kernel_registry(self, raw_kernel_session_ids: Sequence[Sequence[str]],
+                                   agent_id: str | None = None) -> None:
+        self._check_agent(agent_id)
+        wanted = {str(pair[0]) for pair in raw_kernel_session_ids}
+        for kernel in list(self.agent.registry.live()):
+            if kernel.kernel_id not in wanted and kernel.state == KernelState.RUNNING:
+                log.warning("kernel %s is unknown to the manager; destroying", kernel.kernel_id)
+                await self.agent.lifecycle.destroy(kernel.kernel_id,
+                                                   TerminationReason.NOT_FOUND_IN_MANAGER)
+
+    # ---------------------------------------------------------------- code and services
+    async def execute(self, session_id: str, kernel_id: str, api_version: int, run_id: str | None,
+                      mode: str, code: str, opts: dict[str, Any] | None = None,
+                      flush_timeout: float | None = None,
+                      agent_id: str | None = None) -> dict[str, Any]:
+        kernel = self._kernel(kernel_id, agent_id)
+        if mode not in ("query", "batch", "input", "continue"):
+            raise InvalidArgument(f"unknown execution mode {mode!r}", field="mode")
+        runner = self._runner(kernel)
+        result = await runner.execute(run_id=run_id, mode=mode, code=code, opts=opts or {},
+                                      flush_timeout=flush_timeout, api_version=api_version)
+        result.setdefault("files", [])
+        return dict(result)
+
+    async def execute_code(self, kernel_id: str, code: str, mode: str = "query",
+                           run_id: str | None = None, opts: dict[str, Any] | None = None,
+                           flush_timeout: float | None = None,
+                           agent_id: str | None = None) -> dict[str, Any]:
+        kernel = self._kernel(kernel_id, agent_id)
+        return await self.execute(kernel.session_id, kernel_id, 2, run_id, mode, code, opts,
+                                  flush_timeout)
+
+    async def get_completions(self, kernel_id: str, text: str, opts: dict[str, Any] | None = None,
+                              agent_id: str | None = None) -> dict[str, Any]:
+        kernel = self._kernel(kernel_id, agent_id)
+        suggestions = await self._runner(kernel).complete(text, opts or {})
+        return {"result": {"status": "finished", "error": None, "suggestions": suggestions}}
+
+    async def interrupt_kernel(self, kernel_id: str, agent_id: str | None = None
+                               ) -> dict[str, str]:
+        kernel = self._kernel(kernel_id, agent_id)
+        await self._runner(kernel).interrupt()
+        return {"status": "finished"}
+
+    async def start_service(self, kernel_id: str, service: str,
+                            opts: dict[str, Any] | None = None,
+                            agent_id: str | None = None) -> dict[str, Any]:
+        kernel = self._kernel(kernel_id, agent_id)
+        ports = next((s["container_ports"] for s in kernel.service_ports
+                      if s["name"] == service), None)
+        if ports is None:
+            return {"status": "failed", "error": f"no service named {service!r}"}
+        return dict(await self._runner(kernel).start_service(service, opts or {}, list(ports)))
+
+    async def shutdown_service(self, kernel_id: str, service: str,
+                               agent_id: str | None = None) -> None:
+        kernel = self._kernel(kernel_id, agent_id)
+        await self._runner(kernel).shutdown_service(service)
+
+    # ---------------------------------------------------------------- files
+    async def upload_file(self, kernel_id: str, filename: str, filedata: bytes,
+                          agent_id: str | None = None) -> None:
+        kernel = self._kernel(kernel_id, agent_id)
+        await self._files(kernel).upload(filename, filedata)
+
+    async def download_file(self, kernel_id: str, filepath: str,
+                            agent_id: str | None = None) -> bytes:
+        kernel = self._kernel(kernel_id, agent_id)
+        return await self._files(kernel).download_tar(filepath)
+
+    async def download_single(self, kernel_id: str, filepath: str,
+                              agent_id: str | None = None) -> bytes:
+        kernel = self._kernel(kernel_id, agent_id)
+        return await self._files(kernel).download_single(filepath)
+
+    async def list_files(self, kernel_id: str, path: str = "/home/work",
+                         agent_id: str | None = None) -> dict[str, Any]:
+        kernel = self._kernel(kernel_id, agent_id)
+        entries = await self._files(kernel).list_files(path)
+        return list_files_reply(path, list(entries))

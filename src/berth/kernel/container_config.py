@@ -1,0 +1,176 @@
+"""Build the Docker create config of a kernel from plain values (pure, tested without Docker).
+
+Limits are enforced by the kernel, not promised: CPU by CFS quota plus cpuset pinning (from the
+cpu plugin), memory with swap disabled (mem plugin), ``/dev/shm`` of ``resource_opts.shmem``, a
+PIDs limit, a ``nofile`` ulimit and ``Init: true`` so SIGTERM reaches the kernel's processes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from berth.kernel.spec import KernelSpec
+from berth.types import AGENT_ID_LABEL, KERNEL_ID_LABEL, OWNER_LABEL, SESSION_ID_LABEL
+
+__all__ = [
+    "RUNNER_MOUNT",
+    "RUNNER_SOCKET",
+    "ContainerPlan",
+    "build_container_config",
+    "container_name",
+    "has_runner",
+    "idle_command",
+    "kernel_environ",
+    "runner_command",
+]
+
+RUNNER_MOUNT = "/opt/berth/runner"
+RUNNER_SOCKET = "/home/config/ipc/runner.sock"
+SERVICE_DEFS = "/etc/backend.ai/service-defs"
+BOOTSTRAP_PATH = "/home/work/bootstrap.sh"
+
+
+@dataclass(frozen=True)
+class ContainerPlan:
+    """Everything the builder needs, already decided by the lifecycle."""
+
+    agent_id: str
+    kernel_id: str
+    session_id: str
+    spec: KernelSpec
+    image_ref: str
+    image_labels: Mapping[str, str]
+    uid: int
+    gid: int
+    resource_args: Mapping[str, Any]  # {"HostConfig": {...}, "Env": {...}} from the plugins
+    mounts: Sequence[Mapping[str, Any]]  # Docker "Mounts" entries
+    port_map: Mapping[int, int]  # container port → host port
+    bind_host: str
+    pids_limit: int
+    nofile_limit: int
+    service_ports_label: str
+    extra_env: Mapping[str, str]
+
+
+def container_name(kernel_id: str) -> str:
+    return f"berth-kernel.{kernel_id}"
+
+
+def has_runner(labels: Mapping[str, str]) -> bool:
+    runtime_type = labels.get("ai.backend.runtime-type", "app")
+    path = labels.get("ai.backend.runtime-path", "")
+    return runtime_type == "python" or path.rsplit("/", 1)[-1].startswith("python")
+
+
+def runner_command(labels: Mapping[str, str], *, bootstrap: bool) -> list[str]:
+    cmd = [labels.get("ai.backend.runtime-path") or "/usr/bin/python3", "-u",
+           f"{RUNNER_MOUNT}/krunner.py", "--socket", RUNNER_SOCKET, "--work", "/home/work",
+           "--config", "/home/config", "--service-defs", SERVICE_DEFS]
+    if bootstrap:
+        cmd += ["--bootstrap", BOOTSTRAP_PATH]
+    return cmd
+
+
+def idle_command(*, bootstrap: bool) -> list[str]:
+    """For images without a runtime: run the bootstrap, then wait for SIGTERM without spinning."""
+    script = "trap 'exit 0' TERM INT; "
+    if bootstrap:
+        script += f"sh {BOOTSTRAP_PATH} >/home/config/ipc/bootstrap.log 2>&1; "
+        script += "echo $? >/home/config/ipc/bootstrap.exit; "
+    script += "while :; do sleep 3600 & wait $!; done"
+    return ["/bin/sh", "-c", script]
+
+
+def kernel_environ(plan: ContainerPlan) -> dict[str, str]:
+    spec = plan.spec
+    env = {
+        "HOME": "/home/work",
+        "LANG": "C.UTF-8",
+        "BACKENDAI_KERNEL_ID": plan.kernel_id,
+        "BACKENDAI_SESSION_ID": plan.session_id,
+        "BACKENDAI_KERNEL_IMAGE": spec.image.canonical,
+        "BACKENDAI_CLUSTER_ROLE": spec.cluster_role,
+        "BACKENDAI_CLUSTER_IDX": str(spec.cluster_idx),
+        "BACKENDAI_CLUSTER_HOST": spec.hostname(),
+        "BACKENDAI_PREOPEN_PORTS": ",".join(str(p) for p in spec.preopen_ports),
+        "BACKENDAI_SERVICE_PORTS": plan.image_labels.get("ai.backend.service-ports", ""),
+        "LOCAL_USER_ID": str(plan.uid),
+        "LOCAL_GROUP_ID": str(plan.gid),
+    }
+    env.update({k: str(v) for k, v in (plan.resource_args.get("Env") or {}).items()})
+    cores = str(int(spec.resource_slots["cpu"].to_integral_value(rounding="ROUND_CEILING")))
+    for name in plan.image_labels.get("ai.backend.envs.corecount", "").split(","):
+        if name.strip():
+            env[name.strip()] = cores
+    env.update(plan.extra_env)
+    env.update(spec.environ)
+    return env
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def build_container_config(plan: ContainerPlan, command: Sequence[str]) -> dict[str, Any]:
+    spec = plan.spec
+    env = kernel_environ(plan)
+    exposed = {f"{port}/tcp": {} for port in plan.port_map}
+    bindings = {f"{c}/tcp": [{"HostIp": plan.bind_host, "HostPort": str(h)}]
+                for c, h in plan.port_map.items()}
+    host_config: dict[str, Any] = {
+        "Init": True,
+        "PidsLimit": plan.pids_limit,
+        "Ulimits": [{"Name": "nofile", "Soft": plan.nofile_limit, "Hard": plan.nofile_limit}],
+        "Mounts": [dict(m) for m in plan.mounts],
+        "PortBindings": bindings,
+        "PublishAllPorts": False,
+        "Privileged": False,
+        "GroupAdd": [str(g) for g in spec.supplementary_gids],
+        "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "2"}},
+    }
+    if spec.shmem is not None:
+        host_config["ShmSize"] = spec.shmem
+    host_config = _merge(host_config, plan.resource_args.get("HostConfig") or {})
+    labels = {
+        OWNER_LABEL: plan.agent_id,
+        AGENT_ID_LABEL: plan.agent_id,
+        KERNEL_ID_LABEL: plan.kernel_id,
+        SESSION_ID_LABEL: plan.session_id,
+        "ai.backend.owner-user-id": spec.owner_user_id or "",
+        "ai.backend.owner-project-id": spec.owner_project_id or "",
+        "ai.backend.service-ports": plan.service_ports_label,
+        "ai.backend.internal.block-service-ports": "0",
+    }
+    return {
+        "Image": plan.image_ref,
+        "Cmd": list(command),
+        "Entrypoint": [],
+        "Env": [f"{k}={v}" for k, v in sorted(env.items())],
+        "User": f"{plan.uid}:{plan.gid}",
+        "WorkingDir": "/home/work",
+        "Hostname": spec.hostname(),
+        "Labels": labels,
+        "ExposedPorts": exposed,
+        "StopSignal": "SIGTERM",
+        "Tty": False,
+        "OpenStdin": False,
+        "HostConfig": host_config,
+    }
+
+
+def resource_txt(spec: KernelSpec, allocation: Mapping[str, Any]) -> str:
+    """``config/resource.txt`` in Backend.AI's shape (reference §6.6), for tools inside the kernel."""
+    lines = [
+        "SLOTS=" + json.dumps({k: str(v) for k, v in spec.resource_slots.items()}),
+        "ALLOCATION=" + json.dumps(allocation, sort_keys=True),
+    ]
+    return "\n".join(lines) + "\n"

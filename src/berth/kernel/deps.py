@@ -1,0 +1,83 @@
+"""The roles the kernel lifecycle depends on, as Protocols (wired in :mod:`berth.agent`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = [
+    "EventSink",
+    "MountPlanner",
+    "PortRole",
+    "ResourceRole",
+    "RunnerFactory",
+    "RunnerRole",
+    "ScratchLayout",
+    "ScratchRole",
+]
+
+
+class ResourceRole(Protocol):
+    def allocate(self, kernel_id: str, requested: Mapping[str, Decimal],
+                 opts: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def restore(self, kernel_id: str, allocation: Mapping[str, Any]) -> None: ...
+
+    def free(self, kernel_id: str) -> None: ...
+
+    def container_args(self, kernel_id: str) -> dict[str, Any]: ...
+
+
+class PortRole(Protocol):
+    def acquire_many(self, count: int) -> list[int]: ...
+
+    def release(self, port: int) -> None: ...
+
+    def discard(self, port: int) -> None: ...
+
+
+class ScratchLayout(Protocol):
+    @property
+    def kernel_dir(self) -> Path: ...
+
+    @property
+    def config_dir(self) -> Path: ...
+
+    @property
+    def work_dir(self) -> Path: ...
+
+    @property
+    def ipc_dir(self) -> Path: ...
+
+
+class ScratchRole(Protocol):
+    async def create(self, kernel_id: str, uid: int, gid: int) -> ScratchLayout: ...
+
+    async def open(self, kernel_id: str) -> ScratchLayout:
+        """An existing scratch; raises StorageError when it is missing or incomplete."""
+        ...
+
+    async def remove(self, kernel_id: str) -> None: ...
+
+    def scan(self) -> set[str]: ...
+
+
+class MountPlanner(Protocol):
+    def plan(self, layout: ScratchLayout, mounts: Sequence[Mapping[str, Any]]
+             ) -> list[dict[str, Any]]: ...
+
+
+class RunnerRole(Protocol):
+    async def wait_ready(self, timeout: float) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+class RunnerFactory(Protocol):
+    def __call__(self, socket_path: Path) -> RunnerRole: ...
+
+
+class EventSink(Protocol):
+    def emit(self, name: str, payload: Mapping[str, Any], *, broadcast: bool = False) -> None: ...

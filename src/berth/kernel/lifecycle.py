@@ -1,0 +1,524 @@
+"""A kernel's life on this node: create, restart, destroy, and the end of a container that died.
+
+Every transitional state runs under its own deadline; exceeding it ends the kernel with a
+recorded reason. Teardown is one idempotent task per kernel: a second trigger (the RPC and the
+Docker ``die`` event, say) awaits the first instead of cleaning twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from berth.backend.base import ContainerBackend, ImageInfo
+from berth.errors import (
+    BerthError,
+    ContainerNotFound,
+    DeadlineExceeded,
+    ImageNotAvailable,
+    ImagePullFailed,
+    KernelNotFound,
+    KernelStartupFailed,
+    KernelStateError,
+)
+from berth.kernel.container_config import (
+    ContainerPlan,
+    build_container_config,
+    container_name,
+    has_runner,
+    idle_command,
+    resource_txt,
+    runner_command,
+)
+from berth.kernel.deps import (
+    EventSink,
+    MountPlanner,
+    PortRole,
+    ResourceRole,
+    RunnerFactory,
+    RunnerRole,
+    ScratchLayout,
+    ScratchRole,
+)
+from berth.kernel.ledger import Ledger, LedgerEntry
+from berth.kernel.registry import Kernel, KernelRegistry, Termination
+from berth.kernel.spec import KernelSpec, parse_kernel_spec, parse_service_ports
+from berth.kernel.state import classify_exit
+from berth.tasks import TaskSupervisor
+from berth.types import KernelState, TerminationReason
+
+__all__ = ["KernelLifecycle", "LifecycleSettings"]
+
+log = logging.getLogger(__name__)
+R = TerminationReason
+
+
+@dataclass(frozen=True)
+class LifecycleSettings:
+    agent_id: str
+    bind_host: str
+    kernel_host: str
+    default_uid: int
+    default_gid: int
+    pids_limit: int
+    nofile_limit: int
+    stop_grace: float
+    preparing_timeout: float
+    pull_timeout: float
+    creating_timeout: float
+    terminating_timeout: float
+    creation_concurrency: int
+    runner_dir: Path
+    scaling_group: str = "default"
+    agent_addr: str = ""
+
+
+class KernelLifecycle:
+    def __init__(
+        self, settings: LifecycleSettings, *, backend: ContainerBackend, registry: KernelRegistry,
+        ledger: Ledger, resources: ResourceRole, ports: PortRole, scratch: ScratchRole,
+        mounts: MountPlanner, runner_factory: RunnerFactory, events: EventSink,
+        on_phase: Callable[[str, float], None] = lambda phase, seconds: None,
+    ) -> None:
+        self.s = settings
+        self.backend = backend
+        self.registry = registry
+        self.ledger = ledger
+        self.resources = resources
+        self.ports = ports
+        self.scratch = scratch
+        self.mounts = mounts
+        self.runner_factory = runner_factory
+        self.events = events
+        self.on_phase = on_phase
+        self.runners: dict[str, RunnerRole] = {}
+        self.layouts: dict[str, ScratchLayout] = {}
+        self._create_slots = asyncio.Semaphore(settings.creation_concurrency)
+        self._teardowns: dict[str, asyncio.Task[None]] = {}
+        self._tasks = TaskSupervisor("lifecycle")
+
+    # ---------------------------------------------------------------- create
+    async def create(self, raw_config: Mapping[str, Any], kernel_id: str,
+                     session_id: str) -> dict[str, Any]:
+        spec = parse_kernel_spec(dict(raw_config), kernel_id=kernel_id, session_id=session_id)
+        kernel = Kernel(
+            kernel_id=kernel_id, session_id=session_id, spec=spec,
+            uid=spec.uid if spec.uid is not None else self.s.default_uid,
+            gid=spec.main_gid if spec.main_gid is not None else self.s.default_gid,
+        )
+        async with self.registry.lock:
+            self.registry.add(kernel)
+        self._emit("kernel_preparing", kernel, reason="")
+        log.info("kernel %s: PREPARING (image %s)", kernel_id, spec.image.canonical)
+        try:
+            async with self._create_slots:
+                await self._create(kernel)
+        except BaseException as exc:
+            reason, detail = _failure_reason(exc)
+            log.warning("kernel %s: creation failed: %s", kernel_id, detail)
+            await asyncio.shield(self._terminate(kernel, reason, detail=detail))
+            if isinstance(exc, BerthError):
+                raise
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise KernelStartupFailed(detail, kernel_id=kernel_id) from exc
+        return self.creation_result(kernel)
+
+    async def _create(self, kernel: Kernel) -> None:
+        started = time.monotonic()
+        image = await self._phase(kernel, "prepare", self.s.preparing_timeout,
+                                  self._resolve_image(kernel))
+        if image is None:
+            kernel.transition(KernelState.PULLING)
+            self._emit("kernel_pulling", kernel, reason=kernel.spec.image.canonical)
+            image = await self._phase(kernel, "pull", self.s.pull_timeout, self._pull(kernel))
+        kernel.image_id = image.id
+        kernel.image_labels = {**image.labels, **kernel.spec.image.labels}
+        kernel.transition(KernelState.CREATING)
+        self._emit("kernel_creating", kernel, reason="")
+        await self._phase(kernel, "create", self.s.creating_timeout, self._materialise(kernel))
+        kernel.transition(KernelState.RUNNING)
+        self._write_ledger(kernel)
+        self.on_phase("total", time.monotonic() - started)
+        log.info("kernel %s: RUNNING (container %s, ports %s)", kernel.kernel_id,
+                 (kernel.container_id or "")[:12], kernel.host_ports)
+        self._emit("kernel_started", kernel, reason="", creation_info=self._creation_info(kernel))
+
+    async def _phase(self, kernel: Kernel, name: str, timeout: float,
+                     work: Awaitable[Any]) -> Any:
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout):
+                result = await work
+        except TimeoutError as exc:
+            raise DeadlineExceeded(
+                f"kernel {kernel.kernel_id}: {kernel.state} exceeded its {timeout:g}s deadline",
+                kernel_id=kernel.kernel_id, state=str(kernel.state), deadline=timeout,
+            ) from exc
+        seconds = time.monotonic() - started
+        kernel.phase_durations[name] = seconds
+        self.on_phase(name, seconds)
+        return result
+
+    async def _resolve_image(self, kernel: Kernel) -> ImageInfo | None:
+        """The local image, or None when it must be pulled first."""
+        image = kernel.spec.image
+        info = await self.backend.image_inspect(image.canonical)
+        if info is not None:
+            stale = (image.auto_pull == "digest" and image.digest and not image.is_local
+                     and image.digest not in (info.id, *info.digests))
+            if not stale:
+                return info
+        if image.is_local or image.auto_pull == "none":
+            if info is not None:
+                return info
+            raise ImageNotAvailable(f"image {image.canonical} is not on this node",
+                                    image=image.canonical, kernel_id=kernel.kernel_id)
+        return None
+
+    async def _pull(self, kernel: Kernel) -> ImageInfo:
+        image = kernel.spec.image
+        registry = image.registry or {}
+        auth = ({"username": registry["username"], "password": registry.get("password", "")}
+                if registry.get("username") else None)
+        async for event in self.backend.image_pull(image.canonical, auth):
+            if "error" in event:
+                raise ImagePullFailed(str(event["error"]), image=image.canonical)
+        info = await self.backend.image_inspect(image.canonical)
+        if info is None:
+            raise ImagePullFailed(f"{image.canonical} is absent after its pull",
+                                  image=image.canonical)
+        return info
+
+    async def _materialise(self, kernel: Kernel) -> None:
+        spec = kernel.spec
+        kernel.allocation = self.resources.allocate(
+            kernel.kernel_id, spec.resource_slots, spec.resource_opts)
+        kernel.service_ports = _service_port_decls(kernel)
+        needed = sum(len(s["container_ports"]) for s in kernel.service_ports)
+        host_ports = self.ports.acquire_many(needed)
+        _assign_host_ports(kernel, host_ports)
+        layout = await self.scratch.create(kernel.kernel_id, kernel.uid, kernel.gid)
+        self.layouts[kernel.kernel_id] = layout
+        self._prepare_files(kernel, layout)
+        self._write_ledger(kernel)  # before the container exists
+        config = self._container_config(kernel, layout)
+        kernel.container_id = await self.backend.create(container_name(kernel.kernel_id), config)
+        self._write_ledger(kernel)
+        await self.backend.start(kernel.container_id)
+        info = await self.backend.inspect(kernel.container_id)
+        kernel.pid = info.pid
+        await self._wait_ready(kernel, layout)
+
+    def _container_config(self, kernel: Kernel, layout: ScratchLayout) -> dict[str, Any]:
+        spec = kernel.spec
+        port_map = {c: h for s in kernel.service_ports
+                    for c, h in zip(s["container_ports"], s["host_ports"])}
+        label = ",".join(
+            f"{s['name']}:{s['protocol']}:" + (
+                str(s["container_ports"][0]) if len(s["container_ports"]) == 1
+                else "[" + ",".join(map(str, s["container_ports"])) + "]")
+            for s in kernel.service_ports)
+        mounts = self.mounts.plan(layout, [m.model_dump() for m in spec.mounts])
+        plan = ContainerPlan(
+            agent_id=self.s.agent_id, kernel_id=kernel.kernel_id, session_id=kernel.session_id,
+            spec=spec, image_ref=spec.image.canonical, image_labels=kernel.image_labels,
+            uid=kernel.uid, gid=kernel.gid,
+            resource_args=self.resources.container_args(kernel.kernel_id),
+            mounts=mounts, port_map=port_map, bind_host=self.s.bind_host,
+            pids_limit=self.s.pids_limit, nofile_limit=self.s.nofile_limit,
+            service_ports_label=label, extra_env={},
+        )
+        bootstrap = bool(spec.bootstrap_script)
+        command = (runner_command(kernel.image_labels, bootstrap=bootstrap)
+                   if has_runner(kernel.image_labels) else idle_command(bootstrap=bootstrap))
+        return build_container_config(plan, command)
+
+    def _prepare_files(self, kernel: Kernel, layout: ScratchLayout) -> None:
+        spec = kernel.spec
+        environ = "".join(f"{k}={v}\n" for k, v in spec.environ.items())
+        (layout.config_dir / "environ.txt").write_text(environ)
+        (layout.config_dir / "resource.txt").write_text(resource_txt(spec, kernel.allocation))
+        os.chown(layout.ipc_dir, kernel.uid, kernel.gid)
+        if spec.bootstrap_script:
+            path = layout.work_dir / "bootstrap.sh"
+            path.write_text(spec.bootstrap_script)
+            os.chmod(path, 0o755)
+            os.chown(path, kernel.uid, kernel.gid)
+
+    async def _wait_ready(self, kernel: Kernel, layout: ScratchLayout) -> None:
+        if has_runner(kernel.image_labels):
+            runner = self.runner_factory(layout.ipc_dir / "runner.sock")
+            self.runners[kernel.kernel_id] = runner
+            await self._until_ready(kernel, runner)
+            return
+        if kernel.spec.bootstrap_script:
+            marker = layout.ipc_dir / "bootstrap.exit"
+            while not marker.exists():
+                await self._ensure_alive(kernel)
+                await asyncio.sleep(0.05)
+
+    async def _until_ready(self, kernel: Kernel, runner: RunnerRole) -> None:
+        while True:
+            try:
+                await runner.wait_ready(timeout=1.0)
+                return
+            except (BerthError, OSError, TimeoutError):
+                await self._ensure_alive(kernel)
+
+    async def _ensure_alive(self, kernel: Kernel) -> None:
+        assert kernel.container_id
+        info = await self.backend.inspect(kernel.container_id)
+        if not info.running:
+            raise KernelStartupFailed(
+                f"kernel {kernel.kernel_id}: container exited with {info.exit_code} before it "
+                "was ready", kernel_id=kernel.kernel_id, exit_code=info.exit_code)
+
+    # ---------------------------------------------------------------- restart
+    async def restart(self, kernel_id: str) -> dict[str, Any]:
+        kernel = self.registry.get(kernel_id)
+        if kernel.state != KernelState.RUNNING:
+            raise KernelStateError(f"kernel {kernel_id} is {kernel.state}, not RUNNING",
+                                   kernel_id=kernel_id)
+        kernel.transition(KernelState.RESTARTING)
+        log.info("kernel %s: RESTARTING", kernel_id)
+        try:
+            await self._phase(kernel, "restart", self.s.creating_timeout, self._recreate(kernel))
+        except BaseException as exc:
+            reason, detail = _failure_reason(exc)
+            await asyncio.shield(self._terminate(kernel, reason, detail=detail))
+            raise
+        kernel.transition(KernelState.RUNNING)
+        self._write_ledger(kernel)
+        return {"container_id": kernel.container_id, "repl_in_port": 0, "repl_out_port": 0,
+                "stdin_port": 0, "stdout_port": 0, "service_ports": kernel.service_ports}
+
+    async def _recreate(self, kernel: Kernel) -> None:
+        assert kernel.container_id
+        old = kernel.container_id
+        await self._close_runner(kernel.kernel_id)
+        await self._stop_and_remove(old)
+        layout = self.layouts.get(kernel.kernel_id) or await self.scratch.open(kernel.kernel_id)
+        self.layouts[kernel.kernel_id] = layout
+        (layout.ipc_dir / "runner.sock").unlink(missing_ok=True)
+        (layout.ipc_dir / "bootstrap.exit").unlink(missing_ok=True)
+        config = self._container_config(kernel, layout)
+        kernel.container_id = await self.backend.create(container_name(kernel.kernel_id), config)
+        self._write_ledger(kernel)
+        await self.backend.start(kernel.container_id)
+        kernel.pid = (await self.backend.inspect(kernel.container_id)).pid
+        await self._wait_ready(kernel, layout)
+
+    # ---------------------------------------------------------------- destroy
+    async def destroy(self, kernel_id: str, reason: TerminationReason = R.USER_REQUESTED) -> None:
+        kernel = self.registry.find(kernel_id)
+        if kernel is None:
+            if self.registry.ended(kernel_id) is not None:
+                return  # already gone: destroying twice is not an error
+            raise KernelNotFound(kernel_id=kernel_id)
+        await self._terminate(kernel, reason)
+
+    async def on_container_exit(self, container_id: str) -> None:
+        """A container ended on its own (Docker ``die`` event or the periodic sync)."""
+        kernel = self.registry.by_container(container_id)
+        if kernel is None or kernel.state in (KernelState.RESTARTING, KernelState.TERMINATING,
+                                              KernelState.TERMINATED):
+            return
+        if kernel.state != KernelState.RUNNING:
+            return  # creation notices a dead container itself and records why
+        try:
+            info = await self.backend.inspect(container_id)
+        except ContainerNotFound:
+            await self._terminate(kernel, R.CONTAINER_NOT_FOUND, stop=False)
+            return
+        if info.running:
+            return
+        reason = classify_exit(info.exit_code, info.oom_killed)
+        log.warning("kernel %s: container exited by itself with %s (%s)", kernel.kernel_id,
+                    info.exit_code, reason)
+        await self._terminate(kernel, reason, exit_code=info.exit_code, stop=False)
+
+    async def _terminate(self, kernel: Kernel, reason: TerminationReason, *,
+                         exit_code: int | None = None, stop: bool = True, detail: str = "") -> None:
+        task = self._teardowns.get(kernel.kernel_id)
+        if task is None:
+            task = self._tasks.spawn(
+                self._teardown(kernel, reason, exit_code, stop, detail),
+                name=f"teardown-{kernel.kernel_id}")
+            self._teardowns[kernel.kernel_id] = task
+        await asyncio.shield(task)
+
+    async def _teardown(self, kernel: Kernel, reason: TerminationReason, exit_code: int | None,
+                        stop: bool, detail: str) -> None:
+        if kernel.state != KernelState.TERMINATING:
+            kernel.transition(KernelState.TERMINATING)
+        log.info("kernel %s: TERMINATING (%s)", kernel.kernel_id, reason)
+        try:
+            async with asyncio.timeout(self.s.terminating_timeout):
+                exit_code = await self._release_container(kernel, stop, exit_code)
+        except TimeoutError:
+            log.error("kernel %s: TERMINATING exceeded %gs; removing by force",
+                      kernel.kernel_id, self.s.terminating_timeout)
+            detail = detail or "terminating deadline exceeded"
+            if kernel.container_id:
+                await _quietly(self.backend.remove(kernel.container_id))
+        await self._close_runner(kernel.kernel_id)
+        await _quietly(self.scratch.remove(kernel.kernel_id))
+        self.layouts.pop(kernel.kernel_id, None)
+        self._release_resources(kernel)
+        kernel.termination = Termination(reason, exit_code if exit_code is not None else -1,
+                                         detail, time.time())
+        kernel.transition(KernelState.TERMINATED)
+        async with self.registry.lock:
+            self.registry.retire(kernel)
+        self._teardowns.pop(kernel.kernel_id, None)
+        kernel.terminated.set()
+        log.info("kernel %s: TERMINATED (%s, exit %s)", kernel.kernel_id, reason,
+                 kernel.termination.exit_code)
+        self._emit("kernel_terminated", kernel, reason=str(reason),
+                   exit_code=kernel.termination.exit_code)
+
+    async def _release_container(self, kernel: Kernel, stop: bool,
+                                 exit_code: int | None) -> int | None:
+        if not kernel.container_id:
+            return exit_code
+        try:
+            if stop:
+                await self.backend.stop(kernel.container_id, grace=self.s.stop_grace)
+            info = await self.backend.inspect(kernel.container_id)
+            if exit_code is None:
+                exit_code = info.exit_code
+            await self.backend.remove(kernel.container_id)
+        except ContainerNotFound:
+            pass
+        return exit_code
+
+    def _release_resources(self, kernel: Kernel) -> None:
+        for ports in kernel.host_ports.values():
+            for port in ports:
+                self.ports.release(port)
+        kernel.host_ports = {}
+        if kernel.allocation:
+            self.resources.free(kernel.kernel_id)
+
+    async def _stop_and_remove(self, container_id: str) -> None:
+        try:
+            await self.backend.stop(container_id, grace=self.s.stop_grace)
+            await self.backend.remove(container_id)
+        except ContainerNotFound:
+            pass
+
+    async def _close_runner(self, kernel_id: str) -> None:
+        runner = self.runners.pop(kernel_id, None)
+        if runner is not None:
+            await _quietly(runner.close())
+
+    # ---------------------------------------------------------------- adoption
+    def adopt(self, entry: LedgerEntry, layout: ScratchLayout, pid: int) -> Kernel:
+        """Take back a live kernel after an agent restart: same container, ports, allocation."""
+        spec = KernelSpec.model_validate(entry.spec)
+        kernel = Kernel(kernel_id=entry.kernel_id, session_id=entry.session_id, spec=spec,
+                        uid=entry.uid, gid=entry.gid, state=KernelState.RUNNING,
+                        created_at=entry.created_at, container_id=entry.container_id, pid=pid,
+                        image_id=entry.image_id, allocation=dict(entry.allocation),
+                        host_ports={k: list(v) for k, v in entry.host_ports.items()},
+                        service_ports=list(entry.extra.get("service_ports", [])),
+                        image_labels=dict(entry.extra.get("image_labels", {})))
+        self.resources.restore(kernel.kernel_id, kernel.allocation)
+        for ports in kernel.host_ports.values():
+            for port in ports:
+                self.ports.discard(port)
+        self.registry.add(kernel)
+        self.layouts[kernel.kernel_id] = layout
+        if has_runner(kernel.image_labels):
+            self.runners[kernel.kernel_id] = self.runner_factory(layout.ipc_dir / "runner.sock")
+        return kernel
+
+    # ---------------------------------------------------------------- helpers
+    def _write_ledger(self, kernel: Kernel) -> None:
+        self.ledger.write(LedgerEntry(
+            kernel_id=kernel.kernel_id, session_id=kernel.session_id, agent_id=self.s.agent_id,
+            spec=kernel.spec.model_dump(mode="json"), allocation=kernel.allocation,
+            host_ports=kernel.host_ports, uid=kernel.uid, gid=kernel.gid,
+            state=str(kernel.state), container_id=kernel.container_id,
+            created_at=kernel.created_at, image_id=kernel.image_id,
+            extra={"service_ports": kernel.service_ports, "image_labels": kernel.image_labels},
+        ))
+
+    def creation_result(self, kernel: Kernel) -> dict[str, Any]:
+        return {
+            "id": kernel.kernel_id, "kernel_host": self.s.kernel_host,
+            "repl_in_port": 0, "repl_out_port": 0, "stdin_port": 0, "stdout_port": 0,
+            "service_ports": kernel.service_ports, "container_id": kernel.container_id,
+            "resource_spec": {"slots": {k: str(v) for k, v in kernel.spec.resource_slots.items()},
+                              "allocations": kernel.allocation},
+            "attached_devices": {}, "agent_addr": self.s.agent_addr,
+            "scaling_group": self.s.scaling_group,
+        }
+
+    def _creation_info(self, kernel: Kernel) -> dict[str, Any]:
+        return {"container_id": kernel.container_id, "kernel_host": self.s.kernel_host,
+                "repl_in_port": 0, "repl_out_port": 0,
+                "service_ports": kernel.service_ports, "used_devices": {}}
+
+    def _emit(self, name: str, kernel: Kernel, **payload: Any) -> None:
+        body = {"kernel_id": kernel.kernel_id, "session_id": kernel.session_id, **payload}
+        self.events.emit(name, body, broadcast=True)
+
+    def is_busy(self, kernel_id: str) -> bool:
+        return kernel_id in self._teardowns
+
+    async def close(self) -> None:
+        """Stop watching; kernels keep running (a restarted agent adopts them)."""
+        await self._tasks.close()
+        for kernel_id in list(self.runners):
+            await self._close_runner(kernel_id)
+
+
+def _service_port_decls(kernel: Kernel) -> list[dict[str, Any]]:
+    spec = kernel.spec
+    decls: list[dict[str, Any]] = []
+    if spec.cluster_role in ("main", "master"):
+        for d in parse_service_ports(kernel.image_labels.get("ai.backend.service-ports")):
+            decls.append({"name": d.name, "protocol": d.protocol,
+                          "container_ports": list(d.container_ports), "host_ports": [],
+                          "is_inference": False})
+        taken = {p for d in decls for p in d["container_ports"]}
+        for port in spec.preopen_ports:
+            if port in taken:
+                raise KernelStateError(f"preopen port {port} collides with an image service",
+                                       kernel_id=kernel.kernel_id)
+            decls.append({"name": str(port), "protocol": "preopen", "container_ports": [port],
+                          "host_ports": [], "is_inference": False})
+    return decls
+
+
+def _assign_host_ports(kernel: Kernel, host_ports: list[int]) -> None:
+    it = iter(host_ports)
+    for decl in kernel.service_ports:
+        decl["host_ports"] = [next(it) for _ in decl["container_ports"]]
+        kernel.host_ports[decl["name"]] = list(decl["host_ports"])
+
+
+def _failure_reason(exc: BaseException) -> tuple[TerminationReason, str]:
+    if isinstance(exc, DeadlineExceeded):
+        return R.DEADLINE, str(exc)
+    if isinstance(exc, asyncio.CancelledError):
+        return R.FAILED_TO_CREATE, "creation cancelled"
+    if isinstance(exc, KernelStartupFailed):
+        return R.FAILED_TO_START, str(exc)
+    return R.FAILED_TO_CREATE, f"{type(exc).__name__}: {exc}"
+
+
+async def _quietly(work: Awaitable[Any]) -> None:
+    try:
+        await work
+    except Exception as exc:  # cleanup goes on; the next reconcile retries what failed
+        log.warning("cleanup step failed: %r", exc)
+

@@ -1,0 +1,198 @@
+"""Reconciliation of ledger, containers and scratch directories.
+
+:func:`plan_reconcile` is pure: given what is on disk and what the engine reports, it decides,
+for every kernel id and container, one action. :class:`Reconciler` carries the actions out and
+logs each correction. The same code runs at start (crash recovery) and periodically (sync), the
+periodic pass judging only kernels whose state predates its container listing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from berth.backend.base import ContainerBackend, ContainerInfo
+from berth.errors import ContainerNotFound, StorageError
+from berth.kernel.ledger import Ledger, LedgerEntry
+from berth.kernel.state import classify_exit
+from berth.types import KERNEL_ID_LABEL, OWNER_LABEL, KernelState, TerminationReason
+
+__all__ = [
+    "Action",
+    "Adopt",
+    "CleanDead",
+    "ReconcileReport",
+    "Reconciler",
+    "RemoveStrayContainer",
+    "RemoveStrayScratch",
+    "plan_reconcile",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Adopt:
+    entry: LedgerEntry
+    container: ContainerInfo
+
+
+@dataclass(frozen=True)
+class CleanDead:
+    kernel_id: str
+    entry: LedgerEntry
+    containers: tuple[ContainerInfo, ...]
+    reason: TerminationReason
+    exit_code: int
+
+
+@dataclass(frozen=True)
+class RemoveStrayContainer:
+    container: ContainerInfo
+
+
+@dataclass(frozen=True)
+class RemoveStrayScratch:
+    kernel_id: str
+
+
+Action = Adopt | CleanDead | RemoveStrayContainer | RemoveStrayScratch
+
+
+def plan_reconcile(entries: Mapping[str, LedgerEntry | None],
+                   containers: Sequence[ContainerInfo]) -> list[Action]:
+    by_kernel: dict[str, list[ContainerInfo]] = {}
+    actions: list[Action] = []
+    for c in containers:
+        kid = c.labels.get(KERNEL_ID_LABEL, "")
+        if kid in entries and entries[kid] is not None:
+            by_kernel.setdefault(kid, []).append(c)
+        else:
+            actions.append(RemoveStrayContainer(c))
+    for kid, entry in sorted(entries.items()):
+        if entry is None:
+            actions.append(RemoveStrayScratch(kid))
+            continue
+        mine = by_kernel.get(kid, [])
+        actions.extend(_judge(kid, entry, mine))
+    return actions
+
+
+def _judge(kid: str, entry: LedgerEntry, mine: list[ContainerInfo]) -> list[Action]:
+    current = [c for c in mine if c.id == entry.container_id]
+    others = tuple(c for c in mine if c.id != entry.container_id)
+    strays: list[Action] = [RemoveStrayContainer(c) for c in others]
+    if entry.state != KernelState.RUNNING:
+        return [CleanDead(kid, entry, tuple(mine), TerminationReason.FAILED_TO_CREATE, -1)]
+    if not current:
+        return strays + [CleanDead(kid, entry, (), TerminationReason.CONTAINER_NOT_FOUND, -1)]
+    container = current[0]
+    if container.running:
+        return strays + [Adopt(entry, container)]
+    reason = classify_exit(container.exit_code, container.oom_killed)
+    code = container.exit_code if container.exit_code is not None else -1
+    return strays + [CleanDead(kid, entry, (container,), reason, code)]
+
+
+@dataclass
+class ReconcileReport:
+    adopted: list[str] = field(default_factory=list)
+    cleaned: list[str] = field(default_factory=list)
+    stray_containers: list[str] = field(default_factory=list)
+    stray_scratch: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Reconciler:
+    def __init__(self, lifecycle: KernelLifecycle, agent_id: str) -> None:  # noqa: F821
+        self.lc = lifecycle
+        self.agent_id = agent_id
+
+    @property
+    def backend(self) -> ContainerBackend:
+        return self.lc.backend
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.lc.ledger
+
+    async def at_start(self) -> ReconcileReport:
+        started = time.monotonic()
+        report = ReconcileReport()
+        containers = await self.backend.list({OWNER_LABEL: self.agent_id})
+        entries: dict[str, LedgerEntry | None] = {}
+        layouts = {}
+        for kid in sorted(self.lc.scratch.scan()):
+            try:
+                layouts[kid] = await self.lc.scratch.open(kid)
+            except StorageError as exc:
+                log.warning("reconcile: scratch of %s is unusable: %s", kid, exc)
+                entries[kid] = None
+                continue
+            entries[kid] = self.ledger.read(kid)
+        async with self.lc.registry.lock:
+            for action in plan_reconcile(entries, containers):
+                await self._apply(action, layouts, report)
+        report.seconds = time.monotonic() - started
+        log.info("reconcile: %d adopted, %d cleaned, %d stray containers, %d stray scratch dirs "
+                 "(%.0f ms)", len(report.adopted), len(report.cleaned),
+                 len(report.stray_containers), len(report.stray_scratch), report.seconds * 1000)
+        return report
+
+    async def _apply(self, action: Action, layouts: Mapping[str, object],
+                     report: ReconcileReport) -> None:
+        match action:
+            case Adopt(entry, container):
+                layout = layouts[entry.kernel_id]
+                self.lc.adopt(entry, layout, container.pid)  # type: ignore[arg-type]
+                report.adopted.append(entry.kernel_id)
+                log.info("reconcile: adopted kernel %s (container %s)", entry.kernel_id,
+                         container.id[:12])
+            case CleanDead(kid, entry, containers, reason, code):
+                for c in containers:
+                    await self._remove(c.id)
+                await self.lc.scratch.remove(kid)
+                report.cleaned.append(kid)
+                log.warning("reconcile: kernel %s was dead (%s, exit %s); cleaned", kid, reason,
+                            code)
+                self.lc.events.emit("kernel_terminated", {
+                    "kernel_id": kid, "session_id": entry.session_id, "reason": str(reason),
+                    "exit_code": code}, broadcast=True)
+            case RemoveStrayContainer(container):
+                await self._remove(container.id)
+                report.stray_containers.append(container.id)
+                log.warning("reconcile: removed container %s that no ledger owns",
+                            container.id[:12])
+            case RemoveStrayScratch(kid):
+                await self.lc.scratch.remove(kid)
+                report.stray_scratch.append(kid)
+                log.warning("reconcile: removed scratch of %s that no ledger owns", kid)
+
+    async def _remove(self, container_id: str) -> None:
+        try:
+            await self.backend.remove(container_id)
+        except ContainerNotFound:
+            pass
+
+    async def sync(self) -> int:
+        """Periodic pass: notice containers that died unseen and containers nobody owns."""
+        listed_at = time.monotonic()
+        containers = await self.backend.list({OWNER_LABEL: self.agent_id})
+        running = {c.id for c in containers if c.running}
+        async with self.lc.registry.lock:
+            _, views = self.lc.registry.snapshot()
+        known = {v.kernel_id for v in views}
+        dead = [v.container_id for v in views
+                if v.state == KernelState.RUNNING and v.state_since < listed_at
+                and v.container_id and v.container_id not in running]
+        for container_id in dead:
+            assert container_id
+            await self.lc.on_container_exit(container_id)
+        strays = [c for c in containers if c.labels.get(KERNEL_ID_LABEL) not in known
+                  and not self.lc.is_busy(c.labels.get(KERNEL_ID_LABEL, ""))]
+        for c in strays:
+            log.warning("sync: removing container %s that no kernel owns", c.id[:12])
+            await self._remove(c.id)
+        return len(dead) + len(strays)

@@ -1,0 +1,148 @@
+"""The in-memory kernel registry: the agent's view of its kernels, guarded by one lock.
+
+Never hold the lock across slow I/O (the anchor's 56 s stall came from that). Readers take a
+:meth:`KernelRegistry.snapshot`, a list of frozen views stamped with the time they were taken, so
+reconciliation can tell a kernel that changed after the snapshot from one that is really gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from berth.errors import KernelAlreadyExists, KernelNotFound
+from berth.kernel.spec import KernelSpec
+from berth.kernel.state import check_transition
+from berth.types import KernelState, TerminationReason
+
+__all__ = ["Kernel", "KernelRegistry", "KernelView", "Termination"]
+
+
+@dataclass(frozen=True)
+class Termination:
+    reason: TerminationReason
+    exit_code: int
+    detail: str = ""
+    at: float = 0.0
+
+
+@dataclass
+class Kernel:
+    kernel_id: str
+    session_id: str
+    spec: KernelSpec
+    uid: int
+    gid: int
+    state: KernelState = KernelState.PREPARING
+    state_since: float = field(default_factory=time.monotonic)
+    created_at: float = field(default_factory=time.time)
+    container_id: str | None = None
+    pid: int = 0
+    image_id: str | None = None
+    image_labels: dict[str, str] = field(default_factory=dict)
+    allocation: dict[str, Any] = field(default_factory=dict)
+    host_ports: dict[str, list[int]] = field(default_factory=dict)
+    service_ports: list[dict[str, Any]] = field(default_factory=list)
+    termination: Termination | None = None
+    terminated: asyncio.Event = field(default_factory=asyncio.Event)
+    phase_durations: dict[str, float] = field(default_factory=dict)
+
+    def transition(self, target: KernelState) -> None:
+        check_transition(self.kernel_id, self.state, target)
+        self.state = target
+        self.state_since = time.monotonic()
+
+    def view(self) -> KernelView:
+        return KernelView(
+            kernel_id=self.kernel_id, session_id=self.session_id, state=self.state,
+            state_since=self.state_since, created_at=self.created_at,
+            container_id=self.container_id, pid=self.pid, image=self.spec.image.canonical,
+            resource_slots={k: str(v) for k, v in self.spec.resource_slots.items()},
+            allocation=self.allocation, host_ports=dict(self.host_ports),
+            service_ports=list(self.service_ports), termination=self.termination,
+            owner_user_id=self.spec.owner_user_id, owner_project_id=self.spec.owner_project_id,
+        )
+
+
+@dataclass(frozen=True)
+class KernelView:
+    kernel_id: str
+    session_id: str
+    state: KernelState
+    state_since: float
+    created_at: float
+    container_id: str | None
+    pid: int
+    image: str
+    resource_slots: dict[str, str]
+    allocation: dict[str, Any]
+    host_ports: dict[str, list[int]]
+    service_ports: list[dict[str, Any]]
+    termination: Termination | None
+    owner_user_id: str | None = None
+    owner_project_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "kernel_id": self.kernel_id, "session_id": self.session_id,
+            "state": str(self.state), "image": self.image, "container_id": self.container_id,
+            "resource_slots": self.resource_slots, "allocation": self.allocation,
+            "host_ports": self.host_ports, "service_ports": self.service_ports,
+            "created_at": self.created_at, "age": round(time.time() - self.created_at, 3),
+        }
+        if self.termination is not None:
+            data["termination"] = {"reason": str(self.termination.reason),
+                                   "exit_code": self.termination.exit_code,
+                                   "detail": self.termination.detail}
+        return data
+
+
+class KernelRegistry:
+    def __init__(self, keep_terminated: int = 256) -> None:
+        self.lock = asyncio.Lock()
+        self._kernels: dict[str, Kernel] = {}
+        self._terminated: OrderedDict[str, KernelView] = OrderedDict()
+        self._keep = keep_terminated
+
+    def add(self, kernel: Kernel) -> None:
+        if kernel.kernel_id in self._kernels:
+            raise KernelAlreadyExists(kernel_id=kernel.kernel_id)
+        self._terminated.pop(kernel.kernel_id, None)
+        self._kernels[kernel.kernel_id] = kernel
+
+    def get(self, kernel_id: str) -> Kernel:
+        try:
+            return self._kernels[kernel_id]
+        except KeyError:
+            raise KernelNotFound(kernel_id=kernel_id) from None
+
+    def find(self, kernel_id: str) -> Kernel | None:
+        return self._kernels.get(kernel_id)
+
+    def by_container(self, container_id: str) -> Kernel | None:
+        for kernel in self._kernels.values():
+            if kernel.container_id == container_id:
+                return kernel
+        return None
+
+    def retire(self, kernel: Kernel) -> None:
+        """Move a TERMINATED kernel to the bounded history of ended kernels."""
+        self._kernels.pop(kernel.kernel_id, None)
+        self._terminated[kernel.kernel_id] = kernel.view()
+        while len(self._terminated) > self._keep:
+            self._terminated.popitem(last=False)
+
+    def ended(self, kernel_id: str) -> KernelView | None:
+        return self._terminated.get(kernel_id)
+
+    def snapshot(self) -> tuple[float, list[KernelView]]:
+        return time.monotonic(), [k.view() for k in self._kernels.values()]
+
+    def live(self) -> list[Kernel]:
+        return list(self._kernels.values())
+
+    def __len__(self) -> int:
+        return len(self._kernels)

@@ -1,0 +1,200 @@
+"""The kernel creation spec, shaped like Backend.AI's ``KernelCreationConfig`` (reference §2).
+
+The Manager sends many fields Berth does not use; they are kept (``extra="allow"``) so a restart
+can hand the same config back. What Berth relies on is validated here, once, into plain values.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from berth.config import parse_binary_size
+from berth.errors import InvalidKernelSpec
+
+__all__ = [
+    "ImageConfig",
+    "KernelSpec",
+    "MountSpec",
+    "ServicePortDecl",
+    "parse_kernel_spec",
+    "parse_service_ports",
+]
+
+_INTRINSIC_RESERVED_PORTS = frozenset({2000, 2001, 2002, 2003, 2200, 7681})
+
+
+class ImageConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    canonical: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    digest: str | None = None
+    repo_digest: str | None = None
+    registry: dict[str, Any] = Field(default_factory=dict)
+    is_local: bool = False
+    auto_pull: Literal["digest", "tag", "none"] = "digest"
+    architecture: str | None = None
+    project: str | None = None
+
+    @field_validator("canonical")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("image canonical name is empty")
+        return value.strip()
+
+
+class MountSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    host_path: str
+    kernel_path: str | None = None
+    mount_perm: Literal["ro", "rw", "wd", "rw-delete"] = "rw"
+
+
+class KernelSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    image: ImageConfig
+    kernel_id: str | None = None
+    session_id: str | None = None
+    owner_user_id: str | None = None
+    owner_project_id: str | None = None
+    session_type: str = "interactive"
+    cluster_role: str = "main"
+    cluster_idx: int = 1
+    cluster_hostname: str | None = None
+    resource_slots: dict[str, Decimal]
+    resource_opts: dict[str, Any] = Field(default_factory=dict)
+    environ: dict[str, str] = Field(default_factory=dict)
+    mounts: list[MountSpec] = Field(default_factory=list)
+    bootstrap_script: str | None = None
+    startup_command: str | None = None
+    preopen_ports: list[int] = Field(default_factory=list)
+    uid: int | None = Field(None, ge=0)
+    main_gid: int | None = Field(None, ge=0)
+    supplementary_gids: list[int] = Field(default_factory=list)
+    internal_data: dict[str, Any] | None = None
+
+    @field_validator("resource_slots", mode="before")
+    @classmethod
+    def _slots(cls, value: Any) -> dict[str, Decimal]:
+        if not isinstance(value, dict):
+            raise ValueError("resource_slots must be a mapping of slot name to amount")
+        out: dict[str, Decimal] = {}
+        for slot, amount in value.items():
+            out[str(slot)] = _amount(str(slot), amount)
+        for required in ("cpu", "mem"):
+            if required not in out:
+                raise ValueError(f"resource_slots.{required} is mandatory")
+        if out["cpu"] <= 0 or out["mem"] <= 0:
+            raise ValueError("resource_slots.cpu and resource_slots.mem must be positive")
+        return out
+
+    @field_validator("preopen_ports")
+    @classmethod
+    def _ports(cls, value: list[int]) -> list[int]:
+        for port in value:
+            if not 1024 < port < 65536 or port in _INTRINSIC_RESERVED_PORTS:
+                raise ValueError(f"preopen port {port} is reserved or out of range")
+        if len(set(value)) != len(value):
+            raise ValueError("preopen ports repeat")
+        return value
+
+    @field_validator("environ", mode="before")
+    @classmethod
+    def _environ(cls, value: Any) -> dict[str, str]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError("environ must be a mapping")
+        return {str(k): str(v) for k, v in value.items()}
+
+    @property
+    def shmem(self) -> int | None:
+        raw = self.resource_opts.get("shmem")
+        return None if raw in (None, "", 0, "0") else parse_binary_size(raw)
+
+    def hostname(self) -> str:
+        return self.cluster_hostname or f"{self.cluster_role}{self.cluster_idx}"
+
+
+def _amount(slot: str, amount: Any) -> Decimal:
+    if slot == "mem" or slot.endswith(".mem"):
+        try:
+            return Decimal(parse_binary_size(amount if isinstance(amount, int) else str(amount)))
+        except ValueError as exc:
+            raise ValueError(f"resource_slots.{slot}: {exc}") from exc
+    try:
+        value = Decimal(str(amount))
+    except InvalidOperation as exc:
+        raise ValueError(f"resource_slots.{slot}: not a number: {amount!r}") from exc
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"resource_slots.{slot}: must be a finite, non-negative number")
+    return value
+
+
+def parse_kernel_spec(raw: Any, *, kernel_id: str | None = None,
+                      session_id: str | None = None) -> KernelSpec:
+    """Validate a raw config; raises :class:`InvalidKernelSpec` naming the field."""
+    if not isinstance(raw, dict):
+        raise InvalidKernelSpec("kernel config must be a mapping", field="config")
+    data = dict(raw)
+    if kernel_id is not None:
+        data["kernel_id"] = kernel_id
+    if session_id is not None:
+        data.setdefault("session_id", session_id)
+    try:
+        return KernelSpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise InvalidKernelSpec(first["msg"], field=field) from exc
+
+
+class ServicePortDecl(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    protocol: str
+    container_ports: tuple[int, ...]
+
+
+def parse_service_ports(label: str | None) -> list[ServicePortDecl]:
+    """Parse ``ai.backend.service-ports``: ``name:proto:port`` or ``name:proto:[p1,p2]``, comma-joined."""
+    if not label:
+        return []
+    decls: list[ServicePortDecl] = []
+    for item in _split_top_level(label):
+        parts = item.strip().split(":", 2)
+        if len(parts) != 3:
+            raise InvalidKernelSpec(f"bad service-port entry {item!r}", field="ai.backend.service-ports")
+        name, proto, ports_text = (p.strip() for p in parts)
+        if proto == "pty":
+            continue
+        ports = tuple(int(p) for p in ports_text.strip("[]").split(",") if p.strip())
+        for port in ports:
+            if port <= 1024 or port in _INTRINSIC_RESERVED_PORTS:
+                raise InvalidKernelSpec(f"service {name!r} uses reserved port {port}",
+                                        field="ai.backend.service-ports")
+        decls.append(ServicePortDecl(name=name, protocol=proto, container_ports=ports))
+    return decls
+
+
+def _split_top_level(text: str) -> list[str]:
+    out, depth, current = [], 0, ""
+    for ch in text:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            out.append(current)
+            current = ""
+        else:
+            current += ch
+    if current.strip():
+        out.append(current)
+    return out
