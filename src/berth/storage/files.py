@@ -8,7 +8,8 @@ outside /home/work and NUL bytes are refused before any I/O.
 The host side never follows a symlink: every component is opened relative to its parent's
 descriptor with O_NOFOLLOW, so a link created inside the kernel (whose target means
 something only in the container's namespace) cannot lead the agent elsewhere, even if it
-is swapped in between a check and the use. Symlinks are listed and archived as links.
+is swapped in between a check and the use. Symlinks are listed and archived as links;
+an upload never writes through or replaces one.
 
 A failed or refused operation changes nothing: uploads are checked completely first, then
 written to a temporary file that is renamed into place; on failure the temporary file and
@@ -301,7 +302,8 @@ class KernelFiles:
     def _plan_parents(self, target: Target) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Split parent components into existing dirs and ones to create; check the leaf."""
         parents = target.parts[:-1]
-        with _open_dir(target, ()) as fd:
+        fd = os.open(target.base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
             depth = 0
             for name in parents:
                 try:
@@ -314,6 +316,8 @@ class KernelFiles:
                 fd, depth = nxt, depth + 1
             if depth == len(parents):
                 _check_leaf(target, target.parts[-1], fd)
+        finally:
+            os.close(fd)
         return parents[:depth], parents[depth:]
 
 
@@ -322,7 +326,9 @@ def _check_leaf(target: Target, name: str, dir_fd: int) -> None:
         st = os.lstat(name, dir_fd=dir_fd)
     except FileNotFoundError:
         return
-    if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+    if stat.S_ISLNK(st.st_mode):
+        raise _denied(str(target.kernel_path), f"{name!r} is a symbolic link")
+    if not stat.S_ISREG(st.st_mode):
         raise InvalidArgument(f"{target.kernel_path}: exists and is not a regular file",
                               field="path", path=str(target.kernel_path))
 

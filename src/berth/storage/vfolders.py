@@ -79,7 +79,7 @@ def check_kernel_path(raw: str, field: str) -> PurePosixPath:
     if not isinstance(raw, str) or "\x00" in raw or not raw.startswith("/"):
         raise MountRefused("kernel path must be an absolute path", field=field, value=raw)
     path = PurePosixPath(raw)
-    if ".." in path.parts or os.path.normpath(raw) != str(path):
+    if ".." in path.parts or os.path.normpath(raw) != raw or raw.startswith("//"):
         raise MountRefused("kernel path must be normalised (no '..', '.', '//')",
                            field=field, value=raw)
     if path in _RESERVED_EXACT or any(path == t or t in path.parents
