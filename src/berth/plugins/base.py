@@ -14,7 +14,6 @@ Measure keys start with `{key}_` (`cuda_util`, `cuda_mem`, …).
 from __future__ import annotations
 
 import copy
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
