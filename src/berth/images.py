@@ -1,0 +1,242 @@
+"""Image service: decide what to pull, pull it as a background task with byte progress, purge.
+
+Docker is reached only through the ``ImageBackend`` role (implemented over aiodocker in
+``berth.backend.docker``).  The policy (``needs_pull``) and the progress arithmetic
+(``PullProgress``) are pure.
+
+Auto-pull policies (Backend.AI ``AutoPullBehavior``):
+  * ``digest`` — pull unless the local image's Id equals the config's ``digest``;
+  * ``tag``    — pull only when no local image carries the reference;
+  * ``none``   — never pull; a missing image is an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from berth.bgtask import BackgroundTaskManager, ProgressReporter, TaskRecord
+from berth.errors import BerthError, ImageNotAvailable, ImagePullFailed
+from berth.events.emitter import EventEmitter
+from berth.events.models import (
+    ImagePullFailedEvent,
+    ImagePullFinishedEvent,
+    ImagePullStartedEvent,
+)
+
+log = logging.getLogger(__name__)
+
+KERNELSPEC_LABEL = "ai.backend.kernelspec"
+ImageConfig = Mapping[str, Any]
+"""Backend.AI ``ImageConfig``: canonical, digest, architecture, registry{name,url,username,
+password}, labels, is_local, auto_pull."""
+
+
+class AutoPullPolicy(StrEnum):
+    DIGEST = "digest"
+    TAG = "tag"
+    NONE = "none"
+
+
+class ImageBackend(Protocol):
+    """What the image service needs from the container engine.
+
+    ``pull`` yields Docker's pull-stream JSON objects (``status``, ``id``, ``progressDetail``
+    ``{current,total}``, or ``error``/``errorDetail``) and raises ``ImagePullFailed`` when the
+    engine refuses the pull outright (e.g. HTTP 404 manifest unknown).  ``inspect`` returns
+    Docker's image JSON or None when absent.  ``delete`` raises ``ImageNotAvailable`` (404) or
+    another ``BerthError`` (409 in use).  ``list`` returns Docker's image summaries
+    (``Id``, ``RepoTags``, ``RepoDigests``, ``Labels``).
+    """
+
+    def pull(self, ref: str, auth: Mapping[str, str] | None) -> AsyncIterator[Mapping[str, Any]]:
+        ...
+
+    async def inspect(self, ref: str) -> Mapping[str, Any] | None: ...
+
+    async def delete(self, ref: str, *, force: bool = False) -> None: ...
+
+    async def list(self) -> Sequence[Mapping[str, Any]]: ...
+
+
+def needs_pull(config: ImageConfig, local: Mapping[str, Any] | None,
+               policy: AutoPullPolicy) -> bool:
+    """Pure policy decision; raises ``ImageNotAvailable`` for a missing image under ``none``."""
+    if policy is AutoPullPolicy.NONE:
+        if local is None:
+            raise ImageNotAvailable(f"image {config['canonical']} is not present and "
+                                    "auto-pull is 'none'", image=config["canonical"])
+        return False
+    if local is None:
+        return True
+    if policy is AutoPullPolicy.DIGEST and config.get("digest"):
+        return bool(local.get("Id") != config["digest"])
+    return False
+
+
+def registry_auth(config: ImageConfig) -> dict[str, str] | None:
+    reg = config.get("registry") or {}
+    if not reg.get("username"):
+        return None
+    return {"username": reg["username"], "password": reg.get("password") or "",
+            "serveraddress": reg.get("url") or reg.get("name") or ""}
+
+
+@dataclass
+class PullProgress:
+    """Sums per-layer byte counts from Docker pull events (download phase)."""
+
+    layers: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def feed(self, ev: Mapping[str, Any]) -> bool:
+        """Account one stream event; True when the byte totals changed."""
+        if "error" in ev:
+            detail = (ev.get("errorDetail") or {}).get("message") or ev["error"]
+            raise ImagePullFailed(f"pull failed: {detail}", reason=str(detail))
+        layer, status = ev.get("id"), str(ev.get("status", ""))
+        if not layer:
+            return False
+        detail = ev.get("progressDetail") or {}
+        if status == "Downloading" and detail.get("total"):
+            self.layers[layer] = (int(detail.get("current", 0)), int(detail["total"]))
+            return True
+        if status in ("Download complete", "Pull complete") and layer in self.layers:
+            total = self.layers[layer][1]
+            changed = self.layers[layer] != (total, total)
+            self.layers[layer] = (total, total)
+            return changed
+        return False
+
+    @property
+    def current(self) -> int:
+        return sum(c for c, _ in self.layers.values())
+
+    @property
+    def total(self) -> int:
+        return sum(t for _, t in self.layers.values())
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    removed: list[str]
+    failed: dict[str, str]
+
+
+class ImageService:
+    def __init__(self, backend: ImageBackend, tasks: BackgroundTaskManager, bus: EventEmitter,
+                 *, agent_id: str = "", pull_timeout: float = 7200.0) -> None:
+        self._backend = backend
+        self._tasks = tasks
+        self._bus = bus
+        self._agent_id = agent_id
+        self._pull_timeout = pull_timeout
+        self._active: dict[str, str] = {}
+
+    async def check_and_pull(self, image_configs: Mapping[str, ImageConfig]) -> dict[str, str]:
+        """Start one pull task per image that needs it; return ``{key: task_id}``.
+
+        Images that need nothing are left out.  An image already being pulled returns the
+        running task's id.  An image missing under policy ``none`` gets a task that fails with
+        the reason, so the Manager hears about it the same way as about a failed pull.
+        """
+        result: dict[str, str] = {}
+        for key, config in image_configs.items():
+            task_id = await self._check_one(config)
+            if task_id is not None:
+                result[key] = task_id
+        return result
+
+    async def _check_one(self, config: ImageConfig) -> str | None:
+        canonical = str(config["canonical"])
+        if canonical in self._active:
+            return self._active[canonical]
+        policy = AutoPullPolicy(config.get("auto_pull") or AutoPullPolicy.DIGEST)
+        try:
+            if not needs_pull(config, await self._backend.inspect(canonical), policy):
+                return None
+        except ImageNotAvailable as exc:
+            return self._start_failed(canonical, exc)
+        return self.start_pull(config)
+
+    def start_pull(self, config: ImageConfig) -> str:
+        canonical = str(config["canonical"])
+
+        async def job(reporter: ProgressReporter) -> str:
+            try:
+                return await self._pull(config, reporter)
+            finally:
+                self._active.pop(canonical, None)
+
+        task_id = self._tasks.start(job, name=f"pull {canonical}")
+        self._active[canonical] = task_id
+        return task_id
+
+    def _start_failed(self, canonical: str, exc: BerthError) -> str:
+        async def job(reporter: ProgressReporter) -> str:
+            self._bus.emit(ImagePullFailedEvent(image=canonical, agent_id=self._agent_id,
+                                                image_ref=canonical, msg=str(exc)))
+            raise exc
+        return self._tasks.start(job, name=f"pull {canonical}")
+
+    async def pull_and_wait(self, config: ImageConfig) -> TaskRecord:
+        """Pull now (used by kernel creation in PULLING) and wait for the task to end."""
+        return await self._tasks.wait(self.start_pull(config))
+
+    async def _pull(self, config: ImageConfig, reporter: ProgressReporter) -> str:
+        canonical = str(config["canonical"])
+        self._bus.emit(ImagePullStartedEvent(image=canonical, agent_id=self._agent_id,
+                                             image_ref=canonical, timestamp=time.time()))
+        try:
+            async with asyncio.timeout(self._pull_timeout):
+                await self._stream(canonical, registry_auth(config), reporter)
+            if await self._backend.inspect(canonical) is None:
+                raise ImagePullFailed(f"{canonical} absent after pull", reason="absent after pull")
+        except (BerthError, TimeoutError) as exc:
+            msg = str(exc) if isinstance(exc, BerthError) else f"pull timed out ({exc!r})"
+            self._bus.emit(ImagePullFailedEvent(image=canonical, agent_id=self._agent_id,
+                                                image_ref=canonical, msg=msg))
+            log.warning("pull of %s failed: %s", canonical, msg)
+            raise
+        self._bus.emit(ImagePullFinishedEvent(image=canonical, agent_id=self._agent_id,
+                                              image_ref=canonical, timestamp=time.time()))
+        log.info("pulled %s", canonical)
+        return f"pulled {canonical}"
+
+    async def _stream(self, ref: str, auth: Mapping[str, str] | None,
+                      reporter: ProgressReporter) -> None:
+        progress = PullProgress()
+        async for ev in self._backend.pull(ref, auth):
+            if progress.feed(ev):
+                reporter.set(progress.current, progress.total)
+
+    async def purge_images(self, refs: Sequence[str], *, force: bool = False) -> PurgeResult:
+        """Remove the given images; those in use (or otherwise refused) are reported, not raised."""
+        removed: list[str] = []
+        failed: dict[str, str] = {}
+        for ref in refs:
+            try:
+                await self._backend.delete(ref, force=force)
+            except BerthError as exc:
+                failed[ref] = str(exc)
+                continue
+            removed.append(ref)
+        log.info("purged %d images (%d refused)", len(removed), len(failed))
+        return PurgeResult(removed, failed)
+
+    async def list_installed(self, *, kernel_only: bool = True) -> list[dict[str, str]]:
+        """``[{canonical, digest, architecture}]`` as written to ``installed_image:{agent_id}``."""
+        out: list[dict[str, str]] = []
+        for img in await self._backend.list():
+            labels = img.get("Labels") or {}
+            if kernel_only and KERNELSPEC_LABEL not in labels:
+                continue
+            for tag in img.get("RepoTags") or []:
+                if tag != "<none>:<none>":
+                    out.append({"canonical": tag, "digest": str(img.get("Id", "")),
+                                "architecture": str(img.get("Architecture", ""))})
+        return out

@@ -1,0 +1,157 @@
+"""ImageService over an in-memory ImageBackend (policies, progress, failures, purge)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from berth.bgtask import BackgroundTaskManager, TaskStatus
+from berth.errors import ContainerConflict, ImageNotAvailable, ImagePullFailed
+from berth.events import BgtaskFailedEvent, BgtaskUpdatedEvent, RecordingEmitter
+from berth.images import AutoPullPolicy, ImageService, PullProgress, needs_pull, registry_auth
+
+
+class FakeBackend:
+    def __init__(self) -> None:
+        self.images: dict[str, dict[str, Any]] = {}
+        self.remote: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+        self.pulls: list[tuple[str, Mapping[str, str] | None]] = []
+        self.in_use: set[str] = set()
+
+    async def pull(self, ref: str, auth: Mapping[str, str] | None
+                   ) -> AsyncIterator[Mapping[str, Any]]:
+        self.pulls.append((ref, auth))
+        if ref not in self.remote:
+            raise ImagePullFailed(f"manifest for {ref} not found", reason="manifest unknown")
+        image_id, events = self.remote[ref]
+        for ev in events:
+            yield ev
+        self.images[ref] = {"Id": image_id, "RepoTags": [ref], "Labels": {}}
+
+    async def inspect(self, ref: str) -> Mapping[str, Any] | None:
+        return self.images.get(ref)
+
+    async def delete(self, ref: str, *, force: bool = False) -> None:
+        if ref not in self.images:
+            raise ImageNotAvailable(ref)
+        if ref in self.in_use and not force:
+            raise ContainerConflict(f"{ref} is in use")
+        del self.images[ref]
+
+    async def list(self) -> Sequence[Mapping[str, Any]]:
+        return list(self.images.values())
+
+
+def layer_events(total: int, steps: int) -> list[dict[str, Any]]:
+    evs: list[dict[str, Any]] = [{"status": "Pulling fs layer", "id": "l1"}]
+    for i in range(1, steps + 1):
+        evs.append({"status": "Downloading", "id": "l1",
+                    "progressDetail": {"current": total * i // steps, "total": total}})
+    evs += [{"status": "Download complete", "id": "l1"}, {"status": "Pull complete", "id": "l1"}]
+    return evs
+
+
+def cfg(ref: str, policy: str = "digest", digest: str = "sha256:new", **extra: Any
+        ) -> dict[str, Any]:
+    return {"canonical": ref, "digest": digest, "auto_pull": policy,
+            "registry": {"name": "r", "url": "http://r"}, **extra}
+
+
+def make() -> tuple[FakeBackend, RecordingEmitter, BackgroundTaskManager, ImageService]:
+    be, em = FakeBackend(), RecordingEmitter()
+    tasks = BackgroundTaskManager(em, progress_interval=0)
+    return be, em, tasks, ImageService(be, tasks, em, agent_id="ag")
+
+
+@pytest.mark.parametrize(("policy", "local_id", "expected"), [
+    ("digest", None, True), ("digest", "sha256:old", True), ("digest", "sha256:new", False),
+    ("tag", None, True), ("tag", "sha256:old", False), ("none", "sha256:old", False),
+])
+def test_needs_pull(policy: str, local_id: str | None, expected: bool) -> None:
+    local = None if local_id is None else {"Id": local_id}
+    assert needs_pull(cfg("x:1"), local, AutoPullPolicy(policy)) is expected
+
+
+def test_policy_none_with_missing_image_raises() -> None:
+    with pytest.raises(ImageNotAvailable):
+        needs_pull(cfg("x:1"), None, AutoPullPolicy.NONE)
+
+
+def test_registry_auth_only_with_credentials() -> None:
+    assert registry_auth(cfg("x")) is None
+    c = cfg("x", registry={"name": "r", "url": "http://r", "username": "u", "password": "p"})
+    assert registry_auth(c) == {"username": "u", "password": "p", "serveraddress": "http://r"}
+
+
+def test_pull_progress_sums_layers_and_raises_on_error() -> None:
+    p = PullProgress()
+    p.feed({"status": "Downloading", "id": "a", "progressDetail": {"current": 5, "total": 10}})
+    p.feed({"status": "Downloading", "id": "b", "progressDetail": {"current": 1, "total": 20}})
+    assert (p.current, p.total) == (6, 30)
+    assert p.feed({"status": "Download complete", "id": "a"})
+    assert (p.current, p.total) == (11, 30)
+    with pytest.raises(ImagePullFailed, match="denied"):
+        p.feed({"error": "x", "errorDetail": {"message": "denied"}})
+
+
+async def test_check_and_pull_reports_growing_progress_then_done() -> None:
+    be, em, tasks, svc = make()
+    be.remote["reg/a:1"] = ("sha256:new", layer_events(1000, 4))
+    ids = await svc.check_and_pull({"a": cfg("reg/a:1")})
+    rec = await tasks.wait(ids["a"], 2)
+    assert rec.status is TaskStatus.DONE
+    prog = [e.current_progress for e in em.events
+            if isinstance(e, BgtaskUpdatedEvent) and e.total_progress == 1000]
+    assert prog == [250, 500, 750, 1000]
+    assert [n for n in em.names() if n.startswith("image_pull")] == [
+        "image_pull_started", "image_pull_finished"]
+    assert em.names()[-1] == "bgtask_done"
+
+
+async def test_up_to_date_images_are_not_pulled_and_duplicates_share_a_task() -> None:
+    be, _em, tasks, svc = make()
+    be.images["reg/a:1"] = {"Id": "sha256:new", "RepoTags": ["reg/a:1"]}
+    be.remote["reg/b:1"] = ("sha256:new", layer_events(10, 1))
+    ids = await svc.check_and_pull({"a": cfg("reg/a:1"), "b": cfg("reg/b:1"),
+                                    "b2": cfg("reg/b:1")})
+    assert set(ids) == {"b", "b2"} and ids["b"] == ids["b2"]
+    await tasks.wait(ids["b"], 2)
+    assert len(be.pulls) == 1
+
+
+async def test_missing_tag_fails_with_reason() -> None:
+    _be, em, tasks, svc = make()
+    ids = await svc.check_and_pull({"m": cfg("reg/missing:nope")})
+    rec = await tasks.wait(ids["m"], 2)
+    assert rec.status is TaskStatus.FAILED
+    failed = em.events[-1]
+    assert isinstance(failed, BgtaskFailedEvent) and "not found" in (failed.message or "")
+    assert "image_pull_failed" in em.names()
+
+
+async def test_policy_none_missing_image_yields_failed_task() -> None:
+    be, _em, tasks, svc = make()
+    ids = await svc.check_and_pull({"n": cfg("reg/n:1", policy="none")})
+    rec = await tasks.wait(ids["n"], 2)
+    assert rec.status is TaskStatus.FAILED and be.pulls == []
+
+
+async def test_purge_reports_in_use_images() -> None:
+    be, _em, _tasks, svc = make()
+    for ref in ("a:1", "b:1"):
+        be.images[ref] = {"Id": ref, "RepoTags": [ref], "Labels": {"ai.backend.kernelspec": "1"}}
+    be.in_use.add("b:1")
+    res = await svc.purge_images(["a:1", "b:1", "c:1"])
+    assert res.removed == ["a:1"] and set(res.failed) == {"b:1", "c:1"}
+
+
+async def test_list_installed_keeps_kernel_images() -> None:
+    be, _em, _tasks, svc = make()
+    be.images["k:1"] = {"Id": "sha256:1", "RepoTags": ["k:1"],
+                        "Labels": {"ai.backend.kernelspec": "1"}}
+    be.images["other:1"] = {"Id": "sha256:2", "RepoTags": ["other:1"], "Labels": {}}
+    assert await svc.list_installed() == [
+        {"canonical": "k:1", "digest": "sha256:1", "architecture": ""}]
+    assert len(await svc.list_installed(kernel_only=False)) == 2
