@@ -1,0 +1,221 @@
+"""Berth's Prometheus metrics, on their own `CollectorRegistry` (no global state).
+
+Names, types, labels and buckets follow Backend.AI's agent so its dashboards keep working:
+
+    backendai_rpc_requests_total{method}                          counter
+    backendai_rpc_failure_requests_total{method, exception}       counter
+    backendai_rpc_request_duration_seconds{method}                histogram (RPC_BUCKETS)
+    backendai_container_utilization{container_metric_name, agent_id, kernel_id, session_id,
+        user_id, project_id, value_type}                          gauge, from the stats snapshot
+    backendai_device_utilization{device_metric_name, agent_id, device_id, value_type}
+                                                                  gauge, from the stats snapshot
+    backendai_sync_container_lifecycle_{trigger,success}_count_total{agent_id}
+    backendai_sync_container_lifecycle_failure_count_total{agent_id, exception}
+    backendai_stat_task_{trigger,success}_count_total{agent_id, stat_scope}
+    backendai_stat_task_failure_count_total{agent_id, stat_scope, exception}
+    backendai_stat_task_duration_sec{agent_id, stat_scope}        histogram (STAT_TASK_BUCKETS)
+    backendai_agent_heartbeat{agent_id}                           gauge: unix time of last beat
+    backendai_agent_cpu_usage{agent_id}                           gauge: agent process CPU %
+    backendai_agent_mem_usage{agent_id}                           gauge: agent process RSS bytes
+    backendai_agent_gpu_usage{agent_id}                           gauge: mean cuda_util % (GPUs only)
+    backendai_kernel_count{agent_id}                              gauge
+    backendai_kernel_start_phase_duration_seconds{agent_id, phase} histogram (PHASE_BUCKETS)
+
+Container and device series are produced at scrape time from the latest snapshot, so the
+series of a terminated kernel disappear as soon as it leaves the snapshot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric as PromMetric
+from prometheus_client.registry import Collector
+
+from berth.stats import EMPTY_SNAPSHOT, Metric, StatsSnapshot
+
+RPC_BUCKETS = (0.001, 0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60)
+STAT_TASK_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
+PHASE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
+CONTAINER_METRICS = ("cpu_used", "cpu_util", "mem", "cuda_mem", "cuda_util", "net_rx", "net_tx")
+DEVICE_METRICS = ("cpu_util", "mem", "cuda_mem", "cuda_util", "cuda_temp", "cuda_power")
+STAT_SCOPES = ("node", "container", "process")
+CONTAINER_LABELS = ("container_metric_name", "agent_id", "kernel_id", "session_id", "user_id",
+                    "project_id", "value_type")
+DEVICE_LABELS = ("device_metric_name", "agent_id", "device_id", "value_type")
+
+SnapshotSource = Callable[[], StatsSnapshot]
+
+
+def _values(metric: Metric) -> Iterator[tuple[str, float]]:
+    yield "current", float(metric.current)
+    if metric.capacity is not None:
+        yield "capacity", float(metric.capacity)
+    pct = metric.pct
+    if pct is not None:
+        yield "pct", float(pct)
+
+
+class SnapshotCollector(Collector):
+    """Container, device and agent-usage series over the latest stats snapshot."""
+
+    def __init__(self, agent_id: str, source: SnapshotSource) -> None:
+        self.agent_id = agent_id
+        self.source = source
+
+    def describe(self) -> Iterable[PromMetric]:
+        return []  # series vary with the snapshot: collected at scrape time only
+
+    def collect(self) -> Iterable[PromMetric]:
+        snapshot = self.source()
+        yield self._containers(snapshot)
+        yield self._devices(snapshot)
+        yield from self._agent(snapshot)
+
+    def _containers(self, snapshot: StatsSnapshot) -> GaugeMetricFamily:
+        family = GaugeMetricFamily("backendai_container_utilization",
+                                   "Per-kernel container utilization", labels=CONTAINER_LABELS)
+        for kernel in snapshot.kernels.values():
+            for name in CONTAINER_METRICS:
+                if (metric := kernel.metrics.get(name)) is None:
+                    continue
+                for value_type, value in _values(metric):
+                    family.add_metric([name, self.agent_id, kernel.kernel_id, kernel.session_id,
+                                       kernel.user_id, kernel.project_id, value_type], value)
+        return family
+
+    def _devices(self, snapshot: StatsSnapshot) -> GaugeMetricFamily:
+        family = GaugeMetricFamily("backendai_device_utilization",
+                                   "Per-device utilization of the node", labels=DEVICE_LABELS)
+        devices = snapshot.node.devices if snapshot.node is not None else {}
+        for name in DEVICE_METRICS:
+            for device_id, metric in devices.get(name, {}).items():
+                for value_type, value in _values(metric):
+                    family.add_metric([name, self.agent_id, device_id, value_type], value)
+        return family
+
+    def _agent(self, snapshot: StatsSnapshot) -> Iterator[GaugeMetricFamily]:
+        node = snapshot.node
+        if node is None:
+            return
+        for name, doc, value in (
+            ("backendai_agent_cpu_usage", "CPU usage of the agent process (%)", node.agent_cpu_pct),
+            ("backendai_agent_mem_usage", "RSS of the agent process (bytes)", node.agent_mem_bytes),
+        ):
+            family = GaugeMetricFamily(name, doc, labels=["agent_id"])
+            family.add_metric([self.agent_id], float(value))
+            yield family
+        gpus = node.devices.get("cuda_util", {})
+        if gpus:
+            mean = sum((m.current for m in gpus.values()), Decimal(0)) / len(gpus)
+            family = GaugeMetricFamily("backendai_agent_gpu_usage",
+                                       "Mean utilization of the node's GPUs (%)",
+                                       labels=["agent_id"])
+            family.add_metric([self.agent_id], float(mean))
+            yield family
+
+
+class BerthMetrics:
+    """Every metric the agent exposes; the lead wires the observe_* calls and the snapshot."""
+
+    def __init__(self, agent_id: str, snapshot: SnapshotSource = lambda: EMPTY_SNAPSHOT,
+                 *, clock: Callable[[], float] = time.time) -> None:
+        self.agent_id = agent_id
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._clock = clock
+        self._snapshot = SnapshotCollector(agent_id, snapshot)
+        self.registry.register(self._snapshot)
+        self._rpc()
+        self._tasks()
+        self._agent()
+
+    def _rpc(self) -> None:
+        r = self.registry
+        self.rpc_requests = Counter("backendai_rpc_requests", "RPC requests", ["method"],
+                                    registry=r)
+        self.rpc_failures = Counter("backendai_rpc_failure_requests", "Failed RPC requests",
+                                    ["method", "exception"], registry=r)
+        self.rpc_duration = Histogram("backendai_rpc_request_duration_seconds",
+                                      "RPC request duration", ["method"],
+                                      buckets=RPC_BUCKETS, registry=r)
+
+    def _tasks(self) -> None:
+        r, a, s = self.registry, ["agent_id"], ["agent_id", "stat_scope"]
+        prefix = "backendai_sync_container_lifecycle"
+        self.sync_trigger = Counter(f"{prefix}_trigger_count", "Lifecycle syncs", a, registry=r)
+        self.sync_success = Counter(f"{prefix}_success_count", "Lifecycle sync ok", a, registry=r)
+        self.sync_failure = Counter(f"{prefix}_failure_count", "Lifecycle sync failed",
+                                    [*a, "exception"], registry=r)
+        self.stat_trigger = Counter("backendai_stat_task_trigger_count", "Stat tasks", s,
+                                    registry=r)
+        self.stat_success = Counter("backendai_stat_task_success_count", "Stat tasks ok", s,
+                                    registry=r)
+        self.stat_failure = Counter("backendai_stat_task_failure_count", "Stat tasks failed",
+                                    [*s, "exception"], registry=r)
+        self.stat_duration = Histogram("backendai_stat_task_duration_sec", "Stat task duration",
+                                       s, buckets=STAT_TASK_BUCKETS, registry=r)
+
+    def _agent(self) -> None:
+        r, a = self.registry, ["agent_id"]
+        self.heartbeat_gauge = Gauge("backendai_agent_heartbeat",
+                                     "Unix time of the last heartbeat sent", a, registry=r)
+        self.kernel_count = Gauge("backendai_kernel_count", "Kernels on this agent", a,
+                                  registry=r)
+        self.start_phase = Histogram("backendai_kernel_start_phase_duration_seconds",
+                                     "Duration of each kernel start phase",
+                                     ["agent_id", "phase"], buckets=PHASE_BUCKETS, registry=r)
+
+    def set_snapshot_source(self, source: SnapshotSource) -> None:
+        self._snapshot.source = source
+
+    def observe_rpc(self, method: str, duration: float, exc: BaseException | None = None) -> None:
+        self.rpc_requests.labels(method).inc()
+        self.rpc_duration.labels(method).observe(duration)
+        if exc is not None:
+            self.rpc_failures.labels(method, type(exc).__name__).inc()
+
+    def observe_start_phase(self, phase: str, seconds: float) -> None:
+        self.start_phase.labels(self.agent_id, phase).observe(seconds)
+
+    def set_kernel_count(self, count: int) -> None:
+        self.kernel_count.labels(self.agent_id).set(count)
+
+    def heartbeat(self, at: float | None = None) -> None:
+        self.heartbeat_gauge.labels(self.agent_id).set(self._clock() if at is None else at)
+
+    def observe_lifecycle_sync(self, exc: BaseException | None = None) -> None:
+        self.sync_trigger.labels(self.agent_id).inc()
+        if exc is None:
+            self.sync_success.labels(self.agent_id).inc()
+        else:
+            self.sync_failure.labels(self.agent_id, type(exc).__name__).inc()
+
+    def observe_stat_task(self, scope: str, duration: float,
+                          exc: BaseException | None = None) -> None:
+        if scope not in STAT_SCOPES:
+            raise ValueError(f"stat_scope must be one of {STAT_SCOPES}, not {scope!r}")
+        self.stat_trigger.labels(self.agent_id, scope).inc()
+        self.stat_duration.labels(self.agent_id, scope).observe(duration)
+        if exc is None:
+            self.stat_success.labels(self.agent_id, scope).inc()
+        else:
+            self.stat_failure.labels(self.agent_id, scope, type(exc).__name__).inc()
+
+    @contextmanager
+    def stat_task(self, scope: str) -> Iterator[None]:
+        """Time a stat collection; an exception is counted as a failure and re-raised."""
+        started = time.perf_counter()
+        try:
+            yield
+        except Exception as exc:
+            self.observe_stat_task(scope, time.perf_counter() - started, exc)
+            raise
+        self.observe_stat_task(scope, time.perf_counter() - started)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
