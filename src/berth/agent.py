@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import platform
+import resource
 import time
+from decimal import Decimal
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -23,14 +25,21 @@ from berth.kernel.ledger import Ledger
 from berth.kernel.lifecycle import KernelLifecycle, LifecycleSettings
 from berth.kernel.reconcile import Reconciler
 from berth.kernel.registry import KernelRegistry
+from berth.plugins import load_plugins
 from berth.ports import PortPool
 from berth.resources.affinity import AffinityPolicy
 from berth.resources.allocator import ResourceManager
 from berth.storage import ScratchManager
 from berth.tasks import TaskSupervisor
-from berth.types import OWNER_LABEL
+from berth.types import OWNER_LABEL, SlotName
 
 __all__ = ["Agent"]
+
+
+def _safe_nofile(wanted: int) -> int:
+    """Containers cannot be given more open files than the agent's own hard limit."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
 
 log = logging.getLogger(__name__)
 
@@ -50,29 +59,28 @@ class Agent:
         self._tasks = TaskSupervisor("agent")
         self.bus = None
         self.events = EventAdapter(None)
-        self.resources = self._build_resources()
         self.ports = PortPool(*config.container.port_range,
                               cooldown=config.container.port_reuse_cooldown_sec)
         c = config.container
         self.scratch = ScratchManager(c.scratch_root, c.scratch_type, c.scratch_size)
         self.runner_dir = (c.runner_path or RUNNER_DIR).resolve()
-        self.lifecycle = self._build_lifecycle()
-        self.reconciler = Reconciler(self.lifecycle, self.agent_id)
+        self.resources: ResourceManager
+        self.lifecycle: KernelLifecycle
+        self.reconciler: Reconciler
 
     # ---------------------------------------------------------------- construction
-    def _build_resources(self) -> ResourceManager:
-        from berth.plugins.loader import load_plugins
-
-        plugins = load_plugins(
+    async def _build_resources(self) -> ResourceManager:
+        plugins = await load_plugins(
             allow=self.config.agent.allow_compute_plugins,
             block=self.config.agent.block_compute_plugins,
             configs=self.config.plugins,
         )
         r = self.config.resource
         return ResourceManager(
-            plugins, reserved={"cpu": r.reserved_cpu, "mem": r.reserved_mem},  # type: ignore[dict-item]
+            plugins, reserved={SlotName("cpu"): Decimal(r.reserved_cpu),
+                                SlotName("mem"): Decimal(r.reserved_mem)},
             allocation_order=r.allocation_order,
-            affinity_policy=AffinityPolicy(r.affinity_policy),
+            affinity_policy=AffinityPolicy[r.affinity_policy],
         )
 
     def _build_lifecycle(self) -> KernelLifecycle:
@@ -84,7 +92,7 @@ class Agent:
         settings = LifecycleSettings(
             agent_id=self.agent_id, bind_host=c.bind_host,
             kernel_host=c.advertised_host or c.bind_host, default_uid=c.kernel_uid,
-            default_gid=c.kernel_gid, pids_limit=c.pids_limit, nofile_limit=c.nofile_limit,
+            default_gid=c.kernel_gid, pids_limit=c.pids_limit, nofile_limit=_safe_nofile(c.nofile_limit),
             stop_grace=c.stop_grace_sec, preparing_timeout=k.preparing_timeout_sec,
             pull_timeout=self.config.api.pull_timeout, creating_timeout=k.creating_timeout_sec,
             terminating_timeout=k.terminating_timeout_sec,
@@ -104,6 +112,9 @@ class Agent:
     async def startup(self) -> None:
         if not await self.backend.ping():
             raise BackendError("the Docker engine does not answer")
+        self.resources = await self._build_resources()
+        self.lifecycle = self._build_lifecycle()
+        self.reconciler = Reconciler(self.lifecycle, self.agent_id)
         for path in (self.config.agent.var_base_path, self.config.agent.ipc_base_path,
                      self.config.container.scratch_root):
             path.mkdir(parents=True, exist_ok=True)
@@ -122,7 +133,8 @@ class Agent:
     async def shutdown(self) -> None:
         self.ready = False
         await self._tasks.close()
-        await self.lifecycle.close()
+        if hasattr(self, "lifecycle"):
+            await self.lifecycle.close()
         await self._stack.aclose()
         await self.backend.close()
         log.info("agent %s stopped; %d kernels left running for the next start",

@@ -492,8 +492,8 @@ def _service_port_decls(kernel: Kernel) -> list[dict[str, Any]]:
         taken = {p for d in decls for p in d["container_ports"]}
         for port in spec.preopen_ports:
             if port in taken:
-                raise KernelStateError(f"preopen port {port} collides with an image service",
-                                       kernel_id=kernel.kernel_id)
+                raise InvalidKernelSpec(f"preopen port {port} collides with an image service",
+                                        field="preopen_ports", kernel_id=kernel.kernel_id)
             decls.append({"name": str(port), "protocol": "preopen", "container_ports": [port],
                           "host_ports": [], "is_inference": False})
     return decls
