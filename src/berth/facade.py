@@ -235,8 +235,7 @@ class AgentFacade:
     async def get_completions(self, kernel_id: str, text: str, opts: dict[str, Any] | None = None,
                               agent_id: str | None = None) -> dict[str, Any]:
         kernel = self._kernel(kernel_id, agent_id)
-        suggestions = await self._runner(kernel).complete(text, opts or {})
-        return {"result": {"status": "finished", "error": None, "suggestions": suggestions}}
+        return {"result": await self._runner(kernel).complete(text, opts or {})}
 
     async def interrupt_kernel(self, kernel_id: str, agent_id: str | None = None
                                ) -> dict[str, str]:
@@ -248,11 +247,11 @@ class AgentFacade:
                             opts: dict[str, Any] | None = None,
                             agent_id: str | None = None) -> dict[str, Any]:
         kernel = self._kernel(kernel_id, agent_id)
-        ports = next((s["container_ports"] for s in kernel.service_ports
-                      if s["name"] == service), None)
-        if ports is None:
+        decl = next((s for s in kernel.service_ports if s["name"] == service), None)
+        if decl is None:
             return {"status": "failed", "error": f"no service named {service!r}"}
-        return dict(await self._runner(kernel).start_service(service, opts or {}, list(ports)))
+        return dict(await self._runner(kernel).start_service(
+            service, opts or {}, list(decl["container_ports"]), protocol_name=decl["protocol"]))
 
     async def shutdown_service(self, kernel_id: str, service: str,
                                agent_id: str | None = None) -> None:

@@ -70,7 +70,9 @@ class MountPlanner(Protocol):
 
 
 class RunnerRole(Protocol):
-    async def wait_ready(self, timeout: float) -> Any: ...
+    async def wait_ready(self, deadline: float) -> Any:
+        """Return once ready; raise when ``deadline`` (a monotonic instant) passes."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -267,7 +267,7 @@ class KernelLifecycle:
     async def _until_ready(self, kernel: Kernel, runner: RunnerRole) -> None:
         while True:
             try:
-                await runner.wait_ready(timeout=1.0)
+                await runner.wait_ready(time.monotonic() + 1.0)
                 return
             except (BerthError, OSError, TimeoutError):
                 await self._ensure_alive(kernel)
