@@ -3,7 +3,12 @@
 from berth.stats.blkio import BlockDevice, blkio_host_config, block_device_of, parse_rate
 from berth.stats.cgroup import CgroupParseError
 from berth.stats.cgroupfs import CgroupReader
-from berth.stats.collector import DockerFallback, SampleReader, StatsCollector
+from berth.stats.collector import (
+    DockerFallback,
+    KernelMetricSource,
+    SampleReader,
+    StatsCollector,
+)
 from berth.stats.derive import HostCapacity
 from berth.stats.docker_stats import sample_from_docker_stats
 from berth.stats.models import (
@@ -31,6 +36,7 @@ __all__ = [
     "DeviceSource",
     "DockerFallback",
     "HostCapacity",
+    "KernelMetricSource",
     "KernelStats",
     "KernelTarget",
     "Metric",

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,6 +21,7 @@ from berth.stats.models import (
     ContainerSample,
     KernelStats,
     KernelTarget,
+    Metric,
     NodeStats,
     StatsSnapshot,
 )
@@ -33,6 +35,8 @@ _A = TypeVar("_A")
 SampleReader = Callable[[KernelTarget], ContainerSample]
 DockerFallback = Callable[[KernelTarget], Awaitable[ContainerSample]]
 ScratchReader = Callable[[Path], int]
+# Accelerator plugins add per-kernel metrics (cuda_util, cuda_mem, ...); blocking calls are fine.
+KernelMetricSource = Callable[[KernelTarget], Mapping[str, Metric]]
 
 
 class ReadStuck(Exception):
@@ -48,6 +52,7 @@ class StatsCollector:
         read_timeout: float = 2.0,
         docker_fallback: DockerFallback | None = None,
         scratch_reader: ScratchReader | None = scratch_usage,
+        kernel_sources: Sequence[KernelMetricSource] = (),
         max_workers: int = 4,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -57,6 +62,7 @@ class StatsCollector:
         self._fallback = docker_fallback
         self._scratch_reader = scratch_reader
         self._clock = clock
+        self._kernel_sources = kernel_sources
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="berth-stats")
         self._inflight: dict[str, Future[object]] = {}
         self._history: dict[KernelId, KernelHistory] = {}
@@ -99,7 +105,19 @@ class StatsCollector:
             self._oom[target.container_id] = sample.memory.oom_kill
         scratch = await self._scratch(target)
         history = self._history.setdefault(target.kernel_id, KernelHistory())
-        return derive(target, sample, history, self._host, scratch)
+        stats = derive(target, sample, history, self._host, scratch)
+        extra = await self._extra(target)
+        return replace(stats, metrics={**stats.metrics, **extra}) if extra else stats
+
+    async def _extra(self, target: KernelTarget) -> dict[str, Metric]:
+        merged: dict[str, Metric] = {}
+        for index, source in enumerate(self._kernel_sources):
+            try:
+                merged.update(await self._bounded(f"source{index}:{target.kernel_id}", source,
+                                                  target))
+            except Exception as exc:  # noqa: BLE001 - a plugin's failure is its own
+                log.warning("plugin stats of kernel %s unavailable: %r", target.kernel_id, exc)
+        return merged
 
     async def _sample(self, target: KernelTarget) -> ContainerSample:
         try:

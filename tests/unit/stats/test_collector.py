@@ -13,6 +13,7 @@ from berth.stats import (
     ContainerSample,
     HostCapacity,
     KernelTarget,
+    Metric,
     SampleSource,
     StatsCollector,
 )
@@ -156,3 +157,19 @@ async def test_failure_without_fallback_drops_only_that_kernel(bad: Exception) -
         assert set(await collector.collect([_target(1), _target(2)])) == {"k2"}
     finally:
         collector.close()
+
+
+async def test_plugin_kernel_metrics_are_merged_and_failures_isolated() -> None:
+    def gpu(target: KernelTarget) -> dict[str, Metric]:
+        return {"cuda_util": Metric("cuda_util", Decimal(70), Decimal(100), "percent")}
+
+    def broken(target: KernelTarget) -> dict[str, Metric]:
+        raise RuntimeError("nvml")
+
+    reader = Script({"c1": [_sample(1.0, 1)]})
+    collector = StatsCollector(reader, HOST, scratch_reader=None, kernel_sources=[broken, gpu])
+    try:
+        stats = (await collector.collect([_target(1)]))[KernelId("k1")]
+    finally:
+        collector.close()
+    assert stats.metrics["cuda_util"].current == 70 and "cpu_util" in stats.metrics
