@@ -36,7 +36,8 @@ def free_port() -> int:
 
 
 def docker_cli(*args: str) -> str:
-    res = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(["docker", *args], check=False, capture_output=True, text=True,
+                         timeout=120)
     if res.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args)} failed: {res.stderr.strip()}")
     return res.stdout.strip()
@@ -105,7 +106,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         docker_cli("rmi", ref)
         yield Registry(host, ref)
     finally:
-        subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
+        subprocess.run(["docker", "rmi", "-f", ref], check=False, capture_output=True)
         proc.kill()
         proc.wait(5)
 
@@ -127,7 +128,7 @@ class AiodockerImageBackend:
 
     async def inspect(self, ref: str) -> Mapping[str, Any] | None:
         try:
-            return await self.docker.images.inspect(ref)  # type: ignore[no-any-return]
+            return await self.docker.images.inspect(ref)
         except DockerError as exc:
             if exc.status == 404:
                 return None
@@ -144,7 +145,7 @@ class AiodockerImageBackend:
             raise BackendError(exc.message) from exc
 
     async def list(self) -> Sequence[Mapping[str, Any]]:
-        return await self.docker.images.list()  # type: ignore[no-any-return]
+        return await self.docker.images.list()
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-
 from berth.bgtask import BackgroundTaskManager, TaskStatus
 from berth.events import BgtaskFailedEvent, BgtaskUpdatedEvent, RecordingEmitter
 from berth.images import ImageService
@@ -36,7 +34,7 @@ async def test_pull_reports_growing_byte_progress_then_done(
         assert await svc.check_and_pull({"img": {"canonical": registry.image,
                                                  "auto_pull": "tag"}}) == {}
     finally:
-        subprocess.run(["docker", "rmi", "-f", registry.image], capture_output=True)
+        await image_backend.delete(registry.image, force=True)
 
 
 async def test_missing_tag_fails_with_reason(

@@ -1,0 +1,95 @@
+"""EtcdConfigSource against a real etcd 3.4."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from berth.errors import EtcdError
+from berth.etcd import EtcdConfigSource, apply_etcd_overrides
+
+
+def ns() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+async def test_global_config_is_read_as_nested_dicts(etcd_addr: str) -> None:
+    async with EtcdConfigSource(etcd_addr, ns()) as etcd:
+        await etcd.put("config/redis/addr", "127.0.0.1:6399")
+        await etcd.put("config/redis/password", "pw")
+        await etcd.put("volumes/_mount", "/mnt")
+        await etcd.put("config/agent/api/pull-timeout", "99")
+        await etcd.put("config/container/kernel-uid", "1001")
+        await etcd.put_tree("config/plugins/accelerator", {"cuda": {"x y": "1"}})
+        cfg = await etcd.read_global_config()
+    assert cfg["redis"] == {"addr": "127.0.0.1:6399", "password": "pw"}
+    assert cfg["volumes"] == {"_mount": "/mnt"}
+    assert cfg["agent"] == {"api": {"pull-timeout": "99"}}
+    assert cfg["plugins"] == {"accelerator": {"cuda": {"x y": "1"}}}
+    local: dict[str, dict[str, object]] = {"api": {"pull-timeout": 7200, "push-timeout": None},
+             "container": {"kernel-uid": -1, "port-range": [30000, 31000]},
+             "redis": {"addr": "127.0.0.1:6379", "db": 4}}
+    merged = apply_etcd_overrides(local, cfg)
+    assert merged["api"] == {"pull-timeout": "99", "push-timeout": None}
+    assert merged["container"] == {"kernel-uid": "1001", "port-range": [30000, 31000]}
+    assert merged["redis"] == {"addr": "127.0.0.1:6399", "db": 4, "password": "pw"}
+    assert local["api"] == {"pull-timeout": 7200, "push-timeout": None}
+
+
+async def test_namespaces_are_isolated(etcd_addr: str) -> None:
+    a, b = ns(), ns()
+    async with EtcdConfigSource(etcd_addr, a) as ea, EtcdConfigSource(etcd_addr, b) as eb:
+        await ea.put("config/redis/addr", "x")
+        assert (await eb.read_global_config())["redis"] == {}
+
+
+async def test_agent_registration_lifecycle(etcd_addr: str) -> None:
+    async with EtcdConfigSource(etcd_addr, ns()) as etcd:
+        await etcd.register_agent("i-node1", "10.0.0.5", 6009)
+        assert await etcd.get("nodes/agents/i-node1") == "starting"
+        await etcd.mark_running("i-node1")
+        assert await etcd.get("nodes/agents/i-node1") == "running"
+        assert await etcd.get_prefix("nodes/agents/i-node1") == {
+            "ip": "10.0.0.5", "watcher_port": "6009"}
+        await etcd.deregister_agent("i-node1")
+        assert await etcd.get("nodes/agents/i-node1") is None
+        assert await etcd.get_prefix("nodes/agents") == {}
+
+
+async def test_service_discovery_registration_and_removal(etcd_addr: str) -> None:
+    async with EtcdConfigSource(etcd_addr, ns()) as etcd:
+        path = await etcd.register_service("i-node1", "10.0.0.5:6003", version="0.1.0")
+        entry = (await etcd.get_prefix("ai/backend/service_discovery/agent"))["i-node1"]
+        assert entry["endpoint"] == {"address": "10.0.0.5", "port": "6003", "protocol": "http",
+                                     "prometheus_address": "10.0.0.5:6003"}
+        assert entry["display_name"] == "agent-i-node1"
+        await etcd.unregister(path)
+        assert await etcd.get_prefix("ai/backend/service_discovery") == {}
+
+
+async def test_wait_for_manager(etcd_addr: str) -> None:
+    async with EtcdConfigSource(etcd_addr, ns()) as etcd:
+        waiter = asyncio.create_task(etcd.wait_for_manager(timeout=5))
+        await asyncio.sleep(0.3)
+        assert not waiter.done()
+        await etcd.put("nodes/manager/m1", "starting")  # not "up" yet
+        await asyncio.sleep(0.2)
+        assert not waiter.done()
+        await etcd.put("nodes/manager/m1", "up")
+        await asyncio.wait_for(waiter, 3)
+        await etcd.wait_for_manager(timeout=1)  # already registered: returns at once
+
+
+async def test_wait_for_manager_times_out(etcd_addr: str) -> None:
+    async with EtcdConfigSource(etcd_addr, ns()) as etcd:
+        with pytest.raises(TimeoutError):
+            await etcd.wait_for_manager(timeout=0.3)
+
+
+async def test_unreachable_etcd_is_etcd_error() -> None:
+    src = EtcdConfigSource("127.0.0.1:1", "x", timeout=1)
+    with pytest.raises(EtcdError):
+        async with src:
+            await src.get("config/redis/addr")
