@@ -46,9 +46,15 @@ def tree(tmp_path: Path) -> dict[str, Path]:
     secret = tmp_path / "secret"
     secret.mkdir()
     (secret / "key").write_text("TOP SECRET")
-    (work / "to-etc").symlink_to("/etc")
+    # A stand-in for /etc: if confinement ever broke, a write test must not clobber the
+    # host's real /etc/passwd (tests run as root). Real /etc links are probed read-only.
+    fake_etc = tmp_path / "etc"
+    fake_etc.mkdir()
+    (fake_etc / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    (work / "to-etc").symlink_to(fake_etc)
     (work / "to-secret").symlink_to(secret)
-    (work / "passwd").symlink_to("/etc/passwd")
+    (work / "passwd").symlink_to(fake_etc / "passwd")
+    (work / "real-etc").symlink_to("/etc")
     (work / "src" / "up").symlink_to("../../secret")
     vroot = tmp_path / "vf"
     (vroot / "data").mkdir(parents=True)
@@ -107,7 +113,15 @@ async def test_uploads_refuse_traversal_and_touch_nothing(tree: dict[str, Path],
     with pytest.raises(FileAccessDenied):
         await f.upload(path, b"pwned")
     assert snapshot(tree["root"]) == before
-    assert "pwned" not in Path("/etc/passwd").read_text()
+
+
+@pytest.mark.parametrize("path", ["real-etc/passwd", "real-etc", "real-etc/hostname"])
+async def test_reads_through_a_link_to_the_real_etc_are_refused(tree: dict[str, Path],
+                                                                path: str) -> None:
+    f = files(tree)
+    for op in (f.download_single, f.download_tar, f.list_files):
+        with pytest.raises(FileAccessDenied):
+            await op(path)
 
 
 async def test_upload_creates_parents_owned_by_kernel_user(tree: dict[str, Path]) -> None:
@@ -189,7 +203,7 @@ async def test_download_tar_limit(tree: dict[str, Path]) -> None:
 async def test_list_files_shape(tree: dict[str, Path]) -> None:
     entries = await files(tree).list_files("/home/work")
     by_name = {e["filename"]: e for e in entries}
-    assert set(by_name) == {"src", "hello.txt", "to-etc", "to-secret", "passwd"}
+    assert set(by_name) == {"src", "hello.txt", "to-etc", "to-secret", "passwd", "real-etc"}
     assert by_name["hello.txt"]["size"] == 5 and by_name["hello.txt"]["mode"] == "-rw-r--r--"
     assert by_name["to-etc"]["mode"].startswith("l")
     assert by_name["src"]["mode"].startswith("d")
