@@ -159,6 +159,11 @@ def encode_error(request: Header, msgtype: MsgType, name: str, representation: s
     return encode_header(_reply_header(request, msgtype)), _encode_envelope(meta, None)
 
 
+def encode_cancel(meth: str, seq: int, okey: str = "") -> tuple[bytes, bytes]:
+    """Client → server: stop working on request (meth, okey, seq)."""
+    return encode_header(Header(MsgType.CANCEL, meth, okey, seq)), _encode_envelope(b"", None)
+
+
 def encode_cancelled(request: Header) -> tuple[bytes, bytes]:
     return encode_header(_reply_header(request, MsgType.CANCELLED)), _encode_envelope(b"", None)
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Self
+from typing import Protocol, Self
 
 from berth.errors import BerthError, ConfigError, ProtocolError, RequestTooLarge, RPCTimeout
 from berth.rpc import codec, failure
@@ -26,6 +26,17 @@ OnRequest = Callable[[str, float, BaseException | None], None]
 """Called after every addressed request: (method, duration in seconds, error or None)."""
 
 DEFAULT_MAX_BODY_SIZE = 10 * 2**20
+
+
+class ServerTransport(Protocol):
+    """What the server needs from its socket (RouterTransport; fake.Loopback in tests)."""
+
+    bound_endpoint: str
+
+    async def bind(self) -> None: ...
+    async def recv(self) -> list[bytes]: ...
+    async def send(self, frames: list[bytes]) -> None: ...
+    async def close(self) -> None: ...
 _CallKey = tuple[bytes, str, str | bytes, int]
 
 
@@ -40,6 +51,7 @@ class RPCServer:
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         request_timeout: float = 600.0,
         on_request: OnRequest | None = None,
+        transport: ServerTransport | None = None,
     ) -> None:
         if security is None and not plain:
             raise ConfigError("CurveZMQ keys are required unless plain mode is enabled",
@@ -51,8 +63,8 @@ class RPCServer:
         self._on_request = on_request
         # Frames a little over the limit still get a RequestTooLarge reply; far over it,
         # ZeroMQ drops the connection before the bytes reach memory.
-        self._transport = RouterTransport(listen_addr, security=security,
-                                          max_message_size=max_body_size * 4 + 65536)
+        self._transport: ServerTransport = transport or RouterTransport(
+            listen_addr, security=security, max_message_size=max_body_size * 4 + 65536)
         self._loop_task: asyncio.Task[None] | None = None
         self._inflight: dict[_CallKey, asyncio.Task[None]] = {}
         self._send_lock = asyncio.Lock()

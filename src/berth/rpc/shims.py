@@ -58,6 +58,12 @@ class _StateShim:
     """Base for pickled plain objects: NEWOBJ then BUILD with a state dict."""
 
     state: dict[str, Any]
+    args: tuple[Any, ...]
+
+    def __new__(cls, *args: Any) -> _StateShim:  # NEWOBJ passes the class's __getnewargs__
+        inst = super().__new__(cls)
+        inst.args, inst.state = args, {}
+        return inst
 
     def __setstate__(self, state: Any) -> None:
         if isinstance(state, tuple) and len(state) == 2:  # (dict state, slot state)
@@ -89,7 +95,7 @@ class ResourceSlotShim(_StateShim):
 
 class SlotNameShim(_StateShim):
     def plain(self) -> Any:
-        return str(self.state.get("data", ""))
+        return str(self.state.get("data", self.args[0] if self.args else ""))
 
 
 class BinarySizeShim(int):
