@@ -1,0 +1,169 @@
+"""A real Prometheus (Debian's binary, started here on a free loopback port) scrapes web.py
+serving live container stats; every PromQL query of the Grafana dashboard returns data."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+import pytest
+
+from berth.errors import KernelNotFound
+from berth.metrics import BerthMetrics
+from berth.stats import (
+    CgroupReader,
+    HostCapacity,
+    KernelTarget,
+    Metric,
+    NodeCollector,
+    StatsCollector,
+)
+from berth.types import ContainerId, KernelId
+from berth.web import InternalServer
+
+from .conftest import Container
+
+DASHBOARD = Path(__file__).resolve().parents[3] / "deploy/grafana/berth-dashboard.json"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def dashboard_queries() -> list[str]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [t["expr"].replace("$agent", ".*") for p in panels for t in p["targets"]]
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[Callable[[int], str]]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("prometheus binary missing: apt-get install -y prometheus")
+    procs: list[subprocess.Popen[bytes]] = []
+    logs: list[IO[bytes]] = []
+
+    def start(target_port: int) -> str:
+        port = _free_port()
+        config = tmp_path / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            "scrape_configs:\n  - job_name: berth-agent\n"
+            f"    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n")
+        log = (tmp_path / "prometheus.log").open("wb")
+        logs.append(log)
+        procs.append(subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=log))
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for log in logs:
+        log.close()
+
+
+def mock_gpus() -> dict[str, dict[str, Metric]]:
+    """Stands in for the mock accelerator plugin's per-device figures."""
+    return {key: {f"mock:{i}": Metric(key, Decimal(value), cap, unit) for i in range(2)}
+            for key, value, cap, unit in (
+                ("cuda_util", 42, Decimal(100), "percent"),
+                ("cuda_mem", 1 << 30, Decimal(8 << 30), "bytes"))}
+
+
+def mock_kernel_gpu(target: KernelTarget) -> dict[str, Metric]:
+    return {"cuda_util": Metric("cuda_util", Decimal(42), Decimal(100), "percent")}
+
+
+async def _stats_loop(collector: StatsCollector, node: NodeCollector, metrics: BerthMetrics,
+                      targets: list[KernelTarget]) -> None:
+    while True:
+        with metrics.stat_task("container"):
+            await collector.collect(targets)
+        with metrics.stat_task("node"):
+            collector.set_node(await asyncio.to_thread(node.collect))
+        metrics.observe_lifecycle_sync()
+        metrics.heartbeat()
+        # No RPC server in this tier: the lead's full-agent run drives these with real calls.
+        metrics.observe_rpc("ping", 0.002)
+        await asyncio.sleep(0.5)
+
+
+@pytest.fixture
+async def agent_side(run_container: Callable[..., Container],
+                     bridge_gateway: str) -> AsyncIterator[int]:
+    """web.py serving a registry fed by live stats of two CPU-burning, pinging containers."""
+    script = f"yes > /dev/null & while true; do ping -c 1 -W 1 {bridge_gateway}; sleep 0.3; done"
+    containers = [run_container(script, "--cpus", "0.5") for _ in range(2)]
+    targets = [KernelTarget(KernelId(f"kernel-{i}"), ContainerId(c.id), c.pid,
+                            session_id=f"sess-{i}", user_id="user-1", project_id="proj-1")
+               for i, c in enumerate(containers)]
+    collector = StatsCollector(CgroupReader().read, HostCapacity(os.cpu_count() or 1, 1 << 34),
+                               kernel_sources=[mock_kernel_gpu])
+    metrics = BerthMetrics("agent-test", lambda: collector.latest)
+    metrics.set_kernel_count(len(targets))
+    metrics.observe_rpc("destroy_kernel", 0.4, KernelNotFound(kernel_id="gone"))
+    for phase, seconds in (("pull", 0.2), ("create", 0.05), ("start", 0.3)):
+        metrics.observe_start_phase(phase, seconds)
+    server = InternalServer("127.0.0.1:0", metrics)
+    await server.start()
+    loop = asyncio.create_task(_stats_loop(collector, NodeCollector(device_sources=[mock_gpus]),
+                                           metrics, targets))
+    try:
+        yield server.port
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        await server.close()
+        collector.close()
+
+
+async def _query(http: aiohttp.ClientSession, base: str, expr: str) -> list[object]:
+    async with http.get(f"{base}/api/v1/query", params={"query": expr}) as resp:
+        body = await resp.json()
+    assert body["status"] == "success", (expr, body)
+    return list(body["data"]["result"])
+
+
+@pytest.mark.timeout(150)
+async def test_every_dashboard_query_returns_data(
+        agent_side: int, prometheus: Callable[[int], str]) -> None:
+    base = prometheus(agent_side)
+    queries = dashboard_queries()
+    assert len(queries) >= 20
+    pending = set(queries)
+    deadline = time.monotonic() + 90
+    async with aiohttp.ClientSession() as http:
+        while pending and time.monotonic() < deadline:
+            await asyncio.sleep(2)
+            for expr in sorted(pending):
+                try:
+                    if await _query(http, base, expr):
+                        pending.discard(expr)
+                except aiohttp.ClientConnectionError:
+                    break  # prometheus still starting
+        up = await _query(http, base, 'up{job="berth-agent"}')
+        series = await _query(http, base, 'backendai_container_utilization'
+                                          '{container_metric_name="cpu_util",value_type="current"}')
+    assert not pending, f"dashboard queries without data: {sorted(pending)}"
+    assert up and up[0]["value"][1] == "1"  # type: ignore[index]
+    assert {s["metric"]["kernel_id"] for s in series} == {"kernel-0", "kernel-1"}  # type: ignore[index]
+    assert any(float(s["value"][1]) > 5 for s in series)  # type: ignore[index]
