@@ -227,7 +227,7 @@ class Runner:
 
     async def op_complete(self, req: dict[str, Any]) -> dict[str, Any]:
         """{suggestions: [...]}; empty while a run occupies the interpreter."""
-        if self.worker.busy or self.current is not None:
+        if self.worker.busy:
             return {"suggestions": [], "busy": True}
         return {"suggestions": await self.worker.complete(str(req.get("text") or ""))}
 
