@@ -15,9 +15,9 @@ try:
 except ImportError:
     sys.modules["psutil"] = types.ModuleType("psutil")
 
-from berth.plugins.cuda import CUDAPlugin  # noqa: E402
-from berth.resources import ResourceManager  # noqa: E402
-from berth.types import KernelId  # noqa: E402
+from berth.plugins.cuda import CUDAPlugin
+from berth.resources import ResourceManager
+from berth.types import KernelId
 
 
 async def main() -> None:

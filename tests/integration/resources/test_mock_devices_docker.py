@@ -1,6 +1,7 @@
 """The mock accelerator on the real Docker engine: a kernel sees exactly its devices, a kernel
 that does not fit is refused, and an allocation survives a kill -9 of its owner."""
 
+import asyncio
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ def docker(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> str:
-    if shutil.which("docker") is None or subprocess.run(["docker", "info"],
+    if shutil.which("docker") is None or subprocess.run(["docker", "info"], check=False,
                                                         capture_output=True).returncode:
         pytest.fail("dockerd is not reachable: start it (see reference/environment.md)")
     root = tmp_path_factory.mktemp("rootfs")
@@ -43,7 +44,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _libs(binary: str) -> list[str]:
-    out = subprocess.run(["ldd", binary], capture_output=True, text=True).stdout
+    out = subprocess.run(["ldd", binary], check=True, capture_output=True, text=True).stdout
     return [p for line in out.splitlines() for p in line.split() if p.startswith("/")]
 
 
@@ -93,7 +94,7 @@ asyncio.run(main())
 """
 
 
-async def test_allocation_survives_kill_9(tmp_path: Path) -> None:
+def test_allocation_survives_kill_9(tmp_path: Path) -> None:
     ledger = tmp_path / "k1.json"
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(ledger)], stdout=subprocess.PIPE,
                              text=True)
@@ -106,7 +107,8 @@ async def test_allocation_survives_kill_9(tmp_path: Path) -> None:
             child.stdout.close()
     assert child.returncode == -signal.SIGKILL
     record = KernelAllocation.from_json(json.loads(ledger.read_text()))
-    rm = ResourceManager(await load_plugins(allow=["mock"], configs={"mock": {"count": 4}}))
+    rm = ResourceManager(asyncio.run(load_plugins(allow=["mock"],
+                                                  configs={"mock": {"count": 4}})))
     rm.restore(KernelId("k1"), record)
     assert rm.available_slots()["mock.device"] == 1
     with pytest.raises(InsufficientResource):
