@@ -4,7 +4,7 @@ import json
 import sys
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 from click.testing import CliRunner
@@ -27,7 +27,7 @@ class ServedClient(AgentClient):
         self.server = RPCServer(HandlerRegistry(agent), "x:0", plain=True,
                                 transport=self.hub.server_transport())
 
-    async def __aenter__(self) -> ServedClient:
+    async def __aenter__(self) -> Self:
         await self.server.start()
         try:
             return await super().__aenter__()

@@ -6,8 +6,7 @@ from typing import Any
 import pytest
 
 from berth.errors import InvalidArgument, KernelNotFound, MethodNotFound
-from berth.rpc import METHOD_NAMES, HandlerRegistry
-from berth.rpc import failure
+from berth.rpc import METHOD_NAMES, HandlerRegistry, failure
 from berth.rpc.fake import FakeAgent
 
 

@@ -108,7 +108,7 @@ def test_backendai_pickles_become_plain_data(bai_modules: types.SimpleNamespace)
         "perm": msgpack.ExtType(6, pickle.dumps(ns.MountPermission.READ_ONLY, protocol=5)),
         "refs": {msgpack.ExtType(1, kid.bytes): msgpack.ExtType(7, pickle.dumps(ref, protocol=5))},
         "slots": msgpack.ExtType(8, pickle.dumps(
-            ns.ResourceSlot({"cpu": Decimal("2"), "mem": Decimal("1024")}), protocol=5)),
+            ns.ResourceSlot({"cpu": Decimal(2), "mem": Decimal(1024)}), protocol=5)),
         "slot": msgpack.ExtType(9, pickle.dumps(ns.SlotName("cuda.device"), protocol=5)),
         "size": msgpack.ExtType(16, pickle.dumps(ns.BinarySize(4096), protocol=5)),
     })
