@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import pickle
 from decimal import Decimal
-from typing import Any
+from typing import Any, Self
 
 from berth.errors import ProtocolError
 
@@ -60,7 +60,7 @@ class _StateShim:
     state: dict[str, Any]
     args: tuple[Any, ...]
 
-    def __new__(cls, *args: Any) -> _StateShim:  # NEWOBJ passes the class's __getnewargs__
+    def __new__(cls, *args: Any) -> Self:  # NEWOBJ passes the class's __getnewargs__
         inst = super().__new__(cls)
         inst.args, inst.state = args, {}
         return inst
