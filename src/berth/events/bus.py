@@ -21,7 +21,7 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -231,7 +231,7 @@ class StreamEntry:
 
 
 async def tail_events(redis_url: str, *, from_start: bool = False,
-                      block_ms: int = 1000) -> AsyncIterator[StreamEntry]:
+                      block_ms: int = 1000) -> AsyncGenerator[StreamEntry, None]:
     """Yield entries of the ``events`` stream as they arrive (``from_start``: existing ones too)."""
     client = _client(redis_url, timeout=block_ms / 1000 + 5)
     last = "0-0" if from_start else "$"

@@ -33,13 +33,17 @@ from .conftest import RedisProcess
 
 
 async def read_stream(url: str) -> list[tuple[str, str, dict[str, Any]]]:
-    r = aioredis.Redis.from_url(url)
+    r = _redis(url)
     try:
         entries = await r.xrange("events")
     finally:
         await r.aclose()
     return [(f[b"name"].decode(), f[b"source"].decode(), json.loads(f[b"payload"]))
             for _id, f in entries]
+
+
+def _redis(url: str) -> Any:
+    return aioredis.Redis.from_url(url)
 
 
 def info() -> AgentInfo:
@@ -50,7 +54,7 @@ def info() -> AgentInfo:
 
 
 async def test_kernel_life_events_in_order_on_stream_and_channel(redis_server: RedisProcess) -> None:
-    sub = aioredis.Redis.from_url(redis_server.url)
+    sub = _redis(redis_server.url)
     ps = sub.pubsub()
     await ps.subscribe("events_all")
     await ps.get_message(timeout=1)  # subscribe confirmation
@@ -84,7 +88,7 @@ async def test_bgtask_event_is_cached_not_streamed(redis_server: RedisProcess) -
     async with EventBus(redis_server.url, "a", 10) as bus:
         bus.emit(BgtaskDoneEvent(task_id="t9", message="done"))
         assert await bus.flush(3)
-    r = aioredis.Redis.from_url(redis_server.url)
+    r = _redis(redis_server.url)
     cached = json.loads(await r.get("bgtask.t9"))
     ttl = await r.ttl("bgtask.t9")
     await r.aclose()
@@ -110,7 +114,7 @@ async def test_heartbeats_at_period_and_installed_images(redis_server: RedisProc
     got = await read_stream(redis_server.url)
     assert [n for n, _, _ in got] == ["agent_heartbeat"] * 4
     assert AgentHeartbeatEvent.model_validate(got[0][2]).agent_info == info()
-    r = aioredis.Redis.from_url(redis_url_with_db(redis_server.url, 3))
+    r = _redis(redis_url_with_db(redis_server.url, 3))
     stored = json.loads(await r.get("installed_image:agent-h"))
     await r.aclose()
     await store.close()
@@ -142,9 +146,9 @@ async def test_manager_store_keys(redis_server: RedisProcess) -> None:
     await store.mark_kernel_presence("k1")
     n = await store.push_container_logs("c1", b"x" * (64 * 1024 + 10))
     await store.close()
-    stat = aioredis.Redis.from_url(redis_url_with_db(redis_server.url, 0))
-    logs = aioredis.Redis.from_url(redis_url_with_db(redis_server.url, 6))
-    live = aioredis.Redis.from_url(redis_url_with_db(redis_server.url, 2))
+    stat = _redis(redis_url_with_db(redis_server.url, 0))
+    logs = _redis(redis_url_with_db(redis_server.url, 6))
+    live = _redis(redis_url_with_db(redis_server.url, 2))
     try:
         assert msgpack.unpackb(await stat.get("k1")) == {"cpu_util": {"current": "1.5"}}
         assert 0 < await stat.ttl("agent-s") <= 120
