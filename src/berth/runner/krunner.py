@@ -211,7 +211,9 @@ class Runner:
         run_id = str(req.get("run_id") or uuid.uuid4().hex)
         run = self.runs.get(run_id)
         if mode in ("query", "batch"):
-            if run is None:
+            # Same id while in flight: a retried request. Finished: a new run (batch-job reuses ids).
+            if run is None or run.done.is_set():
+                self.runs.pop(run_id, None)
                 run = self.submit(run_id, mode, str(req.get("code") or ""), dict(req.get("opts") or {}))
         elif mode in ("input", "continue"):
             if run is None:
