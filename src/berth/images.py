@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from berth.backend.base import ImageInfo
 from berth.bgtask import BackgroundTaskManager, ProgressReporter, TaskRecord
 from berth.errors import BerthError, ImageNotAvailable, ImagePullFailed
 from berth.events.emitter import EventEmitter
@@ -44,27 +45,27 @@ class AutoPullPolicy(StrEnum):
 
 
 class ImageBackend(Protocol):
-    """What the image service needs from the container engine.
+    """What the image service needs from the container engine (``DockerBackend`` fits it).
 
-    ``pull`` yields Docker's pull-stream JSON objects (``status``, ``id``, ``progressDetail``
-    ``{current,total}``, or ``error``/``errorDetail``) and raises ``ImagePullFailed`` when the
-    engine refuses the pull outright (e.g. HTTP 404 manifest unknown).  ``inspect`` returns
-    Docker's image JSON or None when absent.  ``delete`` raises ``ImageNotAvailable`` (404) or
-    another ``BerthError`` (409 in use).  ``list`` returns Docker's image summaries
-    (``Id``, ``RepoTags``, ``RepoDigests``, ``Labels``).
+    ``image_pull`` yields Docker's pull-stream JSON objects (``status``, ``id``,
+    ``progressDetail {current,total}``, or ``error``/``errorDetail``) and raises a
+    ``BerthError`` (``ImageNotAvailable``/``ImagePullFailed``) when the engine refuses the pull
+    outright.  ``image_inspect`` returns None when absent.  ``image_remove`` raises
+    ``ImageNotAvailable`` (404) or another ``BerthError`` (409 in use).
     """
 
-    def pull(self, ref: str, auth: Mapping[str, str] | None) -> AsyncIterator[Mapping[str, Any]]:
-        ...
+    def image_pull(self, ref: str, auth: Mapping[str, str] | None = None
+                   ) -> AsyncIterator[Mapping[str, Any]]: ...
 
-    async def inspect(self, ref: str) -> Mapping[str, Any] | None: ...
+    async def image_inspect(self, ref: str) -> ImageInfo | None: ...
 
-    async def delete(self, ref: str, *, force: bool = False) -> None: ...
+    async def image_remove(self, ref: str, *, force: bool = False,
+                           noprune: bool = False) -> None: ...
 
-    async def list(self) -> Sequence[Mapping[str, Any]]: ...
+    async def image_list(self) -> list[ImageInfo]: ...
 
 
-def needs_pull(config: ImageConfig, local: Mapping[str, Any] | None,
+def needs_pull(config: ImageConfig, local: ImageInfo | None,
                policy: AutoPullPolicy) -> bool:
     """Pure policy decision; raises ``ImageNotAvailable`` for a missing image under ``none``."""
     if policy is AutoPullPolicy.NONE:
@@ -75,7 +76,7 @@ def needs_pull(config: ImageConfig, local: Mapping[str, Any] | None,
     if local is None:
         return True
     if policy is AutoPullPolicy.DIGEST and config.get("digest"):
-        return bool(local.get("Id") != config["digest"])
+        return bool(local.id != config["digest"])
     return False
 
 
@@ -157,7 +158,7 @@ class ImageService:
             return self._active[canonical]
         policy = AutoPullPolicy(config.get("auto_pull") or AutoPullPolicy.DIGEST)
         try:
-            if not needs_pull(config, await self._backend.inspect(canonical), policy):
+            if not needs_pull(config, await self._backend.image_inspect(canonical), policy):
                 return None
         except ImageNotAvailable as exc:
             return self._start_failed(canonical, exc)
@@ -194,7 +195,7 @@ class ImageService:
         try:
             async with asyncio.timeout(self._pull_timeout):
                 await self._stream(canonical, registry_auth(config), reporter)
-            if await self._backend.inspect(canonical) is None:
+            if await self._backend.image_inspect(canonical) is None:
                 raise ImagePullFailed(f"{canonical} absent after pull", reason="absent after pull")
         except (BerthError, TimeoutError) as exc:
             msg = str(exc) if isinstance(exc, BerthError) else f"pull timed out ({exc!r})"
@@ -210,7 +211,7 @@ class ImageService:
     async def _stream(self, ref: str, auth: Mapping[str, str] | None,
                       reporter: ProgressReporter) -> None:
         progress = PullProgress()
-        async for ev in self._backend.pull(ref, auth):
+        async for ev in self._backend.image_pull(ref, auth):
             if progress.feed(ev):
                 reporter.set(progress.current, progress.total)
 
@@ -220,7 +221,7 @@ class ImageService:
         failed: dict[str, str] = {}
         for ref in refs:
             try:
-                await self._backend.delete(ref, force=force)
+                await self._backend.image_remove(ref, force=force)
             except BerthError as exc:
                 failed[ref] = str(exc)
                 continue
@@ -231,12 +232,9 @@ class ImageService:
     async def list_installed(self, *, kernel_only: bool = True) -> list[dict[str, str]]:
         """``[{canonical, digest, architecture}]`` as written to ``installed_image:{agent_id}``."""
         out: list[dict[str, str]] = []
-        for img in await self._backend.list():
-            labels = img.get("Labels") or {}
-            if kernel_only and KERNELSPEC_LABEL not in labels:
+        for img in await self._backend.image_list():
+            if kernel_only and KERNELSPEC_LABEL not in img.labels:
                 continue
-            for tag in img.get("RepoTags") or []:
-                if tag != "<none>:<none>":
-                    out.append({"canonical": tag, "digest": str(img.get("Id", "")),
-                                "architecture": str(img.get("Architecture", ""))})
+            out.extend({"canonical": tag, "digest": img.id, "architecture": img.architecture}
+                       for tag in img.tags if tag != "<none>:<none>")
         return out

@@ -15,16 +15,13 @@ import tarfile
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import aiodocker
 import pytest
-from aiodocker.exceptions import DockerError
 
-from berth.errors import BackendError, ContainerConflict, ImageNotAvailable, ImagePullFailed
+from berth.backend.docker import DockerBackend
 
 BUSYBOX = Path("/bin/busybox")
 
@@ -111,47 +108,11 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         proc.wait(5)
 
 
-class AiodockerImageBackend:
-    """Test-side ImageBackend over aiodocker (the product one lives in berth.backend.docker)."""
-
-    def __init__(self, docker: aiodocker.Docker) -> None:
-        self.docker = docker
-
-    async def pull(self, ref: str, auth: Mapping[str, str] | None
-                   ) -> AsyncIterator[Mapping[str, Any]]:
-        try:
-            async for ev in self.docker.images.pull(ref, auth=dict(auth) if auth else None,
-                                                    stream=True):
-                yield ev
-        except DockerError as exc:
-            raise ImagePullFailed(f"pull {ref}: {exc.message}", reason=exc.message) from exc
-
-    async def inspect(self, ref: str) -> Mapping[str, Any] | None:
-        try:
-            return await self.docker.images.inspect(ref)
-        except DockerError as exc:
-            if exc.status == 404:
-                return None
-            raise BackendError(exc.message) from exc
-
-    async def delete(self, ref: str, *, force: bool = False) -> None:
-        try:
-            await self.docker.images.delete(ref, force=force)
-        except DockerError as exc:
-            if exc.status == 404:
-                raise ImageNotAvailable(exc.message) from exc
-            if exc.status == 409:
-                raise ContainerConflict(exc.message) from exc
-            raise BackendError(exc.message) from exc
-
-    async def list(self) -> Sequence[Mapping[str, Any]]:
-        return await self.docker.images.list()
-
-
 @pytest.fixture
-async def image_backend() -> AsyncIterator[AiodockerImageBackend]:
-    docker = aiodocker.Docker()
+async def image_backend() -> AsyncIterator[DockerBackend]:
+    """The product's Docker backend, which must satisfy ``berth.images.ImageBackend``."""
+    backend = DockerBackend()
     try:
-        yield AiodockerImageBackend(docker)
+        yield backend
     finally:
-        await docker.close()
+        await backend.close()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
 
+from berth.backend.base import ImageInfo
 from berth.bgtask import BackgroundTaskManager, TaskStatus
 from berth.errors import ContainerConflict, ImageNotAvailable, ImagePullFailed
 from berth.events import BgtaskFailedEvent, BgtaskUpdatedEvent, RecordingEmitter
@@ -15,32 +16,33 @@ from berth.images import AutoPullPolicy, ImageService, PullProgress, needs_pull,
 
 class FakeBackend:
     def __init__(self) -> None:
-        self.images: dict[str, dict[str, Any]] = {}
+        self.images: dict[str, ImageInfo] = {}
         self.remote: dict[str, tuple[str, list[dict[str, Any]]]] = {}
         self.pulls: list[tuple[str, Mapping[str, str] | None]] = []
         self.in_use: set[str] = set()
 
-    async def pull(self, ref: str, auth: Mapping[str, str] | None
-                   ) -> AsyncIterator[Mapping[str, Any]]:
+    async def image_pull(self, ref: str, auth: Mapping[str, str] | None = None
+                         ) -> AsyncIterator[Mapping[str, Any]]:
         self.pulls.append((ref, auth))
         if ref not in self.remote:
             raise ImagePullFailed(f"manifest for {ref} not found", reason="manifest unknown")
         image_id, events = self.remote[ref]
         for ev in events:
             yield ev
-        self.images[ref] = {"Id": image_id, "RepoTags": [ref], "Labels": {}}
+        self.images[ref] = ImageInfo(image_id, (ref,), {})
 
-    async def inspect(self, ref: str) -> Mapping[str, Any] | None:
+    async def image_inspect(self, ref: str) -> ImageInfo | None:
         return self.images.get(ref)
 
-    async def delete(self, ref: str, *, force: bool = False) -> None:
+    async def image_remove(self, ref: str, *, force: bool = False,
+                           noprune: bool = False) -> None:
         if ref not in self.images:
             raise ImageNotAvailable(ref)
         if ref in self.in_use and not force:
             raise ContainerConflict(f"{ref} is in use")
         del self.images[ref]
 
-    async def list(self) -> Sequence[Mapping[str, Any]]:
+    async def image_list(self) -> list[ImageInfo]:
         return list(self.images.values())
 
 
@@ -70,7 +72,7 @@ def make() -> tuple[FakeBackend, RecordingEmitter, BackgroundTaskManager, ImageS
     ("tag", None, True), ("tag", "sha256:old", False), ("none", "sha256:old", False),
 ])
 def test_needs_pull(policy: str, local_id: str | None, expected: bool) -> None:
-    local = None if local_id is None else {"Id": local_id}
+    local = None if local_id is None else ImageInfo(local_id, (), {})
     assert needs_pull(cfg("x:1"), local, AutoPullPolicy(policy)) is expected
 
 
@@ -112,7 +114,7 @@ async def test_check_and_pull_reports_growing_progress_then_done() -> None:
 
 async def test_up_to_date_images_are_not_pulled_and_duplicates_share_a_task() -> None:
     be, _em, tasks, svc = make()
-    be.images["reg/a:1"] = {"Id": "sha256:new", "RepoTags": ["reg/a:1"]}
+    be.images["reg/a:1"] = ImageInfo("sha256:new", ("reg/a:1",), {})
     be.remote["reg/b:1"] = ("sha256:new", layer_events(10, 1))
     ids = await svc.check_and_pull({"a": cfg("reg/a:1"), "b": cfg("reg/b:1"),
                                     "b2": cfg("reg/b:1")})
@@ -141,7 +143,7 @@ async def test_policy_none_missing_image_yields_failed_task() -> None:
 async def test_purge_reports_in_use_images() -> None:
     be, _em, _tasks, svc = make()
     for ref in ("a:1", "b:1"):
-        be.images[ref] = {"Id": ref, "RepoTags": [ref], "Labels": {"ai.backend.kernelspec": "1"}}
+        be.images[ref] = ImageInfo(ref, (ref,), {"ai.backend.kernelspec": "1"})
     be.in_use.add("b:1")
     res = await svc.purge_images(["a:1", "b:1", "c:1"])
     assert res.removed == ["a:1"] and set(res.failed) == {"b:1", "c:1"}
@@ -149,9 +151,8 @@ async def test_purge_reports_in_use_images() -> None:
 
 async def test_list_installed_keeps_kernel_images() -> None:
     be, _em, _tasks, svc = make()
-    be.images["k:1"] = {"Id": "sha256:1", "RepoTags": ["k:1"],
-                        "Labels": {"ai.backend.kernelspec": "1"}}
-    be.images["other:1"] = {"Id": "sha256:2", "RepoTags": ["other:1"], "Labels": {}}
+    be.images["k:1"] = ImageInfo("sha256:1", ("k:1",), {"ai.backend.kernelspec": "1"})
+    be.images["other:1"] = ImageInfo("sha256:2", ("other:1",), {})
     assert await svc.list_installed() == [
         {"canonical": "k:1", "digest": "sha256:1", "architecture": ""}]
     assert len(await svc.list_installed(kernel_only=False)) == 2
