@@ -1,6 +1,8 @@
 # shellcheck shell=bash
 # Starting the daemons Berth needs when they do not answer already. Sourced after
-# lib/common.sh. Each daemon we start gets a pidfile in $RUN_DIR and a log in $LOG_DIR;
+# lib/common.sh. Each daemon we start gets a pidfile, log and data dir named after the
+# daemon and its port (run/etcd-2379.pid, logs/etcd-2379.log, data/etcd-2379), so runs with
+# other ports never share them;
 # scripts/stop-services.sh stops exactly those and nothing else.
 
 REDIS_PORT=${BERTH_REDIS_PORT:-6379}
@@ -48,12 +50,12 @@ start_redis() {
         return 0
     fi
     refuse_busy_port redis "$REDIS_PORT"
-    mkdir -p "$DATA_DIR/redis"
-    start_daemon redis "$RUN_DIR/redis.pid" "$LOG_DIR/redis.log" \
+    mkdir -p "$DATA_DIR/redis-$REDIS_PORT"
+    start_daemon redis "$RUN_DIR/redis-$REDIS_PORT.pid" "$LOG_DIR/redis-$REDIS_PORT.log" \
         redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
-        --dir "$DATA_DIR/redis" --daemonize no
-    wait_until "$SERVICE_WAIT_S" "redis on 127.0.0.1:$REDIS_PORT (log: $LOG_DIR/redis.log)" redis_answers
-    step_result "started on :$REDIS_PORT (pid $(<"$RUN_DIR/redis.pid"))"
+        --dir "$DATA_DIR/redis-$REDIS_PORT" --daemonize no
+    wait_until "$SERVICE_WAIT_S" "redis on 127.0.0.1:$REDIS_PORT (log: $LOG_DIR/redis-$REDIS_PORT.log)" redis_answers
+    step_result "started on :$REDIS_PORT (pid $(<"$RUN_DIR/redis-$REDIS_PORT.pid"))"
 }
 
 start_etcd() {
@@ -63,28 +65,29 @@ start_etcd() {
     fi
     refuse_busy_port etcd "$ETCD_PORT"
     refuse_busy_port etcd-peer "$ETCD_PEER_PORT"
-    mkdir -p "$DATA_DIR/etcd"
-    chmod 0700 "$DATA_DIR/etcd"
-    start_daemon etcd "$RUN_DIR/etcd.pid" "$LOG_DIR/etcd.log" \
-        etcd --name berth --data-dir "$DATA_DIR/etcd" \
+    mkdir -p "$DATA_DIR/etcd-$ETCD_PORT"
+    chmod 0700 "$DATA_DIR/etcd-$ETCD_PORT"
+    start_daemon etcd "$RUN_DIR/etcd-$ETCD_PORT.pid" "$LOG_DIR/etcd-$ETCD_PORT.log" \
+        etcd --name berth --data-dir "$DATA_DIR/etcd-$ETCD_PORT" \
         --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
         --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
         --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
         --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
         --initial-cluster "berth=http://127.0.0.1:$ETCD_PEER_PORT"
-    wait_until "$SERVICE_WAIT_S" "etcd on 127.0.0.1:$ETCD_PORT (log: $LOG_DIR/etcd.log)" etcd_answers
-    step_result "started on :$ETCD_PORT (pid $(<"$RUN_DIR/etcd.pid"))"
+    wait_until "$SERVICE_WAIT_S" "etcd on 127.0.0.1:$ETCD_PORT (log: $LOG_DIR/etcd-$ETCD_PORT.log)" etcd_answers
+    step_result "started on :$ETCD_PORT (pid $(<"$RUN_DIR/etcd-$ETCD_PORT.pid"))"
 }
 
 write_registry_config() {
-    local conf=$DATA_DIR/registry/config.yml
-    mkdir -p "$DATA_DIR/registry/storage"
+    local dir=$DATA_DIR/registry-$REGISTRY_PORT
+    local conf=$dir/config.yml
+    mkdir -p "$dir/storage"
     # The packaged /etc/docker/registry/config.yml wants htpasswd auth; ours has none.
     cat > "$conf.new" <<YAML
 version: 0.1
 log: {level: warn}
 storage:
-  filesystem: {rootdirectory: $DATA_DIR/registry/storage}
+  filesystem: {rootdirectory: $dir/storage}
   delete: {enabled: true}
 http: {addr: 127.0.0.1:$REGISTRY_PORT}
 YAML
@@ -100,9 +103,9 @@ start_registry() {
     refuse_busy_port docker-registry "$REGISTRY_PORT"
     local conf
     conf=$(write_registry_config)
-    start_daemon docker-registry "$RUN_DIR/registry.pid" "$LOG_DIR/registry.log" \
+    start_daemon docker-registry "$RUN_DIR/registry-$REGISTRY_PORT.pid" "$LOG_DIR/registry-$REGISTRY_PORT.log" \
         docker-registry serve "$conf"
-    wait_until "$SERVICE_WAIT_S" "docker-registry on 127.0.0.1:$REGISTRY_PORT (log: $LOG_DIR/registry.log)" \
+    wait_until "$SERVICE_WAIT_S" "docker-registry on 127.0.0.1:$REGISTRY_PORT (log: $LOG_DIR/registry-$REGISTRY_PORT.log)" \
         registry_answers
-    step_result "started on :$REGISTRY_PORT (pid $(<"$RUN_DIR/registry.pid"))"
+    step_result "started on :$REGISTRY_PORT (pid $(<"$RUN_DIR/registry-$REGISTRY_PORT.pid"))"
 }
