@@ -165,7 +165,9 @@ CLIENT_SCRIPT = textwrap.dedent("""
 async def test_runner_survives_agent_kill_9(kernel: Kernel) -> None:
     async with RunnerClient(kernel.socket) as c:
         await c.wait_ready(time.monotonic() + 30)
-    agent = subprocess.Popen([sys.executable, "-c", CLIENT_SCRIPT, str(kernel.socket)],
+    # A separate process plays the agent, so that it can be killed -9 mid-run.
+    agent = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, "-c", CLIENT_SCRIPT, str(kernel.socket)],
                              stdout=subprocess.PIPE, text=True)
     try:
         assert agent.stdout is not None

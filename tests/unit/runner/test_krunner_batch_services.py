@@ -95,13 +95,13 @@ def write_http_service(kernel_dirs: Any) -> None:
             {"action": "write_tempfile", "args": {"body": ["hello from {ports[0]}"]}, "ref": "page"},
         ],
         "command": ["{runtime_path}", "-c",
-                    "import http.server, os, sys\n"
+                    ("import http.server, os, sys\n"
                     "body = open(sys.argv[1], 'rb').read()\n"
                     "class H(http.server.BaseHTTPRequestHandler):\n"
                     "    def do_GET(self):\n"
                     "        self.send_response(200); self.end_headers()\n"
                     "        self.wfile.write(body + os.environ['SVC_TAG'].encode())\n"
-                    "http.server.HTTPServer(('127.0.0.1', int(sys.argv[2])), H).serve_forever()",
+                    "http.server.HTTPServer(('127.0.0.1', int(sys.argv[2])), H).serve_forever()"),
                     "{page}", "{ports[0]}"],
         "env": {"SVC_TAG": "tag-${{ ports[0] }}"},
         "allowed_envs": ["EXTRA"],

@@ -9,8 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from berth.errors import InvalidArgument
-from berth.runner import ServicePort, next_result, parse_service_ports, runner_command
-from berth.runner import protocol, servicedefs, serviceports
+from berth.runner import (
+    ServicePort,
+    next_result,
+    parse_service_ports,
+    protocol,
+    runner_command,
+    servicedefs,
+    serviceports,
+)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(),
