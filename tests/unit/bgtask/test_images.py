@@ -20,6 +20,7 @@ class FakeBackend:
         self.remote: dict[str, tuple[str, list[dict[str, Any]]]] = {}
         self.pulls: list[tuple[str, Mapping[str, str] | None]] = []
         self.in_use: set[str] = set()
+        self.closed = False
 
     async def image_pull(self, ref: str, auth: Mapping[str, str] | None = None
                          ) -> AsyncIterator[Mapping[str, Any]]:
@@ -44,6 +45,9 @@ class FakeBackend:
 
     async def image_list(self) -> list[ImageInfo]:
         return list(self.images.values())
+
+    async def close(self) -> None:
+        self.closed = True
 
 
 def layer_events(total: int, steps: int) -> list[dict[str, Any]]:
