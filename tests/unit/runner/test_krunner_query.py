@@ -13,8 +13,9 @@ def text_of(result: dict[str, Any], kind: str = "stdout") -> str:
     return "".join(data for k, data in result["console"] if k == kind)
 
 
-async def run_to_end(client: RunnerClient, run_id: str, code: str, **kw: Any) -> dict[str, Any]:
-    result = await client.execute(run_id, "query", code, flush_timeout=kw.pop("flush", 5.0), **kw)
+async def run_to_end(client: RunnerClient, run_id: str, code: str, mode: str = "query",
+                     **kw: Any) -> dict[str, Any]:
+    result = await client.execute(run_id, mode, code, flush_timeout=kw.pop("flush", 5.0), **kw)
     console = list(result["console"])
     while result["status"] == "continued":
         result = await client.execute(run_id, "continue", "", flush_timeout=5.0)
@@ -64,7 +65,7 @@ async def test_interrupt_stops_loop_and_state_survives(runner_client: RunnerClie
     result = await runner_client.execute("r2", "query", "while True:\n    pass", flush_timeout=0.5)
     assert result["status"] == "continued"
     await runner_client.interrupt()
-    result = await run_to_end(runner_client, "r2", "", flush=5.0)
+    result = await run_to_end(runner_client, "r2", "", "continue")
     assert result["status"] == "finished"
     assert "KeyboardInterrupt" in text_of(result, "stderr")
     after = await run_to_end(runner_client, "r3", "print(kept)")
@@ -86,7 +87,7 @@ async def test_flush_timeout_returns_partial_output(runner_client: RunnerClient)
     result = await runner_client.execute("r1", "query", code, flush_timeout=0.7)
     assert result["status"] == "continued"
     assert text_of(result) == "early\n"
-    result = await run_to_end(runner_client, "r1", "", flush=5.0)
+    result = await run_to_end(runner_client, "r1", "", "continue")
     assert text_of(result) == "late\n"
 
 
@@ -151,7 +152,7 @@ async def test_second_client_reconnects_while_run_in_flight(runner_client: Runne
     first = await runner_client.execute("r1", "query", code, flush_timeout=0.1)
     await runner_client.close()  # the agent goes away mid-run
     async with RunnerClient(kernel_dirs.socket) as other:
-        rest = await run_to_end(other, "r1", "", flush=5.0)
+        rest = await run_to_end(other, "r1", "", "continue")
         assert rest["status"] == "finished"
         seen = text_of(first) + text_of(rest)
         assert seen == "0\n1\n2\n"
