@@ -9,6 +9,7 @@ BERTH_APT_PACKAGES=(
     docker-registry      # local image registry for tests (no Docker Hub here)
     prometheus           # metrics scraping in tests (tests start their own)
     mmdebstrap           # Debian root for berth/python
+    eatmydata            # faster mmdebstrap (no fsync in the throwaway build root)
     busybox-static       # root of berth/busybox
     e2fsprogs            # mkfs.ext4 for scratch images
     util-linux           # mount, losetup, setsid
