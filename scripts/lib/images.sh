@@ -114,7 +114,7 @@ rootfs_import() {
 # build_image NAME: build images/NAME unless the image with the same recipe hash exists.
 # Prints "up to date" or "built" (+ size) through step_result.
 build_image() {
-    local name=$1 recipe=$IMAGES_DIR/$1 hash old_id IMAGE BASE SUITE MIRROR PACKAGES
+    local name=$1 recipe=$IMAGES_DIR/$1 hash IMAGE BASE SUITE MIRROR PACKAGES
     # shellcheck disable=SC1091
     . "$recipe/recipe.conf"
     hash=$(image_recipe_hash "$name")
@@ -122,7 +122,6 @@ build_image() {
         step_result "$IMAGE up to date"
         return 0
     fi
-    old_id=$(docker image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
     local root=$BUILD_DIR/$name
     mkdir -p "$BUILD_DIR" "$LOG_DIR"
     rm -rf "$root"
@@ -134,8 +133,9 @@ build_image() {
     rootfs_finish "$root" "$recipe"
     rootfs_import "$root" "$recipe" "$IMAGE" "$hash"
     rm -rf "$root"
-    # The replaced image is now untagged; drop it unless a container still uses it.
-    [[ -n $old_id ]] && docker image rm "$old_id" >/dev/null 2>&1 || true
+    # Replaced images are now untagged; drop those (of this and earlier builds) that no
+    # container uses any more. Only images carrying our recipe label are touched.
+    docker image prune -f --filter label=berth.recipe-hash >/dev/null 2>&1 || true
     step_result "$IMAGE built ($(docker image inspect --format '{{.Size}}' "$IMAGE" | numfmt --to=iec))"
 }
 
