@@ -41,10 +41,12 @@ def classify_exit(exit_code: int | None, oom_killed: bool, oom_kills: int = 0) -
     """Why a container that ended on its own ended.
 
     137 is SIGKILL: it is an OOM kill when Docker's OOM flag or the memory cgroup's oom_kill
-    counter says so, otherwise someone killed it. 135 is SIGBUS, which a process receives when it
+    counter says an OOM happened in the kernel, otherwise someone killed it. The flag alone is
+    not enough: Docker sets it for any OOM in the container, also one that only killed a child
+    while the kernel went on and later ended normally. 135 is SIGBUS, which a process receives when it
     touches a page of a full ``/dev/shm`` (shm shares the memory cgroup but fails differently).
     """
-    if oom_killed or (exit_code == 137 and oom_kills > 0):
+    if exit_code == 137 and (oom_killed or oom_kills > 0):
         return TerminationReason.OOM_KILLED
     if exit_code == 135:
         return TerminationReason.SHM_EXHAUSTED

@@ -8,6 +8,7 @@ the one connection (an `interrupt` while an `execute` waits for output).
 from __future__ import annotations
 
 import asyncio
+import os
 import itertools
 import logging
 import time
@@ -90,6 +91,21 @@ class _Connection:
             pass
 
 
+_SUN_PATH_MAX = 107
+
+
+async def _open_unix(path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect even when the path is longer than sun_path allows (deep scratch roots):
+    go through ``/proc/self/fd/N`` of the socket's directory, which is always short."""
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        return await asyncio.open_unix_connection(path)
+    dir_fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        return await asyncio.open_unix_connection(f"/proc/self/fd/{dir_fd}/{path.name}")
+    finally:
+        os.close(dir_fd)
+
+
 class RunnerClient:
     """Talks to one kernel's runner at `socket_path` (host path of `runner.sock`)."""
 
@@ -123,7 +139,7 @@ class RunnerClient:
                 self._conn = None
             try:
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_unix_connection(self.socket_path), self._connect_timeout)
+                    _open_unix(Path(self.socket_path)), self._connect_timeout)
             except (OSError, TimeoutError) as exc:
                 raise RunnerUnavailable(f"cannot connect to runner at {self.socket_path}: {exc}",
                                         socket_path=self.socket_path) from exc

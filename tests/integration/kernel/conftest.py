@@ -1,0 +1,140 @@
+"""Real-Docker fixtures for the kernel lifecycle: agents in tmp roots, swept after the run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from berth.agent import Agent
+from berth.config import AgentConfig, load_config
+from berth.facade import AgentFacade
+
+RUN_LABEL = f"itest-{uuid.uuid4().hex[:8]}"
+BUSYBOX = "berth/busybox:latest"
+PYTHON = "berth/python:3.11"
+
+
+def docker_ok() -> None:
+    probe = subprocess.run(["docker", "info"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.fail("the Docker engine does not answer: run scripts/setup.sh first")
+    for image in (BUSYBOX, PYTHON):
+        if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode:
+            pytest.fail(f"image {image} is missing: run scripts/setup.sh first")
+
+
+def free_port_range(width: int = 40) -> list[int]:
+    """A block of ports nobody listens on, away from other agents' default range."""
+    base = 32000 + (os.getpid() % 200) * 50
+    return [base, base + width - 1]
+
+
+def agent_config(root: Path, agent_id: str, **overrides: Any) -> AgentConfig:
+    values: dict[str, Any] = {
+        "agent.id": agent_id,
+        "agent.rpc-allow-plain": True,
+        "agent.rpc-listen-addr": "127.0.0.1:0",
+        "agent.var-base-path": str(root / "var"),
+        "agent.ipc-base-path": str(root / "ipc"),
+        "container.scratch-root": str(root / "scratch"),
+        "container.port-range": free_port_range(),
+        "container.port-reuse-cooldown-sec": 0,
+        "container.bind-host": "127.0.0.1",
+        "container.vfolder-allowed-roots": [str(root / "vfolders")],
+        "resource.reserved-cpu": 0,
+        "resource.reserved-mem": "256m",
+        "agent.sync-container-lifecycles": {"enabled": True, "interval": 1.0},
+    }
+    values.update(overrides)
+    (root / "vfolders").mkdir(parents=True, exist_ok=True)
+    return load_config(env={}, overrides=values)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sweep() -> Iterator[None]:
+    docker_ok()
+    yield
+    leftovers = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=ai.backend.owner"],
+        capture_output=True, text=True).stdout.split()
+    mine = [c for c in leftovers if RUN_LABEL in subprocess.run(
+        ["docker", "inspect", "-f", "{{index .Config.Labels \"ai.backend.owner\"}}", c],
+        capture_output=True, text=True).stdout]
+    if mine:
+        subprocess.run(["docker", "rm", "-f", *mine], capture_output=True)
+        pytest.fail(f"tests left {len(mine)} kernel container(s) behind")
+
+
+@pytest.fixture
+def agent_id() -> str:
+    return f"{RUN_LABEL}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+async def agent(tmp_path: Path, agent_id: str) -> AsyncIterator[Agent]:
+    a = Agent(agent_config(tmp_path, agent_id))
+    await a.startup()
+    try:
+        yield a
+    finally:
+        facade = AgentFacade(a)
+        await facade.reset_agent()
+        await a.shutdown()
+        assert_clean(tmp_path / "scratch")
+
+
+@pytest.fixture
+def facade(agent: Agent) -> AgentFacade:
+    return AgentFacade(agent)
+
+
+def assert_clean(scratch_root: Path) -> None:
+    left = [p.name for p in scratch_root.iterdir()] if scratch_root.exists() else []
+    assert not left, f"scratch left behind: {left}"
+    mounts = Path("/proc/self/mounts").read_text()
+    assert str(scratch_root) not in mounts, "a scratch mount was left behind"
+    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    assert str(scratch_root) not in loops, "a loop device was left behind"
+
+
+def kernel_config(image: str = BUSYBOX, **extra: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "image": {"canonical": image, "is_local": True},
+        "resource_slots": {"cpu": "1", "mem": "256m"},
+    }
+    config.update(extra)
+    return config
+
+
+async def exec_in(agent: Agent, kernel_id: str, *cmd: str) -> tuple[int, str]:
+    kernel = agent.registry.get(kernel_id)
+    assert kernel.container_id
+    res = await agent.backend.exec(kernel.container_id, list(cmd))
+    return res.exit_code, (res.stdout + res.stderr).decode()
+
+
+def http_get(port: int, path: str = "/") -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+        chunks = []
+        while data := s.recv(65536):
+            chunks.append(data)
+    return b"".join(chunks)
+
+
+async def eventually(check: Any, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        if await check():
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.1)

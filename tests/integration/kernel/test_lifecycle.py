@@ -1,0 +1,234 @@
+"""Kernel lifecycle on the real Docker engine: limits, scratch, mounts, ports, restart, causes."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from berth.agent import Agent
+from berth.errors import InsufficientResource, KernelNotFound, MountRefused
+from berth.facade import AgentFacade
+from berth.types import KernelState, TerminationReason
+
+from .conftest import (
+    PYTHON, agent_config, assert_clean, eventually, exec_in, http_get, kernel_config,
+)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+async def test_limits_are_enforced_and_visible_inside(agent: Agent, facade: AgentFacade) -> None:
+    kid = new_id()
+    await facade.create_kernel(kernel_config(
+        resource_slots={"cpu": "1", "mem": "256m"}, resource_opts={"shmem": "64m"}),
+        kernel_id=kid)
+    code, out = await exec_in(agent, kid, "cat", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+                              "/sys/fs/cgroup/cpu/cpu.cfs_period_us",
+                              "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                              "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes",
+                              "/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/cpuset/cpuset.cpus")
+    assert code == 0, out
+    quota, period, mem, memsw, pids, cpus = out.split()
+    assert int(quota) == int(period)  # one CPU
+    assert int(mem) == 256 * 2**20
+    assert int(memsw) == 256 * 2**20  # swap disabled
+    assert int(pids) == agent.config.container.pids_limit
+    assert cpus  # pinned to a cpuset
+    code, out = await exec_in(agent, kid, "sh", "-c", "df -k /dev/shm | tail -1; ulimit -n")
+    assert out.split()[1] == str(64 * 1024), out
+    code, out = await exec_in(agent, kid, "id", "-u")
+    assert out.strip() == str(agent.config.container.kernel_uid)
+
+
+async def test_status_and_destroy_records_cause(agent: Agent, facade: AgentFacade) -> None:
+    kid = new_id()
+    result = await facade.create_kernel(kernel_config(), kernel_id=kid)
+    assert result["container_id"]
+    assert await facade.check_running(kid)
+    status = await facade.get_status()
+    [view] = [k for k in status["kernels"] if k["kernel_id"] == kid]
+    assert view["state"] == "RUNNING" and view["container_id"] == result["container_id"]
+    await facade.destroy_kernel(kid, kid)
+    ended = agent.registry.ended(kid)
+    assert ended is not None and ended.termination is not None
+    assert ended.termination.reason == TerminationReason.USER_REQUESTED
+    await facade.destroy_kernel(kid, kid)  # idempotent
+    with pytest.raises(KernelNotFound):
+        await facade.destroy_kernel(new_id(), "s")
+
+
+async def test_restart_keeps_work_files_ports_and_allocation(agent: Agent,
+                                                             facade: AgentFacade) -> None:
+    kid = new_id()
+    created = await facade.create_kernel(kernel_config(preopen_ports=[8081]), kernel_id=kid)
+    await exec_in(agent, kid, "sh", "-c", "echo kept > /home/work/note.txt")
+    before = agent.registry.get(kid)
+    ports, allocation = dict(before.host_ports), dict(before.allocation)
+    restarted = await facade.restart_kernel(kid, kid)
+    assert restarted["container_id"] != created["container_id"]
+    after = agent.registry.get(kid)
+    assert after.host_ports == ports and after.allocation == allocation
+    code, out = await exec_in(agent, kid, "cat", "/home/work/note.txt")
+    assert out.strip() == "kept"
+
+
+async def test_service_port_answers_on_its_host_port(agent: Agent, facade: AgentFacade) -> None:
+    kid = new_id()
+    await facade.create_kernel(kernel_config(
+        preopen_ports=[8081],
+        bootstrap_script="echo hello-from-kernel > /home/work/index.html; "
+                         "httpd -p 8081 -h /home/work"), kernel_id=kid)
+    port = agent.registry.get(kid).host_ports["8081"][0]
+    assert b"hello-from-kernel" in http_get(port, "/index.html")
+
+
+async def test_python_image_serves_its_declared_http_service(agent: Agent,
+                                                             facade: AgentFacade) -> None:
+    kid = new_id()
+    await facade.create_kernel(kernel_config(PYTHON, bootstrap_script="echo hi > /home/work/x"),
+                               kernel_id=kid)
+    assert (await facade.start_service(kid, "http-server"))["status"] == "started"
+    port = agent.registry.get(kid).host_ports["http-server"][0]
+    assert b" 200 " in http_get(port, "/x").split(b"\r\n")[0]
+
+
+async def test_ro_mount_refuses_writes_and_rw_mount_accepts(agent: Agent, facade: AgentFacade,
+                                                            tmp_path: Path) -> None:
+    ro, rw = tmp_path / "vfolders" / "data", tmp_path / "vfolders" / "out"
+    ro.mkdir()
+    rw.mkdir()
+    (ro / "f.txt").write_text("ro")
+    import os
+    os.chown(rw, agent.config.container.kernel_uid, agent.config.container.kernel_gid)
+    kid = new_id()
+    await facade.create_kernel(kernel_config(mounts=[
+        {"name": "data", "host_path": str(ro), "mount_perm": "ro"},
+        {"name": "out", "host_path": str(rw), "mount_perm": "rw"}]), kernel_id=kid)
+    code, out = await exec_in(agent, kid, "sh", "-c", "echo x > /home/work/data/new")
+    assert code != 0 and "Read-only" in out
+    code, _ = await exec_in(agent, kid, "sh", "-c", "echo y > /home/work/out/new")
+    assert code == 0 and (rw / "new").stat().st_uid == agent.config.container.kernel_uid
+
+
+async def test_bad_mounts_are_refused_and_leave_nothing(agent: Agent, facade: AgentFacade) -> None:
+    for mount in ({"name": "etc", "host_path": "/etc", "mount_perm": "ro"},
+                  {"name": "x", "host_path": str(agent.config.container.vfolder_allowed_roots[0]),
+                   "kernel_path": "/home/config", "mount_perm": "rw"}):
+        with pytest.raises(MountRefused):
+            await facade.create_kernel(kernel_config(mounts=[mount]), kernel_id=new_id())
+    assert not agent.registry.live()
+    assert agent.resources.used_slots()["cpu"] == 0
+
+
+async def test_over_budget_kernel_is_refused_with_typed_error(agent: Agent,
+                                                              facade: AgentFacade) -> None:
+    with pytest.raises(InsufficientResource) as err:
+        await facade.create_kernel(kernel_config(resource_slots={"cpu": "64", "mem": "1g"}),
+                                   kernel_id=new_id())
+    assert err.value.slot == "cpu"
+
+
+MAIN_PID = "$(cut -d' ' -f1 /proc/1/task/1/children)"
+
+
+async def test_oom_and_plain_kill_are_told_apart(agent: Agent, facade: AgentFacade) -> None:
+    oom, plain = new_id(), new_id()
+    for kid in (oom, plain):
+        await facade.create_kernel(kernel_config(resource_slots={"cpu": "1", "mem": "64m"}),
+                                   kernel_id=kid)
+    # A memory hog is OOM-killed by the kernel's memory cgroup; the kernel itself lives on.
+    code, _ = await exec_in(agent, oom, "sh", "-c", "head -c 200000000 /dev/zero | tail")
+    assert code == 137
+    assert await facade.check_running(oom)
+    for kid in (oom, plain):
+        await exec_in(agent, kid, "sh", "-c", f"kill -KILL {MAIN_PID}")
+    for kid in (oom, plain):
+        await eventually(lambda kid=kid: _ended(agent, kid), timeout=30)
+    reasons = {}
+    for kid in (oom, plain):
+        ended = agent.registry.ended(kid)
+        assert ended and ended.termination and ended.termination.exit_code == 137
+        reasons[kid] = ended.termination.reason
+    assert reasons == {oom: TerminationReason.OOM_KILLED,
+                       plain: TerminationReason.SELF_TERMINATED}
+
+
+async def test_sigbus_death_is_reported_as_shm_exhausted(agent: Agent,
+                                                         facade: AgentFacade) -> None:
+    kid = new_id()
+    await facade.create_kernel(kernel_config(resource_opts={"shmem": "8m"}), kernel_id=kid)
+    # A process touching a page of a full /dev/shm gets SIGBUS; deliver that signal to the
+    # kernel's main process and check the agent reads 135 as shm exhaustion.
+    await exec_in(agent, kid, "sh", "-c", f"kill -BUS {MAIN_PID}")
+    await eventually(lambda: _ended(agent, kid), timeout=30)
+    ended = agent.registry.ended(kid)
+    assert ended and ended.termination
+    assert ended.termination.reason == TerminationReason.SHM_EXHAUSTED
+    assert ended.termination.exit_code == 135
+
+
+async def _ended(agent: Agent, kid: str) -> bool:
+    return agent.registry.ended(kid) is not None
+
+
+async def test_container_exiting_by_itself_is_noticed_and_cleaned(agent: Agent,
+                                                                  facade: AgentFacade) -> None:
+    kid = new_id()
+    await facade.create_kernel(kernel_config(), kernel_id=kid)
+    used = agent.resources.used_slots()["cpu"]
+    await exec_in(agent, kid, "sh", "-c", "kill -TERM 1")
+    await eventually(lambda: _ended(agent, kid))
+    ended = agent.registry.ended(kid)
+    assert ended and ended.termination
+    assert ended.termination.reason == TerminationReason.SELF_TERMINATED
+    assert ended.termination.exit_code == 0
+    assert agent.resources.used_slots()["cpu"] == used - 1
+    assert not (agent.config.container.scratch_root / kid).exists()
+
+
+async def test_hostfile_scratch_quota_refuses_an_oversized_write(tmp_path: Path,
+                                                                 agent_id: str) -> None:
+    agent = Agent(agent_config(tmp_path, agent_id, **{
+        "container.scratch-type": "hostfile", "container.scratch-size": "32m"}))
+    await agent.startup()
+    facade = AgentFacade(agent)
+    try:
+        kid = new_id()
+        await facade.create_kernel(kernel_config(), kernel_id=kid)
+        code, out = await exec_in(agent, kid, "sh", "-c",
+                                  "dd if=/dev/zero of=/home/work/big bs=1M count=64")
+        assert code != 0 and "No space left" in out
+        code, out = await exec_in(agent, kid, "sh", "-c",
+                                  "rm /home/work/big; dd if=/dev/zero of=/home/work/small bs=1M count=4")
+        assert code == 0, out
+    finally:
+        await facade.reset_agent()
+        await agent.shutdown()
+    assert_clean(tmp_path / "scratch")
+
+
+async def test_creation_deadline_ends_the_kernel_with_a_reason(tmp_path: Path,
+                                                               agent_id: str) -> None:
+    agent = Agent(agent_config(tmp_path, agent_id, **{
+        "kernel-lifecycles.creating-timeout-sec": 1.5}))
+    await agent.startup()
+    facade = AgentFacade(agent)
+    try:
+        kid = new_id()
+        with pytest.raises(Exception) as err:
+            await facade.create_kernel(kernel_config(bootstrap_script="sleep 30"), kernel_id=kid)
+        assert "deadline" in str(err.value)
+        ended = agent.registry.ended(kid)
+        assert ended and ended.termination
+        assert ended.termination.reason == TerminationReason.DEADLINE
+        assert agent.registry.find(kid) is None
+    finally:
+        await agent.shutdown()
+    assert_clean(tmp_path / "scratch")
+
+
+_ = KernelState
