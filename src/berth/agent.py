@@ -1,49 +1,51 @@
 """The agent: the only wiring. ``startup()`` returns when the node is ready, ``serve()`` runs
 until asked to stop, ``shutdown()`` leaves every kernel running for the next agent to adopt.
 
-The RPC methods live on :class:`berth.facade.AgentFacade`; this module owns the parts.
+The RPC methods live on :class:`berth.facade.AgentFacade`; this module owns the parts and the
+order they start and stop in (reverse order, through one exit stack).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import platform
 import resource
 import time
-from decimal import Decimal
 from contextlib import AsyncExitStack
+from decimal import Decimal
 from pathlib import Path
 
-from berth import __version__
 from berth.adapters import EventAdapter, MountAdapter, ResourceAdapter
 from berth.backend.base import ContainerBackend
 from berth.backend.docker import DockerBackend
 from berth.config import AgentConfig, parse_host_port
 from berth.errors import BackendError
+from berth.images import ImageService
 from berth.kernel.ledger import Ledger
 from berth.kernel.lifecycle import KernelLifecycle, LifecycleSettings
 from berth.kernel.reconcile import Reconciler
 from berth.kernel.registry import KernelRegistry
+from berth.manager_link import ManagerLink
 from berth.plugins import load_plugins
 from berth.ports import PortPool
 from berth.resources.affinity import AffinityPolicy
 from berth.resources.allocator import ResourceManager
 from berth.storage import ScratchManager
 from berth.tasks import TaskSupervisor
+from berth.telemetry import Telemetry
 from berth.types import OWNER_LABEL, SlotName
 
 __all__ = ["Agent"]
+
+log = logging.getLogger(__name__)
+
+RUNNER_DIR = Path(__file__).parent / "runner"
 
 
 def _safe_nofile(wanted: int) -> int:
     """Containers cannot be given more open files than the agent's own hard limit."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     return wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-
-log = logging.getLogger(__name__)
-
-RUNNER_DIR = Path(__file__).parent / "runner"
 
 
 class Agent:
@@ -57,72 +59,51 @@ class Agent:
         self._stop = asyncio.Event()
         self._stack = AsyncExitStack()
         self._tasks = TaskSupervisor("agent")
-        self.bus = None
-        self.events = EventAdapter(None)
-        self.ports = PortPool(*config.container.port_range,
-                              cooldown=config.container.port_reuse_cooldown_sec)
-        c = config.container
-        self.scratch = ScratchManager(c.scratch_root, c.scratch_type, c.scratch_size)
-        self.runner_dir = (c.runner_path or RUNNER_DIR).resolve()
+        self.etcd = None
+        # Built in startup(), in this order:
+        self.ports: PortPool
+        self.scratch: ScratchManager
+        self.runner_dir: Path
         self.resources: ResourceManager
+        self.link: ManagerLink
+        self.images: ImageService
+        self.telemetry: Telemetry
         self.lifecycle: KernelLifecycle
         self.reconciler: Reconciler
-
-    # ---------------------------------------------------------------- construction
-    async def _build_resources(self) -> ResourceManager:
-        plugins = await load_plugins(
-            allow=self.config.agent.allow_compute_plugins,
-            block=self.config.agent.block_compute_plugins,
-            configs=self.config.plugins,
-        )
-        r = self.config.resource
-        return ResourceManager(
-            plugins, reserved={SlotName("cpu"): Decimal(r.reserved_cpu),
-                                SlotName("mem"): Decimal(r.reserved_mem)},
-            allocation_order=r.allocation_order,
-            affinity_policy=AffinityPolicy[r.affinity_policy],
-        )
-
-    def _build_lifecycle(self) -> KernelLifecycle:
-        from berth.runner.client import RunnerClient
-
-        c, k = self.config.container, self.config.kernel_lifecycles
-        rpc_host, rpc_port = parse_host_port(self.config.agent.advertised_rpc_addr
-                                             or self.config.agent.rpc_listen_addr)
-        settings = LifecycleSettings(
-            agent_id=self.agent_id, bind_host=c.bind_host,
-            kernel_host=c.advertised_host or c.bind_host, default_uid=c.kernel_uid,
-            default_gid=c.kernel_gid, pids_limit=c.pids_limit, nofile_limit=_safe_nofile(c.nofile_limit),
-            stop_grace=c.stop_grace_sec, preparing_timeout=k.preparing_timeout_sec,
-            pull_timeout=self.config.api.pull_timeout, creating_timeout=k.creating_timeout_sec,
-            terminating_timeout=k.terminating_timeout_sec,
-            creation_concurrency=self.config.agent.kernel_creation_concurrency,
-            runner_dir=self.runner_dir, scaling_group=self.config.agent.scaling_group,
-            agent_addr=f"tcp://{rpc_host}:{rpc_port}",
-        )
-        return KernelLifecycle(
-            settings, backend=self.backend, registry=self.registry,
-            ledger=Ledger(self.scratch.root), resources=ResourceAdapter(self.resources),
-            ports=self.ports, scratch=self.scratch,
-            mounts=MountAdapter(c.vfolder_allowed_roots, self.runner_dir),
-            runner_factory=RunnerClient, events=self.events,
-        )
 
     # ---------------------------------------------------------------- life
     async def startup(self) -> None:
         if not await self.backend.ping():
             raise BackendError("the Docker engine does not answer")
+        await self._join_etcd()
+        c = self.config.container
+        for path in (self.config.agent.var_base_path, self.config.agent.ipc_base_path,
+                     c.scratch_root):
+            path.mkdir(parents=True, exist_ok=True)
+        self.ports = PortPool(*c.port_range, cooldown=c.port_reuse_cooldown_sec)
+        self.scratch = ScratchManager(c.scratch_root, c.scratch_type, c.scratch_size)
+        self.runner_dir = (c.runner_path or RUNNER_DIR).resolve()
         self.resources = await self._build_resources()
+        self.link = ManagerLink(self.config, self._public_key())
+        self.images = ImageService(self.backend, self.link.tasks, self.link.emitter,
+                                   agent_id=self.agent_id,
+                                   pull_timeout=self.config.api.pull_timeout)
+        self.telemetry = self._build_telemetry()
         self.lifecycle = self._build_lifecycle()
         self.reconciler = Reconciler(self.lifecycle, self.agent_id)
-        for path in (self.config.agent.var_base_path, self.config.agent.ipc_base_path,
-                     self.config.container.scratch_root):
-            path.mkdir(parents=True, exist_ok=True)
         report = await self.reconciler.at_start()
-        log.info("agent %s: %d kernels adopted at start", self.agent_id, len(report.adopted))
+        await self.link.start(self.resources, self.images)
+        self._stack.push_async_callback(self.link.close)
+        await self.telemetry.start()
+        self._stack.push_async_callback(self.telemetry.close)
+        self.telemetry.sinks.append(self.link.publish_stats)
         self._tasks.spawn(self._watch_containers(), name="docker-events")
         self._tasks.spawn(self._periodic_sync(), name="lifecycle-sync")
+        self._tasks.spawn(self.telemetry.run(), name="stats")
+        await self._announce()
         self.ready = True
+        log.info("agent %s ready: %d kernels adopted, %d cleaned at start", self.agent_id,
+                 len(report.adopted), len(report.cleaned))
 
     async def serve(self) -> None:
         await self._stop.wait()
@@ -135,12 +116,113 @@ class Agent:
         await self._tasks.close()
         if hasattr(self, "lifecycle"):
             await self.lifecycle.close()
+        if hasattr(self, "resources"):
+            for plugin in self.resources.plugins:
+                await plugin.cleanup()
         await self._stack.aclose()
         await self.backend.close()
         log.info("agent %s stopped; %d kernels left running for the next start",
                  self.agent_id, len(self.registry))
 
+    # ---------------------------------------------------------------- construction
+    async def _build_resources(self) -> ResourceManager:
+        plugins = await load_plugins(
+            allow=self.config.agent.allow_compute_plugins,
+            block=self.config.agent.block_compute_plugins,
+            configs=self.config.plugins,
+        )
+        r = self.config.resource
+        return ResourceManager(
+            plugins, reserved={SlotName("cpu"): Decimal(r.reserved_cpu),
+                               SlotName("mem"): Decimal(r.reserved_mem)},
+            allocation_order=r.allocation_order,
+            affinity_policy=AffinityPolicy[r.affinity_policy],
+        )
+
+    def _build_telemetry(self) -> Telemetry:
+        c = self.config.container
+        return Telemetry(
+            self.agent_id, self.config.agent.internal_addr, self.registry,
+            interval=self.config.debug.stats_interval, readiness=self._readiness,
+            scratch_quota=c.scratch_size or None,
+            info={"agent_id": self.agent_id})
+
+    def _build_lifecycle(self) -> KernelLifecycle:
+        from berth.runner.client import RunnerClient
+
+        c, k = self.config.container, self.config.kernel_lifecycles
+        rpc_host, rpc_port = parse_host_port(self.config.agent.advertised_rpc_addr
+                                             or self.config.agent.rpc_listen_addr)
+        settings = LifecycleSettings(
+            agent_id=self.agent_id, bind_host=c.bind_host,
+            kernel_host=c.advertised_host or c.bind_host, default_uid=c.kernel_uid,
+            default_gid=c.kernel_gid, pids_limit=c.pids_limit,
+            nofile_limit=_safe_nofile(c.nofile_limit),
+            stop_grace=c.stop_grace_sec, preparing_timeout=k.preparing_timeout_sec,
+            pull_timeout=self.config.api.pull_timeout, creating_timeout=k.creating_timeout_sec,
+            terminating_timeout=k.terminating_timeout_sec,
+            creation_concurrency=self.config.agent.kernel_creation_concurrency,
+            runner_dir=self.runner_dir, scaling_group=self.config.agent.scaling_group,
+            agent_addr=f"tcp://{rpc_host}:{rpc_port}",
+        )
+        return KernelLifecycle(
+            settings, backend=self.backend, registry=self.registry,
+            ledger=Ledger(self.scratch.root), resources=ResourceAdapter(self.resources),
+            ports=self.ports, scratch=self.scratch,
+            mounts=MountAdapter(c.vfolder_allowed_roots, self.runner_dir),
+            runner_factory=RunnerClient, events=EventAdapter(self.link.emitter),
+            on_phase=self.telemetry.metrics.observe_start_phase,
+        )
+
+    def _public_key(self) -> str | None:
+        path = self.config.agent.rpc_auth_agent_keypair
+        if path is None:
+            return None
+        from berth.rpc import load_keypair
+
+        return load_keypair(path).public_key.decode()
+
+    # ---------------------------------------------------------------- etcd
+    async def _join_etcd(self) -> None:
+        """With ``[etcd]``: take the global config and register this node as `starting`."""
+        if self.config.etcd is None:
+            return
+        from berth.etcd import EtcdConfigSource, apply_etcd_overrides
+
+        e = self.config.etcd
+        self.etcd = await self._stack.enter_async_context(
+            EtcdConfigSource(e.addr, e.namespace, e.user, e.password))
+        global_cfg = await self.etcd.read_global_config()
+        merged = apply_etcd_overrides(self.config.model_dump(by_alias=True, mode="json"),
+                                      global_cfg)
+        self.config = AgentConfig.model_validate(merged)
+        host, _ = parse_host_port(self.config.agent.advertised_rpc_addr
+                                  or self.config.agent.rpc_listen_addr)
+        _, watcher_port = parse_host_port(self.config.watcher.service_addr)
+        await self.etcd.register_agent(self.agent_id, host, watcher_port)
+        if not self.config.agent.skip_manager_detection:
+            log.info("waiting for the manager to appear in etcd")
+            await self.etcd.wait_for_manager()
+
+    async def _announce(self) -> None:
+        if self.etcd is None:
+            return
+        await self.etcd.mark_running(self.agent_id)
+        announce = self.config.agent.announce_internal_addr or self.config.agent.internal_addr
+        from berth import __version__
+
+        path = await self.etcd.register_service(self.agent_id, announce, version=__version__)
+        self._stack.push_async_callback(self.etcd.unregister, path)
+
     # ---------------------------------------------------------------- watchers
+    async def _readiness(self) -> list[str]:
+        reasons = []
+        if not self.ready:
+            reasons.append("agent is starting or stopping")
+        if not await self.backend.ping():
+            reasons.append("docker engine does not answer")
+        return reasons
+
     async def _watch_containers(self) -> None:
         while True:
             try:
@@ -156,12 +238,12 @@ class Agent:
         interval = self.config.agent.sync_container_lifecycles
         if not interval.enabled:
             return
+        metrics = self.telemetry.metrics
         while True:
             await asyncio.sleep(interval.interval)
             try:
                 await self.reconciler.sync()
+                metrics.observe_lifecycle_sync()
             except Exception as exc:  # one failed pass must not end the loop
+                metrics.observe_lifecycle_sync(exc)
                 log.warning("lifecycle sync failed: %r", exc)
-
-    def host_info(self) -> dict[str, str]:
-        return {"architecture": platform.machine(), "version": __version__}

@@ -241,6 +241,16 @@ class ServiceTLSSection(_Section):
     key: Path | None = None
 
 
+class ContainerLogsSection(_Section):
+    max_length: int = 10 * 2**20
+    chunk_size: int = 64 * 2**10
+
+    @field_validator("max_length", "chunk_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> int:
+        return parse_binary_size(value)
+
+
 class AgentConfig(_Section):
     agent: AgentSection = AgentSection()
     container: ContainerSection = ContainerSection()
@@ -253,7 +263,9 @@ class AgentConfig(_Section):
     debug: DebugSection = DebugSection()
     watcher: WatcherSection = WatcherSection()
     service_tls: ServiceTLSSection = ServiceTLSSection()
+    container_logs: ContainerLogsSection = ContainerLogsSection()
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    volumes: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _rpc_auth(self) -> AgentConfig:

@@ -95,7 +95,7 @@ class AgentFacade:
         info: dict[str, Any] = {}
         for plugin in self.agent.resources.plugins:
             try:
-                info[plugin.key] = plugin.get_node_hwinfo()
+                info[plugin.key] = await plugin.get_node_hwinfo()
             except NotImplementedError:
                 continue
             except Exception as exc:
@@ -110,6 +110,7 @@ class AgentFacade:
         self._check_agent(agent_id)
         _, views = self.agent.registry.snapshot()
         res = self.agent.resources
+        telemetry = self.agent.telemetry
         return {
             "agent_id": self.agent.agent_id, "version": __version__,
             "architecture": platform.machine(), "ready": self.agent.ready,
@@ -119,7 +120,11 @@ class AgentFacade:
                 "used": {k: str(v) for k, v in res.used_slots().items()},
                 "available": {k: str(v) for k, v in res.available_slots().items()},
             },
-            "kernels": [v.to_json() for v in views],
+            "kernels": [{**v.to_json(), "stats": telemetry.kernel_stats(v.kernel_id)}
+                        for v in views],
+            "node_stats": telemetry.node_stats(),
+            "events": {"pending": getattr(self.agent.link.emitter, "pending", 0),
+                       "dropped": getattr(self.agent.link.emitter, "dropped", 0)},
         }
 
     async def get_local_config(self, agent_id: str | None = None) -> dict[str, Any]:
@@ -143,6 +148,20 @@ class AgentFacade:
         if terminate_kernels:
             await self.reset_agent()
         self.agent.request_stop()
+
+    # ---------------------------------------------------------------- images
+    async def check_and_pull(self, image_configs: dict[str, dict[str, Any]],
+                             agent_id: str | None = None) -> dict[str, str]:
+        self._check_agent(agent_id)
+        return await self.agent.images.check_and_pull(image_configs)
+
+    async def purge_images(self, image_canonicals: list[str], force: bool = False,
+                           noprune: bool = False, agent_id: str | None = None) -> dict[str, Any]:
+        self._check_agent(agent_id)
+        result = await self.agent.images.purge_images(image_canonicals, force=force)
+        responses = [{"image": ref, "error": None} for ref in result.removed]
+        responses += [{"image": ref, "error": err} for ref, err in result.failed.items()]
+        return {"responses": responses}
 
     # ---------------------------------------------------------------- kernels
     async def create_kernels(

@@ -51,7 +51,8 @@ def build_rpc_server(agent: Agent) -> RPCServer:
                     "reaches %s can control this node", a.rpc_listen_addr)
     return RPCServer(HandlerRegistry(AgentFacade(agent)), a.rpc_listen_addr, security=security,
                      plain=security is None, max_body_size=a.rpc_max_body_size,
-                     request_timeout=a.rpc_request_timeout)
+                     request_timeout=a.rpc_request_timeout,
+                     on_request=agent.telemetry.metrics.observe_rpc)
 
 
 async def run(config: AgentConfig) -> int:

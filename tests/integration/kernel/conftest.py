@@ -42,6 +42,7 @@ def agent_config(root: Path, agent_id: str, **overrides: Any) -> AgentConfig:
         "agent.id": agent_id,
         "agent.rpc-allow-plain": True,
         "agent.rpc-listen-addr": "127.0.0.1:0",
+        "agent.internal-addr": "127.0.0.1:0",
         "agent.var-base-path": str(root / "var"),
         "agent.ipc-base-path": str(root / "ipc"),
         "container.scratch-root": str(root / "scratch"),

@@ -1,0 +1,99 @@
+"""Watching the node: the stats loop, the Prometheus registry and the internal HTTP server.
+
+Stats come straight from cgroupfs (one bounded read per container, in threads), node figures
+from psutil; both feed Prometheus at scrape time and, when Redis is configured, the keys the
+Manager reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psutil
+
+from berth.kernel.registry import KernelRegistry
+from berth.metrics import BerthMetrics
+from berth.stats import (
+    CgroupReader, HostCapacity, KernelTarget, NodeCollector, StatsCollector, StatsSnapshot,
+)
+from berth.types import ContainerId, KernelId, KernelState
+from berth.web import InternalServer
+
+__all__ = ["Telemetry"]
+
+log = logging.getLogger(__name__)
+
+StatsSink = Callable[[StatsSnapshot], Awaitable[None]]
+
+
+class Telemetry:
+    def __init__(self, agent_id: str, internal_addr: str, registry: KernelRegistry, *,
+                 interval: float,
+                 readiness: Callable[[], Awaitable[list[str]]],
+                 scratch_quota: int | None, info: dict[str, Any]) -> None:
+        self.registry = registry
+        self.interval = interval
+        self.scratch_quota = scratch_quota
+        self.reader = CgroupReader()
+        self.collector = StatsCollector(
+            self.reader.read,
+            HostCapacity(cpu_count=os.cpu_count() or 1,
+                         mem_total=psutil.virtual_memory().total))
+        self.node = NodeCollector()
+        self.metrics = BerthMetrics(agent_id, lambda: self.collector.latest)
+        self.server = InternalServer(internal_addr, self.metrics, readiness=readiness, info=info)
+        self.sinks: list[StatsSink] = []
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    async def close(self) -> None:
+        await self.server.close()
+        self.collector.close()
+
+    def targets(self) -> list[KernelTarget]:
+        out = []
+        for kernel in self.registry.live():
+            if kernel.state != KernelState.RUNNING or not kernel.container_id or not kernel.pid:
+                continue
+            out.append(KernelTarget(
+                kernel_id=KernelId(kernel.kernel_id),
+                container_id=ContainerId(kernel.container_id), pid=kernel.pid,
+                session_id=kernel.session_id, user_id=kernel.spec.owner_user_id or "",
+                project_id=kernel.spec.owner_project_id or "",
+                scratch_quota=self.scratch_quota))
+        return out
+
+    async def collect_once(self) -> StatsSnapshot:
+        with self.metrics.stat_task("container"):
+            await self.collector.collect(self.targets())
+        with self.metrics.stat_task("node"):
+            self.collector.set_node(await asyncio.to_thread(self.node.collect))
+        self.metrics.set_kernel_count(len(self.registry))
+        snapshot = self.collector.latest
+        for sink in self.sinks:
+            try:
+                await sink(snapshot)
+            except Exception as exc:  # a Manager-side hiccup never stops the loop
+                log.warning("stats sink failed: %r", exc)
+        return snapshot
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.collect_once()
+            except Exception as exc:  # one failed cycle must not end the loop
+                log.warning("stats cycle failed: %r", exc)
+            await asyncio.sleep(self.interval)
+
+    def kernel_stats(self, kernel_id: str) -> dict[str, Any] | None:
+        stats = self.collector.latest.kernels.get(KernelId(kernel_id))
+        return stats.to_wire() if stats is not None else None
+
+    def node_stats(self) -> dict[str, Any] | None:
+        node = self.collector.latest.node
+        return node.to_wire() if node is not None else None
