@@ -11,10 +11,13 @@ from pathlib import Path
 import click
 
 from berth.cli.agent import agent
+from berth.cli.events import events_group
+from berth.cli.image import image_group
 from berth.cli.kernel import kernel
 from berth.cli.keys import keys
 from berth.cli.server import config, start_server
 from berth.cli.state import CliState
+from berth.cli.watcher import watcher_group
 from berth.client import DEFAULT_ADDR
 
 _KEYFILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -45,6 +48,9 @@ cli.add_command(agent)
 cli.add_command(keys)
 cli.add_command(config)
 cli.add_command(start_server)
+cli.add_command(image_group)
+cli.add_command(events_group)
+cli.add_command(watcher_group)
 
 
 def main() -> None:

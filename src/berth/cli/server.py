@@ -19,6 +19,20 @@ def config() -> None:
 
 
 @config.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write here instead of standard output")
+def sample(output: Path | None) -> None:
+    """Print a sample agent.toml with every key and its default."""
+    from berth.config_sample import render_sample
+
+    text = render_sample()
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text)
+
+
+@config.command()
 @click.option("-f", "--file", "path", required=True, type=_FILE, help="agent.toml to check")
 def check(path: Path) -> None:
     """Validate an agent.toml: print OK or the offending key path (exit 2)."""
@@ -27,7 +41,7 @@ def check(path: Path) -> None:
     try:
         load_config(path)
     except ConfigError as exc:
-        click.echo(f"{exc.key_path or '-'}: {exc}", err=True)
+        click.echo(f"{path}: {exc}", err=True)  # the message leads with the key path
         sys.exit(EXIT_USAGE)
     click.echo("OK")
 

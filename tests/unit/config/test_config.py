@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from berth.config import load_config, parse_binary_size, parse_host_port
+from berth.config_sample import render_sample
+from berth.errors import ConfigError
+
+SAMPLE = Path(__file__).parents[3] / "configs" / "agent.sample.toml"
+PLAIN = {"agent.rpc-allow-plain": True}
+
+
+def test_checked_in_sample_is_current_and_valid() -> None:
+    assert SAMPLE.read_text() == render_sample(), "run: berth config sample -o configs/agent.sample.toml"
+    config = load_config(SAMPLE, env={})
+    assert config.agent.rpc_listen_addr == "0.0.0.0:6011"
+    assert config.agent.internal_addr == "0.0.0.0:6003"
+    assert config.container.port_range == (30000, 31000)
+    assert config.container.port_reuse_cooldown_sec == 60
+    assert config.agent.rpc_auth_agent_keypair == SAMPLE.parent / "keys/agent.key_secret"
+
+
+@pytest.mark.parametrize(("overrides", "key_path"), [
+    ({"container.port-range": [1, 2]}, "container.port-range"),
+    ({"container.scratch-typo": 1}, "container.scratch-typo"),
+    ({"container.scratch-type": "hostdir", "container.scratch-size": "1g"}, "container"),
+    ({"container.scratch-type": "tape"}, "container.scratch-type"),
+    ({"agent.kernel-creation-concurrency": 0}, "agent.kernel-creation-concurrency"),
+    ({"agent.rpc-listen-addr": "nohost"}, "agent.rpc-listen-addr"),
+])
+def test_errors_name_the_key_path(overrides: dict[str, object], key_path: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(env={}, overrides={**PLAIN, **overrides})
+    assert err.value.key_path == key_path
+
+
+def test_keys_are_required_unless_plain_is_explicit() -> None:
+    with pytest.raises(ConfigError, match="rpc-auth-agent-keypair"):
+        load_config(env={}, overrides={})
+
+
+def test_env_overrides_follow_backendai_names(tmp_path: Path) -> None:
+    env = {"BACKEND_CONTAINER_PORT_RANGE": "31000-31100", "BACKEND_AGENT_PORT": "7011",
+           "BACKEND_SCRATCH_ROOT": str(tmp_path), "BACKEND_BIND_HOST_OVERRIDE": "127.0.0.1"}
+    config = load_config(env=env, overrides=PLAIN)
+    assert config.container.port_range == (31000, 31100)
+    assert config.agent.rpc_listen_addr == "0.0.0.0:7011"
+    assert config.container.scratch_root == tmp_path
+    assert config.container.bind_host == "127.0.0.1"
+
+
+def test_file_paths_are_relative_to_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('[agent]\nrpc-allow-plain = true\n[container]\nscratch-root = "s"\n'
+                   'scratch_type = "memory"\nscratch-size = "64m"\n')
+    config = load_config(cfg, env={})
+    assert config.container.scratch_root == tmp_path / "s"
+    assert config.container.scratch_size == 64 * 2**20
+
+
+def test_sizes_and_addresses() -> None:
+    assert parse_binary_size("1G") == 2**30
+    assert parse_binary_size("1.5k") == 1536
+    assert parse_binary_size(7) == 7
+    with pytest.raises(ValueError):
+        parse_binary_size("lots")
+    assert parse_host_port("[::1]:6011") == ("::1", 6011)
+    assert parse_host_port("tcp://10.0.0.1:1") == ("10.0.0.1", 1)
