@@ -28,7 +28,7 @@ from typing import Any
 import psutil
 
 from berth.client import AgentClient
-from berth.rpc import KeyPair, generate_keypair, load_keypair, load_public_keys
+from berth.rpc import KeyPair, generate_keypair, load_keypair
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -136,8 +136,10 @@ def make_keys(directory: Path) -> Keys:
                 load_keypair(manager_secret))
 
 
-def server_public(keys: Keys) -> bytes:
-    return next(iter(load_public_keys([keys.agent_pair.with_suffix(".key")])))
+def load_keys(directory: Path) -> Keys:
+    """The key set `make_keys` wrote into `directory`."""
+    agent, manager = directory / "agent.key_secret", directory / "manager.key_secret"
+    return Keys(agent, directory / "manager.key", load_keypair(agent), load_keypair(manager))
 
 
 # ---------------------------------------------------------------- a real agent process
@@ -186,7 +188,7 @@ reserved-cpu = 0
 reserved-mem = "256m"
 
 [logging]
-level = "WARNING"
+level = "INFO"
 file = "{root / 'agent.log'}"
 """
 
@@ -201,9 +203,11 @@ async def agent_process(timeout: float = 30.0) -> AsyncIterator[AgentProcess]:
     config = root / "agent.toml"
     config.write_text(_agent_toml(root, agent_id, port, keys, 33000 + os.getpid() % 100 * 100))
     berth = Path(sys.executable).parent / "berth"
-    proc = subprocess.Popen([str(berth), "start-server", "-f", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=open(root / "stderr.log", "wb"))
-    client = AgentClient(f"tcp://127.0.0.1:{port}", server_public(keys), keys.manager,
+    with (root / "stderr.log").open("wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            str(berth), "start-server", "-f", str(config),
+            stdout=subprocess.DEVNULL, stderr=stderr)
+    client = AgentClient(f"tcp://127.0.0.1:{port}", keys.agent.public_key, keys.manager,
                          agent_id=agent_id, timeout=120.0, handshake_timeout=1.0)
     try:
         await _connect(client, proc, root, timeout)
@@ -214,16 +218,16 @@ async def agent_process(timeout: float = 30.0) -> AsyncIterator[AgentProcess]:
                 await client.reset_agent()
             await client.__aexit__(None, None, None)
     finally:
-        _stop(proc)
+        await _stop(proc)
         _sweep_agent(agent_id)
         shutil.rmtree(root, ignore_errors=True)
 
 
-async def _connect(client: AgentClient, proc: subprocess.Popen[bytes], root: Path,
+async def _connect(client: AgentClient, proc: asyncio.subprocess.Process, root: Path,
                    timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        if proc.poll() is not None:
+        if proc.returncode is not None:
             raise RuntimeError(f"agent exited with {proc.returncode}: "
                                f"{(root / 'stderr.log').read_text()[-2000:]}")
         with contextlib.suppress(Exception):
@@ -234,14 +238,14 @@ async def _connect(client: AgentClient, proc: subprocess.Popen[bytes], root: Pat
         await asyncio.sleep(0.2)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
+            await asyncio.wait_for(proc.wait(), 20)
+        except TimeoutError:
             proc.kill()
-            proc.wait()
+            await proc.wait()
 
 
 def _sweep_agent(agent_id: str) -> None:
