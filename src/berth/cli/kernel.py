@@ -55,7 +55,7 @@ def kernel() -> None:
     """Create, list, inspect, restart and remove kernels."""
 
 
-def _request(image: str, cpu: str, mem: str, shmem: str | None, mounts: tuple[str, ...],
+def kernel_request(image: str, cpu: str, mem: str, shmem: str | None, mounts: tuple[str, ...],
              envs: tuple[str, ...], ports: tuple[int, ...], session_id: str | None,
              kernel_id: str | None) -> KernelRequest:
     try:
@@ -88,7 +88,7 @@ def create(ctx: click.Context, image: str, cpu: str, mem: str, shmem: str | None
            session_id: str | None, kernel_id: str | None) -> None:
     """Create one kernel (create_kernels with a single config)."""
     state = get_state(ctx)
-    req = _request(image, cpu, mem, shmem, mounts, envs, ports, session_id, kernel_id)
+    req = kernel_request(image, cpu, mem, shmem, mounts, envs, ports, session_id, kernel_id)
     results = run_with_client(state, lambda c: c.create_kernels(
         req.session_id, [req.kernel_id], [creation_config(req)], cluster_info(), {}))
     if state.as_json:

@@ -14,9 +14,11 @@ from berth.cli.agent import agent
 from berth.cli.events import events_group
 from berth.cli.image import image_group
 from berth.cli.kernel import kernel
+from berth.cli.kernel_exec import COMMANDS as KERNEL_EXEC_COMMANDS
 from berth.cli.keys import keys
 from berth.cli.server import config, start_server
 from berth.cli.state import CliState
+from berth.cli.top import agent_top, kernel_top
 from berth.cli.watcher import watcher_group
 from berth.client import DEFAULT_ADDR
 
@@ -43,6 +45,9 @@ def cli(ctx: click.Context, addr: str, server_key: Path | None, client_keypair: 
     state.plain, state.timeout, state.as_json = plain, timeout, as_json or state.as_json
 
 
+for _command in (*KERNEL_EXEC_COMMANDS, kernel_top):
+    kernel.add_command(_command)
+agent.add_command(agent_top)
 cli.add_command(kernel)
 cli.add_command(agent)
 cli.add_command(keys)

@@ -1,0 +1,628 @@
+"""``berth kernel exec|run|cp|ls-files|service``: code, files and services of a live kernel.
+
+A run follows Backend.AI's protocol (reference §5.4): one ``execute`` in ``query`` or
+``batch`` mode, then ``continue`` calls with a short flush timeout, streaming each reply's
+console records, until the run reports ``finished`` or ``exec-timeout``. ``waiting-input``
+is answered from the terminal with mode ``input``. The first Ctrl-C sends
+``interrupt_kernel`` and keeps following the run to its end; a second one detaches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import posixpath
+import signal
+import tarfile
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol, TypeVar
+
+import click
+
+from berth.cli import render
+from berth.cli.kernel import find_kernel, kernel_request
+from berth.cli.spec import cluster_info, creation_config
+from berth.cli.state import CliState, get_state, json_option, run_with_client
+from berth.client import AgentClient
+from berth.errors import BerthError, FileAccessDenied, KernelNotFound, StorageError
+
+__all__ = [
+    "COMMANDS",
+    "Location",
+    "RunSpec",
+    "SigintCounter",
+    "Terminal",
+    "UnsafeArchiveMember",
+    "console_writes",
+    "exit_code_of",
+    "extract_archive",
+    "follow_run",
+    "parse_location",
+    "service_lines",
+]
+
+T = TypeVar("T")
+
+API_VERSION = 2
+FLUSH_TIMEOUT = 0.5
+WORK_DIR = "/home/work"
+TERMINAL_STATUSES = frozenset({"finished", "exec-timeout"})
+STEP_STATUSES = {"clean-finished": "clean", "build-finished": "build"}
+EXIT_DETACHED = 130
+
+
+class UnsafeArchiveMember(FileAccessDenied):
+    """A downloaded archive holds a member that would land outside the destination."""
+
+
+# ------------------------------------------------------------------ following a run
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to start: ``mode`` is ``query`` (``code``) or ``batch`` (``opts`` clean/build/exec)."""
+
+    mode: str
+    code: str = ""
+    opts: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Terminal(Protocol):
+    """Where a run's output goes and where ``input()`` answers come from."""
+
+    def write(self, stream: str, text: str) -> None: ...
+    def read_input(self, is_password: bool) -> str | None: ...  # None: end of input
+
+
+class ClickTerminal:
+    """The user's terminal: stdout/stderr as they arrive, prompts through click (getpass)."""
+
+    def write(self, stream: str, text: str) -> None:
+        click.echo(text, nl=False, err=stream == "stderr")
+
+    def read_input(self, is_password: bool) -> str | None:
+        try:
+            value: str = click.prompt("", prompt_suffix="", default="", show_default=False,
+                                      hide_input=is_password)
+        except click.Abort:
+            return None
+        return value
+
+
+class SigintCounter:
+    """Counts SIGINTs while installed on the running loop (instead of KeyboardInterrupt)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.changed = asyncio.Event()
+
+    def fire(self) -> None:
+        self.count += 1
+        self.changed.set()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[SigintCounter]:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, self.fire)
+        try:
+            yield self
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+
+
+def console_writes(result: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(stream, text) pairs for a NextResult's console (api v2) or stdout/stderr (api v1)."""
+    if "console" not in result:
+        return [(s, str(result[s])) for s in ("stdout", "stderr") if result.get(s)]
+    writes = []
+    for kind, data in result.get("console") or []:
+        if kind in ("stdout", "stderr"):
+            writes.append((str(kind), str(data)))
+        elif kind == "media":
+            mime, payload = (list(data) + ["", ""])[:2]
+            writes.append(("stdout", f"[media {mime}: {len(str(payload))} chars]\n"))
+        elif kind == "html":
+            writes.append(("stdout", f"[html: {len(str(data))} chars]\n"))
+    return writes
+
+
+def exit_code_of(result: Mapping[str, Any]) -> int:
+    """The process exit code a finished run maps to (1 for a timed-out run)."""
+    if result.get("status") != "finished":
+        return 1
+    code = result.get("exitCode")
+    return int(code) if isinstance(code, int) else 0
+
+
+def _step_note(result: Mapping[str, Any], spec: RunSpec) -> str | None:
+    step = STEP_STATUSES.get(str(result.get("status")))
+    if step is None or not spec.opts.get(step):
+        return None
+    return f"berth: {step} finished with exit code {result.get('exitCode')}\n"
+
+
+async def _read_line(term: Terminal, is_password: bool) -> str | None:
+    """Read in a daemon thread so SIGINT stays live and a blocked read never holds exit."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[str | None] = loop.create_future()
+
+    def deliver(value: str | None) -> None:
+        if not fut.done():
+            fut.set_result(value)
+
+    def work() -> None:
+        try:
+            value: str | None = term.read_input(is_password)
+        except (OSError, UnicodeDecodeError):  # a broken terminal ends input like EOF does
+            value = None
+        with contextlib.suppress(RuntimeError):  # the loop closed while we waited
+            loop.call_soon_threadsafe(deliver, value)
+
+    threading.Thread(target=work, name="berth-input", daemon=True).start()
+    return await fut
+
+
+class Detached(Exception):
+    """The user pressed Ctrl-C twice: stop following, leave the run to the kernel."""
+
+
+class _Follower:
+    def __init__(self, client: AgentClient, session_id: str, kernel_id: str, term: Terminal,
+                 sigint: SigintCounter, flush_timeout: float) -> None:
+        self.client, self.session_id, self.kernel_id = client, session_id, kernel_id
+        self.term, self.sigint, self.flush_timeout = term, sigint, flush_timeout
+        self.run_id = uuid.uuid4().hex
+        self.handled = 0
+        self.saw_eof = False
+
+    async def call(self, mode: str, code: str = "", opts: Mapping[str, Any] | None = None
+                   ) -> dict[str, Any]:
+        return await self.client.execute(self.session_id, self.kernel_id, API_VERSION,
+                                         self.run_id, mode, code, opts or {},
+                                         self.flush_timeout)
+
+    async def on_sigint(self) -> bool:
+        """Handle new Ctrl-Cs: interrupt once; True when the user asked to detach."""
+        if self.sigint.count <= self.handled:
+            return False
+        first, self.handled = self.handled == 0, self.sigint.count
+        if not first:
+            return True
+        self.term.write("stderr", "berth: interrupting the kernel (Ctrl-C again to detach)\n")
+        await self.client.interrupt_kernel(self.kernel_id)
+        return False
+
+    async def answer(self, options: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Read a line for ``input()``; None when Ctrl-C came first (already handled)."""
+        self.sigint.changed.clear()
+        reader = asyncio.ensure_future(_read_line(self.term, bool(options.get("is_password"))))
+        waiter = asyncio.ensure_future(self.sigint.changed.wait())
+        try:
+            await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if not reader.done():
+            reader.cancel()
+            return None
+        line = reader.result()
+        if line is None and self.saw_eof:  # stdin is closed and the code keeps asking
+            self.sigint.fire()
+            return None
+        self.saw_eof = self.saw_eof or line is None
+        return await self.call("input", line or "")
+
+    async def next(self, result: Mapping[str, Any]) -> dict[str, Any]:
+        if result.get("status") == "waiting-input" and self.handled == 0:
+            answered = await self.answer(result.get("options") or {})
+            if answered is not None:
+                return answered
+            if await self.on_sigint():
+                raise Detached
+        return await self.call("continue")
+
+
+async def follow_run(client: AgentClient, session_id: str, kernel_id: str, spec: RunSpec,
+                     term: Terminal, sigint: SigintCounter,
+                     flush_timeout: float = FLUSH_TIMEOUT) -> dict[str, Any]:
+    """Start ``spec`` and follow it to its end; returns the last result (raises Detached)."""
+    f = _Follower(client, session_id, kernel_id, term, sigint, flush_timeout)
+    result = await f.call(spec.mode, spec.code, spec.opts)
+    while True:
+        for stream, text in console_writes(result):
+            term.write(stream, text)
+        note = _step_note(result, spec)
+        if note:
+            term.write("stderr", note)
+        if result.get("status") in TERMINAL_STATUSES:
+            return result
+        if await f.on_sigint():
+            raise Detached
+        result = await f.next(result)
+
+
+async def _follow_to_exit_code(client: AgentClient, session_id: str, kernel_id: str,
+                               spec: RunSpec, term: Terminal, sigint: SigintCounter,
+                               flush_timeout: float) -> int:
+    try:
+        result = await follow_run(client, session_id, kernel_id, spec, term, sigint,
+                                  flush_timeout)
+    except Detached:
+        term.write("stderr", "berth: detached; the run may still be going in the kernel\n")
+        return EXIT_DETACHED
+    if result.get("status") == "exec-timeout":
+        term.write("stderr", "berth: the run exceeded its time limit (exec-timeout)\n")
+    return exit_code_of(result)
+
+
+# ------------------------------------------------------------------ exec / run commands
+
+def _run_spec(code: str | None, batch: bool, exec_cmd: str | None, build: str | None,
+              clean: str | None, time_limit: float | None) -> RunSpec:
+    extra: dict[str, Any] = {"exec_timeout": time_limit} if time_limit else {}
+    if batch:
+        if code or not exec_cmd:
+            raise click.UsageError("--batch takes --exec CMD (and optional --build/--clean), "
+                                   "not CODE")
+        return RunSpec("batch", "", {"clean": clean or "", "build": build or "",
+                                     "exec": exec_cmd, **extra})
+    if exec_cmd or build or clean:
+        raise click.UsageError("--exec/--build/--clean need --batch")
+    if code is None:
+        raise click.UsageError("give CODE to run (or --batch --exec CMD)")
+    return RunSpec("query", code, extra)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _exec_options(func: F) -> F:
+    options = [
+        click.argument("code", required=False),
+        click.option("--batch", is_flag=True, help="Batch mode: run shell commands"),
+        click.option("--exec", "exec_cmd", default=None, metavar="CMD",
+                     help="Batch: the command to run ('*' = main.py)"),
+        click.option("--build", default=None, metavar="CMD", help="Batch: build command first"),
+        click.option("--clean", default=None, metavar="CMD", help="Batch: clean command first"),
+        click.option("--time-limit", type=float, default=None, metavar="SECONDS",
+                     help="Stop the run after SECONDS (exec-timeout)"),
+        click.option("--flush-timeout", type=float, default=FLUSH_TIMEOUT, show_default=True,
+                     help="Seconds each call waits for output before returning it"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _run_async(state: CliState, action: Callable[[AgentClient, SigintCounter], Awaitable[T]]
+               ) -> T:
+    """Like run_with_client, with Ctrl-C counted by the loop instead of raised."""
+    async def go(client: AgentClient) -> T:
+        with SigintCounter().installed() as sigint:
+            return await action(client, sigint)
+
+    return run_with_client(state, go)
+
+
+@click.command("exec")
+@click.argument("kernel_id")
+@_exec_options
+@click.pass_context
+def exec_(ctx: click.Context, kernel_id: str, code: str | None, batch: bool,
+          exec_cmd: str | None, build: str | None, clean: str | None,
+          time_limit: float | None, flush_timeout: float) -> None:
+    """Run CODE in a kernel, streaming its output; exit with the run's exit code."""
+    spec = _run_spec(code, batch, exec_cmd, build, clean, time_limit)
+
+    async def go(client: AgentClient, sigint: SigintCounter) -> int:
+        row = await find_kernel(client, kernel_id)
+        return await _follow_to_exit_code(client, str(row.get("session_id") or kernel_id),
+                                          kernel_id, spec, ClickTerminal(), sigint,
+                                          flush_timeout)
+
+    ctx.exit(_run_async(get_state(ctx), go))
+
+
+async def _destroy_quietly(client: AgentClient, kernel_id: str, session_id: str) -> None:
+    with contextlib.suppress(KernelNotFound):
+        await client.destroy_kernel(kernel_id, session_id, "user-requested")
+    click.echo(f"berth: kernel {kernel_id} destroyed", err=True)
+
+
+@click.command("run")
+@click.option("--image", required=True, help="Image canonical name, e.g. berth/python:3.11")
+@click.option("--cpu", default="1", show_default=True, help="CPU cores")
+@click.option("--mem", default="1g", show_default=True, help="Memory (e.g. 512m, 2g)")
+@click.option("--shmem", default=None, help="/dev/shm size (e.g. 64m)")
+@click.option("--mount", "mounts", multiple=True, metavar="SRC:NAME:MODE",
+              help="Host dir SRC at /home/work/NAME, MODE ro|rw|wd (repeatable)")
+@click.option("--env", "envs", multiple=True, metavar="K=V", help="Environment (repeatable)")
+@_exec_options
+@click.pass_context
+def run(ctx: click.Context, image: str, cpu: str, mem: str, shmem: str | None,
+        mounts: tuple[str, ...], envs: tuple[str, ...], code: str | None, batch: bool,
+        exec_cmd: str | None, build: str | None, clean: str | None, time_limit: float | None,
+        flush_timeout: float) -> None:
+    """Create a kernel, run CODE in it, destroy it (always, also on error or Ctrl-C)."""
+    spec = _run_spec(code, batch, exec_cmd, build, clean, time_limit)
+    req = kernel_request(image, cpu, mem, shmem, mounts, envs, (), None, None)
+
+    async def go(client: AgentClient, sigint: SigintCounter) -> int:
+        click.echo(f"berth: creating kernel {req.kernel_id} ({image})", err=True)
+        try:
+            await client.create_kernels(req.session_id, [req.kernel_id],
+                                        [creation_config(req)], cluster_info(), {})
+            if sigint.count:
+                return EXIT_DETACHED
+            return await _follow_to_exit_code(client, req.session_id, req.kernel_id, spec,
+                                              ClickTerminal(), sigint, flush_timeout)
+        finally:
+            await _destroy_quietly(client, req.kernel_id, req.session_id)
+
+    ctx.exit(_run_async(get_state(ctx), go))
+
+
+# ------------------------------------------------------------------ files
+
+@dataclass(frozen=True)
+class Location:
+    """One side of ``kernel cp``: ``kernel_id`` is None for a local path."""
+
+    path: str
+    kernel_id: str | None = None
+
+
+def parse_location(text: str) -> Location:
+    """``ID:/home/work/x`` or ``ID:x`` → remote; anything else (``./a:b``, ``/a:b``) → local."""
+    head, sep, tail = text.partition(":")
+    if not sep or not head or "/" in head or head in (".", ".."):
+        return Location(text)
+    return Location(tail or WORK_DIR, head)
+
+
+def _escapes(root: str, path: str) -> bool:
+    return path != root and not path.startswith(root.rstrip("/") + "/")
+
+
+def _check_member(member: tarfile.TarInfo, root: str) -> None:
+    name = PurePosixPath(member.name)
+    problem = None
+    if name.is_absolute() or ".." in name.parts:
+        problem = "absolute or '..' path"
+    elif not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        problem = "not a file, directory or link"
+    elif member.issym():
+        target = posixpath.normpath(posixpath.join(root, str(name.parent), member.linkname))
+        if posixpath.isabs(member.linkname) or _escapes(root, target):
+            problem = f"symbolic link to {member.linkname!r}"
+    elif member.islnk() and _escapes(root, posixpath.normpath(
+            posixpath.join(root, member.linkname))):
+        problem = f"hard link to {member.linkname!r}"
+    if problem:
+        raise UnsafeArchiveMember(f"refused archive member {member.name!r}: {problem}",
+                                  path=member.name, reason=problem)
+
+
+def _rename_top(member: tarfile.TarInfo, old: str, new: str) -> tarfile.TarInfo:
+    def swap(path: str) -> str:
+        parts = PurePosixPath(path).parts
+        return str(PurePosixPath(new, *parts[1:])) if parts and parts[0] == old else path
+
+    renamed = member.replace(name=swap(member.name), deep=False)
+    if member.islnk():
+        renamed = renamed.replace(linkname=swap(member.linkname), deep=False)
+    return renamed
+
+
+def _plan_members(tar: tarfile.TarFile, root: Path, rename_to: str | None
+                  ) -> list[tarfile.TarInfo]:
+    """Every member checked (ours, then tarfile's 'data' filter) before anything is written."""
+    members = tar.getmembers()
+    tops = {PurePosixPath(m.name).parts[0] for m in members if PurePosixPath(m.name).parts}
+    planned = []
+    for member in members:
+        _check_member(member, str(root))
+        if rename_to is not None and len(tops) == 1:
+            member = _rename_top(member, next(iter(tops)), rename_to)
+        try:
+            filtered = tarfile.data_filter(member, str(root))
+        except tarfile.FilterError as exc:
+            raise UnsafeArchiveMember(f"refused archive member {member.name!r}: {exc}",
+                                      path=member.name, reason=str(exc)) from None
+        if filtered is not None:
+            planned.append(filtered)
+    return planned
+
+
+def extract_archive(data: bytes, dest: Path) -> list[str]:
+    """Extract a ``download_file`` tar at ``dest`` (docker cp rules); returns written names.
+
+    An existing directory ``dest`` (or one written with a trailing slash) receives the
+    archived entry under its own name; otherwise the entry is written as ``dest`` itself.
+    A member that would escape is refused before anything is written.
+    """
+    into_dir = dest.is_dir() or str(dest).endswith(os.sep)
+    root = (dest if into_dir else dest.parent).resolve()
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        members = _plan_members(tar, root, None if into_dir else dest.name)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            tar.extractall(root, members=members, filter="fully_trusted")
+        except OSError as exc:
+            raise StorageError(f"{dest}: {exc.strerror or exc}", path=str(dest)) from None
+    return [m.name for m in members]
+
+
+def _remote_join(base: str, *parts: str) -> str:
+    return posixpath.join(base.rstrip("/") or "/", *parts)
+
+
+async def _remote_is_dir(client: AgentClient, kernel_id: str, path: str) -> bool:
+    if path.endswith("/") or posixpath.normpath(path) in (".", WORK_DIR):
+        return True
+    try:
+        await client.list_files(kernel_id, path)
+    except KernelNotFound:
+        raise
+    except BerthError:  # not there, or not a directory
+        return False
+    return True
+
+
+def _local_files(src: Path) -> list[tuple[Path, tuple[str, ...]]]:
+    """(file, path parts under src's name) for a file or a directory tree; links skipped."""
+    if not src.is_dir():
+        return [(src, ())]
+    found = []
+    for dirpath, _dirs, files in os.walk(src):
+        for name in sorted(files):
+            path = Path(dirpath, name)
+            if path.is_symlink():
+                click.echo(f"berth: skipped symbolic link {path}", err=True)
+                continue
+            found.append((path, path.relative_to(src).parts))
+    return found
+
+
+async def _upload(client: AgentClient, src: Path, dst: Location) -> list[str]:
+    assert dst.kernel_id is not None
+    if not src.exists():
+        raise click.BadParameter(f"{src}: no such file or directory")
+    base = dst.path
+    if await _remote_is_dir(client, dst.kernel_id, dst.path):
+        base = _remote_join(dst.path, src.resolve().name)
+    sent = []
+    for path, parts in _local_files(src):
+        remote = _remote_join(base, *parts) if parts else base
+        await client.upload_file(dst.kernel_id, remote, path.read_bytes())
+        sent.append(remote)
+    return sent
+
+
+async def _download(client: AgentClient, src: Location, dst: Path) -> list[str]:
+    assert src.kernel_id is not None
+    data = await client.download_file(src.kernel_id, src.path)
+    return await asyncio.to_thread(extract_archive, data, dst)
+
+
+@click.command("cp")
+@click.argument("src")
+@click.argument("dst")
+@json_option
+@click.pass_context
+def cp(ctx: click.Context, src: str, dst: str) -> None:
+    """Copy files between a kernel and here: ID:/home/work/PATH ↔ local PATH."""
+    state = get_state(ctx)
+    source, dest = parse_location(src), parse_location(dst)
+    if (source.kernel_id is None) == (dest.kernel_id is None):
+        raise click.UsageError("exactly one of SRC and DST must be KERNEL_ID:PATH")
+    if dest.kernel_id is not None:
+        done = run_with_client(state, lambda c: _upload(c, Path(source.path), dest))
+    else:
+        done = run_with_client(state, lambda c: _download(c, source, Path(dest.path)))
+    if state.as_json:
+        render.emit_json({"copied": done})
+    else:
+        click.echo(f"copied {len(done)} entr{'y' if len(done) == 1 else 'ies'}")
+
+
+FILE_COLUMNS = [("mode", "MODE"), ("size", "SIZE"), ("modified", "MODIFIED"),
+                ("filename", "NAME")]
+
+
+def file_rows(reply: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The entries of a ``list_files`` reply ("files" is a JSON string)."""
+    raw = reply.get("files") or "[]"
+    entries = json.loads(raw) if isinstance(raw, (str, bytes)) else list(raw)
+    return [{**e, "modified": datetime.fromtimestamp(float(e.get("mtime", 0))).isoformat(
+        sep=" ", timespec="seconds")} for e in entries]
+
+
+@click.command("ls-files")
+@click.argument("kernel_id")
+@click.argument("path", default=WORK_DIR)
+@json_option
+@click.pass_context
+def ls_files(ctx: click.Context, kernel_id: str, path: str) -> None:
+    """List a directory of a kernel (default /home/work)."""
+    state = get_state(ctx)
+    reply = run_with_client(state, lambda c: c.list_files(kernel_id, path))
+    if reply.get("errors"):
+        click.echo(f"error: {reply['errors']}", err=True)
+        ctx.exit(1)
+    rows = file_rows(reply)
+    if state.as_json:
+        render.emit_json([{k: v for k, v in r.items() if k != "modified"} for r in rows])
+    else:
+        render.table(rows, FILE_COLUMNS, title=str(reply.get("abspath") or path))
+
+
+# ------------------------------------------------------------------ services
+
+def _agent_host(addr: str) -> str:
+    host = addr.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return "127.0.0.1" if host in ("", "*", "0.0.0.0") else host
+
+
+def service_lines(name: str, result: Mapping[str, Any], ports: Sequence[Mapping[str, Any]],
+                  host: str) -> list[str]:
+    """What ``service start`` prints: the status, then each host port of the service."""
+    lines = [f"{name}: {result.get('status')}"
+             + (f" ({result['error']})" if result.get("error") else "")]
+    decl = next((p for p in ports if p.get("name") == name), None)
+    if decl is None or result.get("status") == "failed":
+        return lines
+    pairs = zip(decl.get("container_ports") or [], decl.get("host_ports") or [])
+    for container_port, host_port in pairs:
+        url = f"  http://{host}:{host_port}/" if decl.get("protocol") in ("http",
+                                                                         "preopen") else ""
+        lines.append(f"  host port {host_port} -> container port {container_port}{url}")
+    return lines
+
+
+@click.group("service")
+def service() -> None:
+    """Start or stop a service (app) declared by a kernel's image."""
+
+
+@service.command("start")
+@click.argument("kernel_id")
+@click.argument("name")
+@json_option
+@click.pass_context
+def service_start(ctx: click.Context, kernel_id: str, name: str) -> None:
+    """Start service NAME; print its status and host port(s)."""
+    state = get_state(ctx)
+
+    async def go(client: AgentClient) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        result = await client.start_service(kernel_id, name, {})
+        row = await find_kernel(client, kernel_id)
+        return result, list(row.get("service_ports") or [])
+
+    result, ports = run_with_client(state, go)
+    if state.as_json:
+        decl = next((p for p in ports if p.get("name") == name), {})
+        render.emit_json({**result, "service": name, "host_ports": decl.get("host_ports", [])})
+    else:
+        for line in service_lines(name, result, ports, _agent_host(state.addr)):
+            click.echo(line)
+    ctx.exit(1 if result.get("status") == "failed" else 0)
+
+
+@service.command("stop")
+@click.argument("kernel_id")
+@click.argument("name")
+@click.pass_context
+def service_stop(ctx: click.Context, kernel_id: str, name: str) -> None:
+    """Stop service NAME."""
+    run_with_client(get_state(ctx), lambda c: c.shutdown_service(kernel_id, name))
+    click.echo(f"{name}: stopped")
+
+
+COMMANDS = [exec_, run, cp, ls_files, service]
