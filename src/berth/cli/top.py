@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 import click
@@ -54,11 +54,15 @@ def human_bytes(value: Decimal) -> str:
     return f"{int(size)} B" if unit == 0 else f"{size:.1f} {_BINARY[unit]}"
 
 
+def _fixed(value: Decimal, places: str) -> str:
+    return str(value.quantize(Decimal(places), ROUND_HALF_UP))
+
+
 _FORMATS: dict[str, Callable[[Decimal], str]] = {
     "bytes": human_bytes,
     "bps": lambda v: f"{human_bytes(v)}/s",
-    "percent": lambda v: f"{float(v):.1f}%",
-    "msec": lambda v: f"{float(v) / 1000:.1f}s",
+    "percent": lambda v: f"{_fixed(v, '0.1')}%",
+    "msec": lambda v: f"{_fixed(v / 1000, '0.01')}s",
     "count": lambda v: f"{int(v)}",
 }
 
@@ -76,8 +80,8 @@ def format_metric(metric: Any, part: str = "current") -> str:
     """``part`` of a MetricValue (``current``, ``capacity``, ``pct``, ``stats.rate``…)."""
     if not isinstance(metric, Mapping) or metric.get(part) is None:
         return MISSING
-    if part == "pct":
-        return format_value(metric[part], "percent")
+    if part == "pct":  # already rounded by the agent: shown as sent
+        return f"{metric[part]}%" if _number(metric[part]) is not None else str(metric[part])
     unit = metric.get("unit_hint")
     if part == "stats.rate" and unit == "bytes":
         unit = "bps"
