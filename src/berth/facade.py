@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import platform
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -179,12 +178,12 @@ class AgentFacade:
                                                              str(raw_session_id)))
         return results
 
-    async def create_kernel(self, config: dict[str, Any], kernel_id: str | None = None,
-                            session_id: str | None = None,
+    async def create_kernel(self, session_id: str, kernel_id: str, config: dict[str, Any],
+                            cluster_info: dict[str, Any] | None = None,
                             agent_id: str | None = None) -> dict[str, Any]:
+        """The seed's single-kernel create."""
         self._check_agent(agent_id)
-        kid = kernel_id or str(uuid.uuid4())
-        return await self.agent.lifecycle.create(config, kid, session_id or kid)
+        return await self.agent.lifecycle.create(config, str(kernel_id), str(session_id))
 
     async def destroy_kernel(self, kernel_id: str, session_id: str | None = None,
                              reason: str | None = None, suppress_events: bool = False,
@@ -243,11 +242,15 @@ class AgentFacade:
         result.setdefault("files", [])
         return dict(result)
 
-    async def execute_code(self, kernel_id: str, code: str, mode: str = "query",
-                           run_id: str | None = None, opts: dict[str, Any] | None = None,
-                           flush_timeout: float | None = None,
+    async def execute_code(self, kernel_id: str, code: str, opts: dict[str, Any] | None = None,
                            agent_id: str | None = None) -> dict[str, Any]:
+        """The seed's execute: query mode unless ``opts["mode"]`` says otherwise; waits for the
+        result unless ``opts["flush_timeout"]`` is given; follow with ``continue`` via execute."""
         kernel = self._kernel(kernel_id, agent_id)
+        opts = dict(opts or {})
+        mode = str(opts.pop("mode", "query"))
+        run_id = opts.pop("run_id", None)
+        flush_timeout = opts.pop("flush_timeout", None)
         return await self.execute(kernel.session_id, kernel_id, 2, run_id, mode, code, opts,
                                   flush_timeout)
 

@@ -106,6 +106,10 @@ def assert_clean(scratch_root: Path) -> None:
     assert str(scratch_root) not in loops, "a loop device was left behind"
 
 
+async def create(facade: AgentFacade, config: dict[str, Any], kernel_id: str) -> dict[str, Any]:
+    return await facade.create_kernel(kernel_id, kernel_id, config)
+
+
 def kernel_config(image: str = BUSYBOX, **extra: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "image": {"canonical": image, "is_local": True},

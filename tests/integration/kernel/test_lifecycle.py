@@ -13,7 +13,7 @@ from berth.facade import AgentFacade
 from berth.types import KernelState, TerminationReason
 
 from .conftest import (
-    PYTHON, agent_config, assert_clean, eventually, exec_in, http_get, kernel_config,
+    PYTHON, create, agent_config, assert_clean, eventually, exec_in, http_get, kernel_config,
 )
 
 
@@ -23,7 +23,7 @@ def new_id() -> str:
 
 async def test_limits_are_enforced_and_visible_inside(agent: Agent, facade: AgentFacade) -> None:
     kid = new_id()
-    await facade.create_kernel(kernel_config(
+    await create(facade, kernel_config(
         resource_slots={"cpu": "1", "mem": "256m"}, resource_opts={"shmem": "64m"}),
         kernel_id=kid)
     code, out = await exec_in(agent, kid, "cat", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
@@ -46,7 +46,7 @@ async def test_limits_are_enforced_and_visible_inside(agent: Agent, facade: Agen
 
 async def test_status_and_destroy_records_cause(agent: Agent, facade: AgentFacade) -> None:
     kid = new_id()
-    result = await facade.create_kernel(kernel_config(), kernel_id=kid)
+    result = await create(facade, kernel_config(), kernel_id=kid)
     assert result["container_id"]
     assert await facade.check_running(kid)
     status = await facade.get_status()
@@ -64,7 +64,7 @@ async def test_status_and_destroy_records_cause(agent: Agent, facade: AgentFacad
 async def test_restart_keeps_work_files_ports_and_allocation(agent: Agent,
                                                              facade: AgentFacade) -> None:
     kid = new_id()
-    created = await facade.create_kernel(kernel_config(preopen_ports=[8081]), kernel_id=kid)
+    created = await create(facade, kernel_config(preopen_ports=[8081]), kernel_id=kid)
     await exec_in(agent, kid, "sh", "-c", "echo kept > /home/work/note.txt")
     before = agent.registry.get(kid)
     ports, allocation = dict(before.host_ports), dict(before.allocation)
@@ -78,7 +78,7 @@ async def test_restart_keeps_work_files_ports_and_allocation(agent: Agent,
 
 async def test_service_port_answers_on_its_host_port(agent: Agent, facade: AgentFacade) -> None:
     kid = new_id()
-    await facade.create_kernel(kernel_config(
+    await create(facade, kernel_config(
         preopen_ports=[8081],
         bootstrap_script="echo hello-from-kernel > /home/work/index.html; "
                          "httpd -p 8081 -h /home/work"), kernel_id=kid)
@@ -89,7 +89,7 @@ async def test_service_port_answers_on_its_host_port(agent: Agent, facade: Agent
 async def test_python_image_serves_its_declared_http_service(agent: Agent,
                                                              facade: AgentFacade) -> None:
     kid = new_id()
-    await facade.create_kernel(kernel_config(PYTHON, bootstrap_script="echo hi > /home/work/x"),
+    await create(facade, kernel_config(PYTHON, bootstrap_script="echo hi > /home/work/x"),
                                kernel_id=kid)
     assert (await facade.start_service(kid, "http-server"))["status"] == "started"
     port = agent.registry.get(kid).host_ports["http-server"][0]
@@ -105,7 +105,7 @@ async def test_ro_mount_refuses_writes_and_rw_mount_accepts(agent: Agent, facade
     import os
     os.chown(rw, agent.config.container.kernel_uid, agent.config.container.kernel_gid)
     kid = new_id()
-    await facade.create_kernel(kernel_config(mounts=[
+    await create(facade, kernel_config(mounts=[
         {"name": "data", "host_path": str(ro), "mount_perm": "ro"},
         {"name": "out", "host_path": str(rw), "mount_perm": "rw"}]), kernel_id=kid)
     code, out = await exec_in(agent, kid, "sh", "-c", "echo x > /home/work/data/new")
@@ -119,7 +119,7 @@ async def test_bad_mounts_are_refused_and_leave_nothing(agent: Agent, facade: Ag
                   {"name": "x", "host_path": str(agent.config.container.vfolder_allowed_roots[0]),
                    "kernel_path": "/home/config", "mount_perm": "rw"}):
         with pytest.raises(MountRefused):
-            await facade.create_kernel(kernel_config(mounts=[mount]), kernel_id=new_id())
+            await create(facade, kernel_config(mounts=[mount]), kernel_id=new_id())
     assert not agent.registry.live()
     assert agent.resources.used_slots()["cpu"] == 0
 
@@ -127,7 +127,7 @@ async def test_bad_mounts_are_refused_and_leave_nothing(agent: Agent, facade: Ag
 async def test_over_budget_kernel_is_refused_with_typed_error(agent: Agent,
                                                               facade: AgentFacade) -> None:
     with pytest.raises(InsufficientResource) as err:
-        await facade.create_kernel(kernel_config(resource_slots={"cpu": "64", "mem": "1g"}),
+        await create(facade, kernel_config(resource_slots={"cpu": "64", "mem": "1g"}),
                                    kernel_id=new_id())
     assert err.value.slot == "cpu"
 
@@ -138,7 +138,7 @@ MAIN_PID = "$(cut -d' ' -f1 /proc/1/task/1/children)"
 async def test_oom_and_plain_kill_are_told_apart(agent: Agent, facade: AgentFacade) -> None:
     oom, plain = new_id(), new_id()
     for kid in (oom, plain):
-        await facade.create_kernel(kernel_config(resource_slots={"cpu": "1", "mem": "64m"}),
+        await create(facade, kernel_config(resource_slots={"cpu": "1", "mem": "64m"}),
                                    kernel_id=kid)
     # A memory hog is OOM-killed by the kernel's memory cgroup; the kernel itself lives on.
     code, _ = await exec_in(agent, oom, "sh", "-c", "head -c 200000000 /dev/zero | tail")
@@ -160,7 +160,7 @@ async def test_oom_and_plain_kill_are_told_apart(agent: Agent, facade: AgentFaca
 async def test_sigbus_death_is_reported_as_shm_exhausted(agent: Agent,
                                                          facade: AgentFacade) -> None:
     kid = new_id()
-    await facade.create_kernel(kernel_config(resource_opts={"shmem": "8m"}), kernel_id=kid)
+    await create(facade, kernel_config(resource_opts={"shmem": "8m"}), kernel_id=kid)
     # A process touching a page of a full /dev/shm gets SIGBUS; deliver that signal to the
     # kernel's main process and check the agent reads 135 as shm exhaustion.
     await exec_in(agent, kid, "sh", "-c", f"kill -BUS {MAIN_PID}")
@@ -178,7 +178,7 @@ async def _ended(agent: Agent, kid: str) -> bool:
 async def test_container_exiting_by_itself_is_noticed_and_cleaned(agent: Agent,
                                                                   facade: AgentFacade) -> None:
     kid = new_id()
-    await facade.create_kernel(kernel_config(), kernel_id=kid)
+    await create(facade, kernel_config(), kernel_id=kid)
     used = agent.resources.used_slots()["cpu"]
     await exec_in(agent, kid, "sh", "-c", "kill -TERM 1")
     await eventually(lambda: _ended(agent, kid))
@@ -198,7 +198,7 @@ async def test_hostfile_scratch_quota_refuses_an_oversized_write(tmp_path: Path,
     facade = AgentFacade(agent)
     try:
         kid = new_id()
-        await facade.create_kernel(kernel_config(), kernel_id=kid)
+        await create(facade, kernel_config(), kernel_id=kid)
         code, out = await exec_in(agent, kid, "sh", "-c",
                                   "dd if=/dev/zero of=/home/work/big bs=1M count=64")
         assert code != 0 and "No space left" in out
@@ -220,7 +220,7 @@ async def test_creation_deadline_ends_the_kernel_with_a_reason(tmp_path: Path,
     try:
         kid = new_id()
         with pytest.raises(Exception) as err:
-            await facade.create_kernel(kernel_config(bootstrap_script="sleep 30"), kernel_id=kid)
+            await create(facade, kernel_config(bootstrap_script="sleep 30"), kernel_id=kid)
         assert "deadline" in str(err.value)
         ended = agent.registry.ended(kid)
         assert ended and ended.termination
