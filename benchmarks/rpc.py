@@ -62,18 +62,19 @@ async def serve_raw(port: int, keys: bc.Keys) -> None:
         await sock.send_multipart(await sock.recv_multipart())
 
 
-def serve(kind: str, port: int, keydir: Path) -> None:
-    logging.basicConfig(level=logging.INFO, filename=str(keydir.parent / f"{kind}.log"))
+def serve(kind: str, port: int, keydir: Path, log_level: str) -> None:
+    logging.basicConfig(level=log_level, filename=str(keydir.parent / f"{kind}.log"))
     keys = bc.load_keys(keydir)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     asyncio.run(serve_berth(port, keys) if kind == "berth" else serve_raw(port, keys))
 
 
 @contextlib.contextmanager
-def servers(keydir: Path) -> Iterator[dict[str, int]]:
+def servers(keydir: Path, log_level: str) -> Iterator[dict[str, int]]:
     ports = {"berth": bc.free_port(), "raw": bc.free_port()}
     procs = [subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port),
-                               "--keydir", str(keydir)]) for kind, port in ports.items()]
+                               "--keydir", str(keydir), "--server-log-level", log_level])
+             for kind, port in ports.items()]
     try:
         yield ports
     finally:
@@ -162,9 +163,10 @@ async def connect_berth(port: int, keys: bc.Keys) -> AgentClient:
     raise RuntimeError("berth RPC server did not answer")
 
 
-async def main(runs: int, calls: int, inflight: int, keydir: Path) -> dict[str, Any]:
+async def main(runs: int, calls: int, inflight: int, keydir: Path,
+               log_level: str) -> dict[str, Any]:
     keys = bc.load_keys(keydir)
-    with servers(keydir) as ports:
+    with servers(keydir, log_level) as ports:
         raw = await connect_raw(ports["raw"], keys)
         client = await connect_berth(ports["berth"], keys)
         try:
@@ -185,6 +187,7 @@ async def main(runs: int, calls: int, inflight: int, keydir: Path) -> dict[str, 
             await client.__aexit__(None, None, None)
     med = {k: sorted(v)[len(v) // 2] for k, v in rate.items()}
     return {"runs": runs, "calls_per_burst": calls, "inflight": inflight,
+            "server_log_level": log_level,
             "round_trip": {k: bc.summary(v) for k, v in lat.items()},
             "calls_per_s_median": {k: round(v) for k, v in med.items()},
             "calls_per_s_all": {k: [round(x) for x in v] for k, v in rate.items()}}
@@ -206,14 +209,17 @@ if __name__ == "__main__":
     p.add_argument("--serve", choices=["berth", "raw"], help="internal: run one server")
     p.add_argument("--port", type=int)
     p.add_argument("--keydir", type=Path)
+    p.add_argument("--server-log-level", default="INFO",
+                   help="the berth server logs one INFO line per call, as the agent does")
     args = p.parse_args()
     if args.serve:
-        serve(args.serve, args.port, args.keydir)
+        serve(args.serve, args.port, args.keydir, args.server_log_level)
         sys.exit(0)
     tmp = Path(tempfile.mkdtemp(prefix="berth-bench-rpc-"))
     try:
         bc.make_keys(tmp / "keys")
-        result = asyncio.run(main(args.runs, args.calls, args.inflight, tmp / "keys"))
+        result = asyncio.run(main(args.runs, args.calls, args.inflight, tmp / "keys",
+                                 args.server_log_level))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     bc.emit("rpc", rows(result), result, args.out)
