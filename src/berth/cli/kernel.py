@@ -55,9 +55,9 @@ def kernel() -> None:
     """Create, list, inspect, restart and remove kernels."""
 
 
-def kernel_request(image: str, cpu: str, mem: str, shmem: str | None, mounts: tuple[str, ...],
-             envs: tuple[str, ...], ports: tuple[int, ...], session_id: str | None,
-             kernel_id: str | None) -> KernelRequest:
+def kernel_request(image: str, cpu: str, mem: str, shmem: str | None,
+                   mounts: tuple[str, ...], envs: tuple[str, ...], ports: tuple[int, ...],
+                   session_id: str | None, kernel_id: str | None) -> KernelRequest:
     try:
         return KernelRequest(
             session_id=session_id or str(uuid.uuid4()), kernel_id=kernel_id or str(uuid.uuid4()),

@@ -110,7 +110,11 @@ class SigintCounter:
     @contextlib.contextmanager
     def installed(self) -> Iterator[SigintCounter]:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, self.fire)
+        try:
+            loop.add_signal_handler(signal.SIGINT, self.fire)
+        except (ValueError, RuntimeError):  # not the main thread: Ctrl-C keeps its default
+            yield self
+            return
         try:
             yield self
         finally:

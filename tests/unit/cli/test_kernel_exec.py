@@ -474,3 +474,17 @@ async def test_ctrl_c_while_waiting_for_input_interrupts(tmp_path: Path) -> None
         term.release.set()
     assert result["exitCode"] == 1 and agent.interrupts == 1
     assert [c["mode"] for c in calls(agent, "execute")] == ["query", "continue"]
+
+
+def test_sigint_counter_off_the_main_thread_leaves_signals_alone() -> None:
+    seen: list[int] = []
+
+    async def body() -> None:
+        with SigintCounter().installed() as sigint:
+            sigint.fire()
+            seen.append(sigint.count)
+
+    worker = threading.Thread(target=lambda: asyncio.run(body()))
+    worker.start()
+    worker.join(10)
+    assert seen == [1] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
