@@ -30,6 +30,7 @@ from berth.plugins import load_plugins
 from berth.ports import PortPool
 from berth.resources.affinity import AffinityPolicy
 from berth.resources.allocator import ResourceManager
+from berth.service_tls import TLSServiceProxy
 from berth.storage import ScratchManager
 from berth.tasks import TaskSupervisor
 from berth.telemetry import Telemetry
@@ -89,6 +90,7 @@ class Agent:
                                    agent_id=self.agent_id,
                                    pull_timeout=self.config.api.pull_timeout)
         self.telemetry = self._build_telemetry()
+        self.tls_proxy = self._build_tls_proxy()
         self.lifecycle = self._build_lifecycle()
         self.reconciler = Reconciler(self.lifecycle, self.agent_id)
         report = await self.reconciler.at_start()
@@ -139,6 +141,15 @@ class Agent:
             affinity_policy=AffinityPolicy[r.affinity_policy],
         )
 
+    def _build_tls_proxy(self) -> TLSServiceProxy | None:
+        """With ``[service-tls] cert`` and ``key``, HTTP service ports are served over TLS."""
+        tls = self.config.service_tls
+        if tls.cert is None or tls.key is None:
+            return None
+        proxy = TLSServiceProxy.from_files(tls.cert, tls.key)
+        self._stack.push_async_callback(proxy.close)
+        return proxy
+
     def _build_telemetry(self) -> Telemetry:
         c = self.config.container
         return Telemetry(
@@ -171,7 +182,7 @@ class Agent:
             ports=self.ports, scratch=self.scratch,
             mounts=MountAdapter(c.vfolder_allowed_roots, self.runner_dir),
             runner_factory=RunnerClient, events=EventAdapter(self.link.emitter),
-            on_phase=self.telemetry.metrics.observe_start_phase,
+            on_phase=self.telemetry.metrics.observe_start_phase, tls_proxy=self.tls_proxy,
         )
 
     def _public_key(self) -> str | None:

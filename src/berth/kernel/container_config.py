@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from berth.kernel.spec import KernelSpec
@@ -47,12 +47,13 @@ class ContainerPlan:
     gid: int
     resource_args: Mapping[str, Any]  # {"HostConfig": {...}, "Env": {...}} from the plugins
     mounts: Sequence[Mapping[str, Any]]  # Docker "Mounts" entries
-    port_map: Mapping[int, int]  # container port → host port
+    port_map: Mapping[int, int]  # container port → host port (published on bind_host)
     bind_host: str
     pids_limit: int
     nofile_limit: int
     service_ports_label: str
     extra_env: Mapping[str, str]
+    loopback_ports: Mapping[int, int] = field(default_factory=dict)  # → 127.0.0.1 port
 
 
 def container_name(kernel_id: str) -> str:
@@ -123,9 +124,12 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 def build_container_config(plan: ContainerPlan, command: Sequence[str]) -> dict[str, Any]:
     spec = plan.spec
     env = kernel_environ(plan)
-    exposed = {f"{port}/tcp": {} for port in plan.port_map}
+    exposed = {f"{port}/tcp": {} for port in (*plan.port_map, *plan.loopback_ports)}
     bindings = {f"{c}/tcp": [{"HostIp": plan.bind_host, "HostPort": str(h)}]
                 for c, h in plan.port_map.items()}
+    # Ports served through the agent's TLS proxy are published on loopback only.
+    bindings.update({f"{c}/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(h)}]
+                     for c, h in plan.loopback_ports.items()})
     host_config: dict[str, Any] = {
         "Init": True,
         "PidsLimit": plan.pids_limit,

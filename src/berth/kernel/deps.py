@@ -7,7 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = [
+__all__ = ["TLSProxyRole", 
     "EventSink",
     "MountPlanner",
     "PortRole",
@@ -83,3 +83,10 @@ class RunnerFactory(Protocol):
 
 class EventSink(Protocol):
     def emit(self, name: str, payload: Mapping[str, Any], *, broadcast: bool = False) -> None: ...
+
+
+class TLSProxyRole(Protocol):
+    async def add(self, name: str, listen_host: str, listen_port: int, target_host: str,
+                  target_port: int) -> int: ...
+
+    async def remove(self, name: str) -> bool: ...

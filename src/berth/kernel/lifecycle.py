@@ -85,6 +85,7 @@ class KernelLifecycle:
         ledger: Ledger, resources: ResourceRole, ports: PortRole, scratch: ScratchRole,
         mounts: MountPlanner, runner_factory: RunnerFactory, events: EventSink,
         on_phase: Callable[[str, float], None] = lambda phase, seconds: None,
+        tls_proxy: TLSProxyRole | None = None,
     ) -> None:
         self.s = settings
         self.backend = backend
@@ -97,6 +98,7 @@ class KernelLifecycle:
         self.runner_factory = runner_factory
         self.events = events
         self.on_phase = on_phase
+        self.tls_proxy = tls_proxy
         self.runners: dict[str, RunnerRole] = {}
         self.layouts: dict[str, ScratchLayout] = {}
         self._create_slots = asyncio.Semaphore(settings.creation_concurrency)
@@ -202,8 +204,10 @@ class KernelLifecycle:
             kernel.kernel_id, spec.resource_slots, spec.resource_opts)
         kernel.service_ports = _service_port_decls(kernel)
         needed = sum(len(s["container_ports"]) for s in kernel.service_ports)
-        host_ports = self.ports.acquire_many(needed)
-        _assign_host_ports(kernel, host_ports)
+        tls = self._tls_container_ports(kernel)
+        host_ports = self.ports.acquire_many(needed + len(tls))
+        _assign_host_ports(kernel, host_ports[:needed])
+        kernel.tls_ports = dict(zip(tls, host_ports[needed:]))
         layout = await self.scratch.create(kernel.kernel_id, kernel.uid, kernel.gid)
         self.layouts[kernel.kernel_id] = layout
         self._prepare_files(kernel, layout)
@@ -214,12 +218,14 @@ class KernelLifecycle:
         await self.backend.start(kernel.container_id)
         info = await self.backend.inspect(kernel.container_id)
         kernel.pid = info.pid
+        await self._open_tls_routes(kernel)
         await self._wait_ready(kernel, layout)
 
     def _container_config(self, kernel: Kernel, layout: ScratchLayout) -> dict[str, Any]:
         spec = kernel.spec
         port_map = {c: h for s in kernel.service_ports
-                    for c, h in zip(s["container_ports"], s["host_ports"])}
+                    for c, h in zip(s["container_ports"], s["host_ports"])
+                    if c not in kernel.tls_ports}
         label = ",".join(
             f"{s['name']}:{s['protocol']}:" + (
                 str(s["container_ports"][0]) if len(s["container_ports"]) == 1
@@ -231,7 +237,8 @@ class KernelLifecycle:
             spec=spec, image_ref=spec.image.canonical, image_labels=kernel.image_labels,
             uid=kernel.uid, gid=kernel.gid,
             resource_args=self.resources.container_args(kernel.kernel_id),
-            mounts=mounts, port_map=port_map, bind_host=self.s.bind_host,
+            mounts=mounts, port_map=port_map, loopback_ports=kernel.tls_ports,
+            bind_host=self.s.bind_host,
             pids_limit=self.s.pids_limit, nofile_limit=self.s.nofile_limit,
             service_ports_label=label, extra_env={},
         )
@@ -279,6 +286,28 @@ class KernelLifecycle:
             raise KernelStartupFailed(
                 f"kernel {kernel.kernel_id}: container exited with {info.exit_code} before it "
                 "was ready", kernel_id=kernel.kernel_id, exit_code=info.exit_code)
+
+    def _tls_container_ports(self, kernel: Kernel) -> list[int]:
+        """Container ports of HTTP services, when the agent terminates TLS for them."""
+        if self.tls_proxy is None:
+            return []
+        return [c for s in kernel.service_ports if s["protocol"] == "http"
+                for c in s["container_ports"]]
+
+    async def _open_tls_routes(self, kernel: Kernel) -> None:
+        if self.tls_proxy is None:
+            return
+        for decl in kernel.service_ports:
+            for cport, hport in zip(decl["container_ports"], decl["host_ports"]):
+                if cport in kernel.tls_ports:
+                    await self.tls_proxy.add(f"{kernel.kernel_id}/{cport}", self.s.bind_host,
+                                             hport, "127.0.0.1", kernel.tls_ports[cport])
+
+    async def _close_tls_routes(self, kernel: Kernel) -> None:
+        if self.tls_proxy is None:
+            return
+        for cport in kernel.tls_ports:
+            await _quietly(self.tls_proxy.remove(f"{kernel.kernel_id}/{cport}"))
 
     # ---------------------------------------------------------------- restart
     async def restart(self, kernel_id: str) -> dict[str, Any]:
@@ -369,6 +398,7 @@ class KernelLifecycle:
             if kernel.container_id:
                 await _quietly(self.backend.remove(kernel.container_id))
         await self._close_runner(kernel.kernel_id)
+        await self._close_tls_routes(kernel)
         await _quietly(self.scratch.remove(kernel.kernel_id))
         self.layouts.pop(kernel.kernel_id, None)
         self._release_resources(kernel)
@@ -404,6 +434,9 @@ class KernelLifecycle:
             for port in ports:
                 self.ports.release(port)
         kernel.host_ports = {}
+        for port in kernel.tls_ports.values():
+            self.ports.release(port)
+        kernel.tls_ports = {}
         if kernel.allocation:
             self.resources.free(kernel.kernel_id)
 
@@ -420,7 +453,7 @@ class KernelLifecycle:
             await _quietly(runner.close())
 
     # ---------------------------------------------------------------- adoption
-    def adopt(self, entry: LedgerEntry, layout: ScratchLayout, pid: int) -> Kernel:
+    async def adopt(self, entry: LedgerEntry, layout: ScratchLayout, pid: int) -> Kernel:
         """Take back a live kernel after an agent restart: same container, ports, allocation."""
         spec = KernelSpec.model_validate(entry.spec)
         kernel = Kernel(kernel_id=entry.kernel_id, session_id=entry.session_id, spec=spec,
@@ -429,11 +462,14 @@ class KernelLifecycle:
                         image_id=entry.image_id, allocation=dict(entry.allocation),
                         host_ports={k: list(v) for k, v in entry.host_ports.items()},
                         service_ports=list(entry.extra.get("service_ports", [])),
-                        image_labels=dict(entry.extra.get("image_labels", {})))
+                        image_labels=dict(entry.extra.get("image_labels", {})),
+                        tls_ports={int(c): int(h) for c, h in
+                                   entry.extra.get("tls_ports", {}).items()})
         self.resources.restore(kernel.kernel_id, kernel.allocation)
-        for ports in kernel.host_ports.values():
-            for port in ports:
-                self.ports.discard(port)
+        for port in [*(p for ps in kernel.host_ports.values() for p in ps),
+                     *kernel.tls_ports.values()]:
+            self.ports.discard(port)
+        await self._open_tls_routes(kernel)
         self.registry.add(kernel)
         self.layouts[kernel.kernel_id] = layout
         if has_runner(kernel.image_labels):
@@ -448,7 +484,8 @@ class KernelLifecycle:
             host_ports=kernel.host_ports, uid=kernel.uid, gid=kernel.gid,
             state=str(kernel.state), container_id=kernel.container_id,
             created_at=kernel.created_at, image_id=kernel.image_id,
-            extra={"service_ports": kernel.service_ports, "image_labels": kernel.image_labels},
+            extra={"service_ports": kernel.service_ports, "image_labels": kernel.image_labels,
+                   "tls_ports": {str(c): h for c, h in kernel.tls_ports.items()}},
         ))
 
     def creation_result(self, kernel: Kernel) -> dict[str, Any]:

@@ -146,7 +146,7 @@ class Reconciler:
         match action:
             case Adopt(entry, container):
                 layout = layouts[entry.kernel_id]
-                self.lc.adopt(entry, layout, container.pid)  # type: ignore[arg-type]
+                await self.lc.adopt(entry, layout, container.pid)  # type: ignore[arg-type]
                 report.adopted.append(entry.kernel_id)
                 log.info("reconcile: adopted kernel %s (container %s)", entry.kernel_id,
                          container.id[:12])

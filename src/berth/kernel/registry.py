@@ -45,6 +45,7 @@ class Kernel:
     image_labels: dict[str, str] = field(default_factory=dict)
     allocation: dict[str, Any] = field(default_factory=dict)
     host_ports: dict[str, list[int]] = field(default_factory=dict)
+    tls_ports: dict[int, int] = field(default_factory=dict)  # container port → loopback port
     service_ports: list[dict[str, Any]] = field(default_factory=list)
     termination: Termination | None = None
     terminated: asyncio.Event = field(default_factory=asyncio.Event)

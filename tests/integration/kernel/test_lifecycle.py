@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -232,3 +233,36 @@ async def test_creation_deadline_ends_the_kernel_with_a_reason(tmp_path: Path,
 
 
 _ = KernelState
+
+
+async def test_http_service_is_served_over_tls_when_configured(tmp_path: Path,
+                                                               agent_id: str) -> None:
+    import ssl
+    import subprocess
+    import urllib.request
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    agent = Agent(agent_config(tmp_path, agent_id, **{
+        "service-tls.cert": str(cert), "service-tls.key": str(key)}))
+    await agent.startup()
+    facade = AgentFacade(agent)
+    try:
+        kid = new_id()
+        await create(facade, kernel_config(PYTHON, bootstrap_script="echo tls-ok > /home/work/t"),
+                     kernel_id=kid)
+        assert (await facade.start_service(kid, "http-server"))["status"] == "started"
+        port = agent.registry.get(kid).host_ports["http-server"][0]
+        context = ssl.create_default_context(cafile=str(cert))
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(
+            f"https://127.0.0.1:{port}/t", context=context, timeout=10).read())
+        assert body == b"tls-ok\n"
+        with pytest.raises(OSError):  # plain HTTP is not served on that port
+            await asyncio.to_thread(lambda: urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/t", timeout=5).read())
+    finally:
+        await facade.reset_agent()
+        await agent.shutdown()
+    assert_clean(tmp_path / "scratch")
