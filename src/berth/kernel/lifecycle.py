@@ -18,11 +18,13 @@ from typing import Any
 
 from berth.backend.base import ContainerBackend, ImageInfo
 from berth.errors import (
+    BackendError,
     BerthError,
     ContainerNotFound,
     DeadlineExceeded,
     ImageNotAvailable,
     ImagePullFailed,
+    InvalidKernelSpec,
     KernelNotFound,
     KernelStartupFailed,
     KernelStateError,
@@ -427,6 +429,10 @@ class KernelLifecycle:
             await self.backend.remove(kernel.container_id)
         except ContainerNotFound:
             pass
+        except BackendError as exc:  # a failed stop must not leave the kernel TERMINATING
+            log.warning("kernel %s: releasing its container failed (%s); removing by force",
+                        kernel.kernel_id, exc)
+            await _quietly(self.backend.remove(kernel.container_id))
         return exit_code
 
     def _release_resources(self, kernel: Kernel) -> None:
