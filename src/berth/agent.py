@@ -14,6 +14,7 @@ import time
 from contextlib import AsyncExitStack
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from berth.adapters import EventAdapter, MountAdapter, ResourceAdapter
 from berth.backend.base import ContainerBackend
@@ -109,6 +110,10 @@ class Agent:
 
     async def serve(self) -> None:
         await self._stop.wait()
+
+    def spawn(self, coro: Any, *, name: str) -> None:
+        """Run background work owned by the agent (cancelled at shutdown)."""
+        self._tasks.spawn(coro, name=name)
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -22,7 +22,9 @@ from berth.errors import (
     RunnerUnavailable,
     RuntimeMissing,
 )
+from berth.batch_session import run_batch_job
 from berth.kernel.container_config import has_runner
+from berth.runner import BatchExecFallback
 from berth.kernel.registry import Kernel
 from berth.storage import KernelFiles, list_files_reply, parse_mounts
 from berth.types import KernelState, TerminationReason
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 class AgentFacade:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
+        self._fallbacks: dict[str, tuple[str | None, BatchExecFallback]] = {}
 
     # ---------------------------------------------------------------- helpers
     def _check_agent(self, agent_id: str | None) -> None:
@@ -51,14 +54,32 @@ class AgentFacade:
 
     def _runner(self, kernel: Kernel) -> Any:
         runner = self.agent.lifecycle.runners.get(kernel.kernel_id)
-        if runner is None:
-            if not has_runner(kernel.image_labels):
-                raise RuntimeMissing(
-                    f"image {kernel.spec.image.canonical} has no Python runtime for query mode "
-                    f"(ai.backend.runtime-path={kernel.image_labels.get('ai.backend.runtime-path')!r})",
-                    kernel_id=kernel.kernel_id)
+        if runner is not None:
+            return runner
+        if has_runner(kernel.image_labels):
             raise RunnerUnavailable(kernel_id=kernel.kernel_id)
-        return runner
+        # No interpreter in the image: batch commands through docker exec; query mode raises
+        # RuntimeMissing naming the runtime the image lacks.
+        fallback = self._fallbacks.get(kernel.kernel_id)
+        if fallback is None or fallback[0] != kernel.container_id:
+            fallback = (kernel.container_id, BatchExecFallback(
+                self._docker_exec(kernel),
+                kernel.image_labels.get("ai.backend.runtime-path") or "python3"))
+            self._fallbacks[kernel.kernel_id] = fallback
+        return fallback[1]
+
+    def _docker_exec(self, kernel: Kernel) -> Any:
+        backend, user = self.agent.backend, f"{kernel.uid}:{kernel.gid}"
+
+        async def run(cmd: list[str]) -> tuple[int, str, str]:
+            if not kernel.container_id:
+                raise KernelNotFound(kernel_id=kernel.kernel_id)
+            res = await backend.exec(kernel.container_id, cmd, user=user,
+                                     env=kernel.spec.environ)
+            return (res.exit_code, res.stdout.decode(errors="replace"),
+                    res.stderr.decode(errors="replace"))
+
+        return run
 
     def _files(self, kernel: Kernel) -> KernelFiles:
         layout = self.agent.lifecycle.layouts.get(kernel.kernel_id)
@@ -241,6 +262,16 @@ class AgentFacade:
                                       flush_timeout=flush_timeout, api_version=api_version)
         result.setdefault("files", [])
         return dict(result)
+
+    async def trigger_batch_execution(self, session_id: str, kernel_id: str, code: str,
+                                      timeout_seconds: float | None = None,
+                                      agent_id: str | None = None) -> None:
+        """Start the batch job and return at once; its end arrives as session_* events."""
+        kernel = self._kernel(kernel_id, agent_id)
+        runner = self._runner(kernel)
+        self.agent.spawn(run_batch_job(runner, session_id, code, timeout_seconds,
+                                       self.agent.link.emitter.emit),
+                         name=f"batch-{kernel_id}")
 
     async def execute_code(self, kernel_id: str, code: str, opts: dict[str, Any] | None = None,
                            agent_id: str | None = None) -> dict[str, Any]:

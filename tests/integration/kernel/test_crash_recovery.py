@@ -193,3 +193,17 @@ async def test_kill9_in_the_middle_of_a_create_leaves_nothing(agent_proc: AgentP
     assert not _containers(agent_proc.agent_id, kid)
     assert not (agent_proc.root / "scratch" / kid).exists()
     assert Decimal(status["slots"]["used"]["cpu"]) == 0
+
+
+async def test_runner_and_interpreter_state_survive_agent_kill9(agent_proc: AgentProcess) -> None:
+    kid = str(uuid.uuid4())
+    async with agent_proc.client() as c:
+        await c.create_kernels("sess", [kid], [kernel_config("berth/python:3.11")], {})
+        first = await c.execute("sess", kid, 2, "r1", "query", "x = 41", {}, None)
+        assert first["status"] == "finished"
+    agent_proc.kill9()
+    await agent_proc.start()
+    async with agent_proc.client() as c:
+        again = await c.execute("sess", kid, 2, "r2", "query", "print(x + 1)", {}, None)
+    assert again["status"] == "finished"
+    assert again["console"] == [["stdout", "42\n"]] or again["console"] == [("stdout", "42\n")]

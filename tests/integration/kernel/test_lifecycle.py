@@ -266,3 +266,40 @@ async def test_http_service_is_served_over_tls_when_configured(tmp_path: Path,
         await facade.reset_agent()
         await agent.shutdown()
     assert_clean(tmp_path / "scratch")
+
+
+async def test_image_without_python_runs_batch_and_refuses_query(agent: Agent,
+                                                                 facade: AgentFacade) -> None:
+    from berth.errors import RuntimeMissing
+
+    kid = new_id()
+    await create(facade, kernel_config(), kernel_id=kid)
+    opts = {"build": "echo building; exit 0", "exec": "echo ran as $(id -u); exit 3"}
+    result = await facade.execute(kid, kid, 2, "job", "batch", "", opts, None)
+    while result["status"] != "finished":
+        result = await facade.execute(kid, kid, 2, "job", "continue", "", {}, None)
+    assert result["exitCode"] == 3
+    assert f"ran as {agent.config.container.kernel_uid}" in str(result["console"])
+    with pytest.raises(RuntimeMissing):
+        await facade.execute(kid, kid, 2, None, "query", "print(1)", {}, None)
+
+
+async def test_batch_session_reports_success_and_failure_as_events(agent: Agent,
+                                                                   facade: AgentFacade) -> None:
+    from berth.events import RecordingEmitter
+
+    recorder = RecordingEmitter()
+    agent.link.emitter = recorder  # type: ignore[assignment]
+    ok, bad = new_id(), new_id()
+    for kid in (ok, bad):
+        await create(facade, kernel_config(PYTHON), kernel_id=kid)
+    await facade.trigger_batch_execution(ok, ok, "python3 -c 'print(1)'", 30)
+    await facade.trigger_batch_execution(bad, bad, "exit 7", 30)
+
+    async def both_done() -> bool:
+        return sum(e.name.startswith("session_") for e in recorder.events) == 2
+
+    await eventually(both_done, timeout=30)
+    results = {e.session_id: (e.name, e.exit_code) for e in recorder.events  # type: ignore[attr-defined]
+               if e.name.startswith("session_")}
+    assert results == {ok: ("session_success", 0), bad: ("session_failure", 7)}
