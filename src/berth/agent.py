@@ -20,7 +20,9 @@ from berth.adapters import EventAdapter, MountAdapter, ResourceAdapter
 from berth.backend.base import ContainerBackend
 from berth.backend.docker import DockerBackend
 from berth.config import AgentConfig, parse_host_port
-from berth.errors import BackendError
+from berth.errors import BackendError, BerthError
+from berth.kernel.spec import KernelSpec
+from berth.stats import BlockDevice, blkio_host_config, block_device_of
 from berth.images import ImageService
 from berth.kernel.ledger import Ledger
 from berth.kernel.lifecycle import KernelLifecycle, LifecycleSettings
@@ -92,6 +94,7 @@ class Agent:
                                    pull_timeout=self.config.api.pull_timeout)
         self.telemetry = self._build_telemetry()
         self.tls_proxy = self._build_tls_proxy()
+        self.blkio_device = await self._blkio_device()
         self.lifecycle = self._build_lifecycle()
         self.reconciler = Reconciler(self.lifecycle, self.agent_id)
         report = await self.reconciler.at_start()
@@ -155,6 +158,23 @@ class Agent:
         self._stack.push_async_callback(proxy.close)
         return proxy
 
+    async def _blkio_device(self) -> BlockDevice | None:
+        """The block device under the engine's data root: where kernels' I/O is throttled."""
+        root_dir = getattr(self.backend, "root_dir", None)
+        try:
+            path = Path(await root_dir()) if root_dir else self.config.container.scratch_root
+            return block_device_of(path)
+        except (OSError, ValueError, BerthError) as exc:
+            log.warning("block-I/O throttling disabled: no block device found (%s)", exc)
+            return None
+
+    def _blkio(self, spec: KernelSpec) -> dict[str, Any]:
+        """Throttle rules from resource_opts io_read_bps/io_write_bps; a very high rule
+        otherwise, since cgroup v1 counts a container's I/O only under some rule."""
+        if self.blkio_device is None:
+            return {}
+        return dict(blkio_host_config(spec.resource_opts, self.blkio_device))
+
     def _build_telemetry(self) -> Telemetry:
         c = self.config.container
         return Telemetry(
@@ -188,6 +208,7 @@ class Agent:
             mounts=MountAdapter(c.vfolder_allowed_roots, self.runner_dir),
             runner_factory=RunnerClient, events=EventAdapter(self.link.emitter),
             on_phase=self.telemetry.metrics.observe_start_phase, tls_proxy=self.tls_proxy,
+            extra_host_config=self._blkio,
         )
 
     def _public_key(self) -> str | None:

@@ -87,6 +87,12 @@ class DockerBackend:
         except (TimeoutError, DockerError, OSError):
             return False
 
+    async def root_dir(self) -> str:
+        """The engine's data root (``DockerRootDir``): where container writes land."""
+        with _translate("info"):
+            info = await self._docker.system.info()
+            return str(info.get("DockerRootDir") or "/var/lib/docker")
+
     async def create(self, name: str, config: Mapping[str, Any]) -> str:
         with _translate(f"create {name}"):
             container = await self._docker.containers.create(dict(config), name=name)

@@ -88,6 +88,7 @@ class KernelLifecycle:
         mounts: MountPlanner, runner_factory: RunnerFactory, events: EventSink,
         on_phase: Callable[[str, float], None] = lambda phase, seconds: None,
         tls_proxy: TLSProxyRole | None = None,
+        extra_host_config: Callable[[KernelSpec], Mapping[str, Any]] = lambda spec: {},
     ) -> None:
         self.s = settings
         self.backend = backend
@@ -101,6 +102,7 @@ class KernelLifecycle:
         self.events = events
         self.on_phase = on_phase
         self.tls_proxy = tls_proxy
+        self.extra_host_config = extra_host_config
         self.runners: dict[str, RunnerRole] = {}
         self.layouts: dict[str, ScratchLayout] = {}
         self._create_slots = asyncio.Semaphore(settings.creation_concurrency)
@@ -238,7 +240,8 @@ class KernelLifecycle:
             agent_id=self.s.agent_id, kernel_id=kernel.kernel_id, session_id=kernel.session_id,
             spec=spec, image_ref=spec.image.canonical, image_labels=kernel.image_labels,
             uid=kernel.uid, gid=kernel.gid,
-            resource_args=self.resources.container_args(kernel.kernel_id),
+            resource_args=_with_host_config(self.resources.container_args(kernel.kernel_id),
+                                            self.extra_host_config(spec)),
             mounts=mounts, port_map=port_map, loopback_ports=kernel.tls_ports,
             bind_host=self.s.bind_host,
             pids_limit=self.s.pids_limit, nofile_limit=self.s.nofile_limit,
@@ -522,6 +525,12 @@ class KernelLifecycle:
         await self._tasks.close()
         for kernel_id in list(self.runners):
             await self._close_runner(kernel_id)
+
+
+def _with_host_config(args: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    if not extra:
+        return args
+    return {**args, "HostConfig": {**(args.get("HostConfig") or {}), **extra}}
 
 
 def _service_port_decls(kernel: Kernel) -> list[dict[str, Any]]:

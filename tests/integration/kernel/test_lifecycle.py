@@ -303,3 +303,20 @@ async def test_batch_session_reports_success_and_failure_as_events(agent: Agent,
     results = {e.session_id: (e.name, e.exit_code) for e in recorder.events  # type: ignore[attr-defined]
                if e.name.startswith("session_")}
     assert results == {ok: ("session_success", 0), bad: ("session_failure", 7)}
+
+
+async def test_block_io_throttle_from_resource_opts_is_enforced(agent: Agent,
+                                                                facade: AgentFacade) -> None:
+    if agent.blkio_device is None:
+        pytest.fail("no block device found under the Docker root: throttling cannot be tested")
+    kid = new_id()
+    await create(facade, kernel_config(resource_opts={"io_write_bps": "4m"}), kernel_id=kid)
+    kernel = agent.registry.get(kid)
+    code, out = await exec_in(agent, kid, "cat",
+                              "/sys/fs/cgroup/blkio/blkio.throttle.write_bps_device",
+                              "/sys/fs/cgroup/blkio/blkio.throttle.read_bps_device")
+    device = agent.blkio_device
+    lines = out.split("\n")
+    assert f"{device.major}:{device.minor} {4 * 2**20}" in lines[0]
+    assert lines[1].startswith(f"{device.major}:{device.minor} ")  # a counting rule on reads
+    assert kernel.container_id
