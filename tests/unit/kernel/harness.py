@@ -19,6 +19,7 @@ from berth.kernel.ledger import Ledger
 from berth.kernel.lifecycle import KernelLifecycle, LifecycleSettings
 from berth.kernel.reconcile import Reconciler
 from berth.kernel.registry import KernelRegistry
+from berth.plugins.base import ComputePlugin
 from berth.plugins.cpu import CPUPlugin
 from berth.plugins.mem import MemoryPlugin
 from berth.ports import PortPool
@@ -154,7 +155,7 @@ async def resource_manager(root: Path) -> ResourceManager:
     (node / "cpulist").write_text("0-3\n")
     (root / "proc").mkdir(exist_ok=True)
     (root / "proc/meminfo").write_text(f"MemTotal: {4 * GIB // 1024} kB\n")
-    plugins = [CPUPlugin({"sys_root": root / "sys", "cores": [0, 1, 2, 3]}),
+    plugins: list[ComputePlugin] = [CPUPlugin({"sys_root": root / "sys", "cores": [0, 1, 2, 3]}),
                MemoryPlugin({"proc_root": root / "proc"})]
     for plugin in plugins:
         await plugin.init()
@@ -163,12 +164,13 @@ async def resource_manager(root: Path) -> ResourceManager:
 
 
 def settings(root: Path, **overrides: Any) -> LifecycleSettings:
-    values: dict[str, Any] = dict(
-        agent_id=AGENT_ID, bind_host="127.0.0.1", kernel_host="127.0.0.1",
-        default_uid=os.getuid(), default_gid=os.getgid(), pids_limit=64, nofile_limit=1024,
-        stop_grace=1.0, preparing_timeout=2.0, pull_timeout=2.0, creating_timeout=2.0,
-        terminating_timeout=2.0, creation_concurrency=4, runner_dir=root / "runner",
-    )
+    values: dict[str, Any] = {
+        "agent_id": AGENT_ID, "bind_host": "127.0.0.1", "kernel_host": "127.0.0.1",
+        "default_uid": os.getuid(), "default_gid": os.getgid(), "pids_limit": 64,
+        "nofile_limit": 1024, "stop_grace": 1.0, "preparing_timeout": 2.0,
+        "pull_timeout": 2.0, "creating_timeout": 2.0, "terminating_timeout": 2.0,
+        "creation_concurrency": 4, "runner_dir": root / "runner",
+    }
     values.update(overrides)
     return LifecycleSettings(**values)
 
@@ -190,7 +192,8 @@ async def build(root: Path, backend: FakeBackend | None = None, **overrides: Any
     lc = KernelLifecycle(
         settings(root, **overrides), backend=backend, registry=registry,
         ledger=Ledger(scratch.root), resources=ResourceAdapter(manager), ports=ports,
-        scratch=scratch, mounts=MountAdapter([root / "vfolders"], root / "runner"),
+        scratch=scratch,  # type: ignore[arg-type]  # its scan() gives set[KernelId]
+        mounts=MountAdapter([root / "vfolders"], root / "runner"),
         runner_factory=runners, events=sink,
     )
     return Harness(root, lc, backend, registry, manager, ports, scratch, sink, runners)

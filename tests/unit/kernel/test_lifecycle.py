@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,15 +28,16 @@ from berth.types import TerminationReason as R
 from .harness import AGENT_ID, PY_IMAGE, Harness, build, kernel_config, new_id
 
 
-def terminated(h: Harness, kid: str) -> dict[str, object]:
+def terminated(h: Harness, kid: str) -> dict[str, Any]:
     [event] = [e for e in h.sink.of(kid) if e.name == "kernel_terminated"]
-    return event.payload
+    payload: dict[str, Any] = event.payload
+    return payload
 
 
 # ---------------------------------------------------------------------- create
 async def test_create_goes_preparing_creating_running(h: Harness) -> None:
     kid = new_id()
-    result = await h.lc.create(kernel_config(), kid, "sess")
+    await h.lc.create(kernel_config(), kid, "sess")
     assert [(e.name, e.state) for e in h.sink.of(kid)] == [
         ("kernel_preparing", S.PREPARING), ("kernel_creating", S.CREATING),
         ("kernel_started", S.RUNNING)]
@@ -49,7 +51,7 @@ async def test_create_goes_preparing_creating_running(h: Harness) -> None:
     assert container.config["HostConfig"]["Init"] is True
     [host_port] = kernel.host_ports["web"]
     assert container.port_bindings == {8080: host_port}
-    assert h.manager.get(kid) is not None  # type: ignore[arg-type]
+    assert h.manager.get(kid) is not None
     assert kernel.pid == container.pid > 0
 
 
@@ -98,7 +100,7 @@ async def test_ledger_is_written_before_the_container_id_is_known(h: Harness) ->
     assert entry.host_ports["web"]  # ports are recorded before they are published
     gate.release()
     await task
-    assert h.ledger.read(kid).container_id == h.container_id(kid)  # type: ignore[union-attr]
+    assert h.ledger.read(kid).container_id == h.container_id(kid)
 
 
 async def test_missing_image_pulls_first(h: Harness) -> None:
@@ -158,7 +160,7 @@ async def test_start_failure_removes_the_created_container(h: Harness) -> None:
         await h.lc.create(kernel_config(), kid, "s")
     created = [t for v, t in h.backend.calls if v == "create"]
     assert created == [container_name(kid)]
-    assert ("remove", h.registry.ended(kid).container_id) in h.backend.calls  # type: ignore[union-attr]
+    assert ("remove", h.registry.ended(kid).container_id) in h.backend.calls
     assert terminated(h, kid)["reason"] == R.FAILED_TO_CREATE
     h.assert_released(kid)
 
@@ -341,7 +343,7 @@ async def test_restart_keeps_ports_and_allocation_with_a_new_container(h: Harnes
     new = h.backend.containers[h.container_id(kid)]
     assert new.running and set(new.port_bindings.values()) == {p for v in ports.values()
                                                                for p in v}
-    assert h.ledger.read(kid).container_id == kernel.container_id  # type: ignore[union-attr]
+    assert h.ledger.read(kid).container_id == kernel.container_id
     assert (h.lc.layouts[kid].work_dir / "note.txt").read_text() == "kept"
     assert "kernel_terminated" not in h.sink.names(kid)
 
