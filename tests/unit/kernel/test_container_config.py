@@ -1,0 +1,160 @@
+"""build_container_config: a pure function from a ContainerPlan to Docker's create body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from berth.kernel.container_config import (
+    RUNNER_MOUNT,
+    RUNNER_SOCKET,
+    ContainerPlan,
+    build_container_config,
+    container_name,
+    has_runner,
+    idle_command,
+    runner_command,
+)
+from berth.kernel.spec import parse_kernel_spec
+from berth.types import AGENT_ID_LABEL, KERNEL_ID_LABEL, OWNER_LABEL, SESSION_ID_LABEL
+
+PLUGIN_ARGS = {
+    "HostConfig": {"CpuQuota": 150_000, "CpuPeriod": 100_000, "CpusetCpus": "0,1",
+                   "Memory": 256 << 20, "MemorySwap": 256 << 20},
+    "Env": {"FROM_PLUGIN": "plugin", "SHARED": "plugin", "OMP_NUM_THREADS": "9"},
+}
+
+
+def plan(**spec_extra: Any) -> ContainerPlan:
+    overrides = spec_extra.pop("plan", {})
+    spec = parse_kernel_spec({
+        "image": {"canonical": "berth/python:3.11"},
+        "resource_slots": {"cpu": "1.5", "mem": "256m"},
+        **spec_extra,
+    }, kernel_id="k1", session_id="s1")
+    values: dict[str, Any] = {
+        "agent_id": "ag", "kernel_id": "k1", "session_id": "s1", "spec": spec,
+        "image_ref": "berth/python:3.11",
+        "image_labels": {"ai.backend.service-ports": "web:http:8080",
+                         "ai.backend.envs.corecount": "OMP_NUM_THREADS,NPROC"},
+        "uid": 1100, "gid": 1200, "resource_args": PLUGIN_ARGS,
+        "mounts": [{"Type": "bind", "Source": "/s/k1/work", "Target": "/home/work"}],
+        "port_map": {8080: 30001, 8081: 30002}, "bind_host": "10.0.0.5", "pids_limit": 512,
+        "nofile_limit": 4096, "service_ports_label": "web:http:8080,8081:preopen:8081",
+        "extra_env": {"SHARED": "extra", "FROM_EXTRA": "extra"},
+    }
+    values.update(overrides)
+    return ContainerPlan(**values)
+
+
+def env_of(config: dict[str, Any]) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in config["Env"])
+
+
+def test_limits_and_plugin_args_reach_host_config() -> None:
+    config = build_container_config(plan(resource_opts={"shmem": "64m"}), ["true"])
+    host = config["HostConfig"]
+    assert host["Init"] is True and host["Privileged"] is False
+    assert host["PidsLimit"] == 512
+    assert host["Ulimits"] == [{"Name": "nofile", "Soft": 4096, "Hard": 4096}]
+    assert host["ShmSize"] == 64 << 20
+    assert (host["CpuQuota"], host["CpuPeriod"], host["CpusetCpus"]) == (150_000, 100_000, "0,1")
+    assert host["Memory"] == host["MemorySwap"] == 256 << 20  # swap off
+    assert host["Mounts"] == [{"Type": "bind", "Source": "/s/k1/work", "Target": "/home/work"}]
+    assert host["PublishAllPorts"] is False
+
+
+def test_no_shm_size_unless_asked() -> None:
+    assert "ShmSize" not in build_container_config(plan(), ["true"])["HostConfig"]
+
+
+def test_plugin_host_config_merges_into_nested_keys() -> None:
+    args = {"HostConfig": {"LogConfig": {"Config": {"max-size": "1m"}}}}
+    host = build_container_config(plan(plan={"resource_args": args}), ["x"])["HostConfig"]
+    assert host["LogConfig"] == {"Type": "json-file",
+                                 "Config": {"max-size": "1m", "max-file": "2"}}
+
+
+def test_labels_name_owner_kernel_session_and_services() -> None:
+    labels = build_container_config(plan(owner_user_id="u1", owner_project_id="p1"),
+                                    ["x"])["Labels"]
+    assert labels[OWNER_LABEL] == labels[AGENT_ID_LABEL] == "ag"
+    assert (labels[KERNEL_ID_LABEL], labels[SESSION_ID_LABEL]) == ("k1", "s1")
+    assert labels["ai.backend.service-ports"] == "web:http:8080,8081:preopen:8081"
+    assert (labels["ai.backend.owner-user-id"], labels["ai.backend.owner-project-id"]) == (
+        "u1", "p1")
+    assert container_name("k1") == "berth-kernel.k1"
+
+
+def test_env_precedence_spec_environ_wins() -> None:
+    config = build_container_config(plan(environ={"SHARED": "spec", "HOME": "/elsewhere",
+                                                  "OMP_NUM_THREADS": "7"}), ["x"])
+    env = env_of(config)
+    assert env["SHARED"] == "spec"  # spec environ > extra env > plugin env
+    assert env["HOME"] == "/elsewhere" and env["OMP_NUM_THREADS"] == "7"
+    assert (env["FROM_PLUGIN"], env["FROM_EXTRA"]) == ("plugin", "extra")
+    assert config["Env"] == sorted(config["Env"])
+
+
+def test_env_base_values_and_layering_without_spec_environ() -> None:
+    env = env_of(build_container_config(plan(preopen_ports=[8081], cluster_role="sub",
+                                             cluster_idx=2), ["x"]))
+    assert env["SHARED"] == "extra"  # extra env > plugin env
+    assert env["NPROC"] == env["OMP_NUM_THREADS"] == "2"  # corecount label: ceil(1.5 cpu)
+    assert (env["BACKENDAI_KERNEL_ID"], env["BACKENDAI_SESSION_ID"]) == ("k1", "s1")
+    assert env["BACKENDAI_PREOPEN_PORTS"] == "8081"
+    assert env["BACKENDAI_SERVICE_PORTS"] == "web:http:8080"
+    assert env["BACKENDAI_CLUSTER_HOST"] == "sub2"
+    assert (env["LOCAL_USER_ID"], env["LOCAL_GROUP_ID"]) == ("1100", "1200")
+    assert env["HOME"] == "/home/work"
+
+
+def test_ports_are_published_on_bind_host_only() -> None:
+    config = build_container_config(plan(), ["x"])
+    assert config["ExposedPorts"] == {"8080/tcp": {}, "8081/tcp": {}}
+    assert config["HostConfig"]["PortBindings"] == {
+        "8080/tcp": [{"HostIp": "10.0.0.5", "HostPort": "30001"}],
+        "8081/tcp": [{"HostIp": "10.0.0.5", "HostPort": "30002"}],
+    }
+
+
+def test_user_group_hostname_and_workdir() -> None:
+    config = build_container_config(plan(supplementary_gids=[44, 45],
+                                         cluster_hostname="node-a"), ["x"])
+    assert config["User"] == "1100:1200"
+    assert config["HostConfig"]["GroupAdd"] == ["44", "45"]
+    assert config["Hostname"] == "node-a" and config["WorkingDir"] == "/home/work"
+    assert config["Image"] == "berth/python:3.11" and config["Entrypoint"] == []
+    assert config["StopSignal"] == "SIGTERM"
+
+
+@pytest.mark.parametrize(("labels", "expected"), [
+    ({"ai.backend.runtime-type": "python"}, True),
+    ({"ai.backend.runtime-type": "app", "ai.backend.runtime-path": "/usr/bin/python3.11"}, True),
+    ({"ai.backend.runtime-type": "app"}, False),
+    ({}, False),
+])
+def test_has_runner(labels: dict[str, str], expected: bool) -> None:
+    assert has_runner(labels) is expected
+
+
+def test_runner_command_uses_the_image_python_and_the_mounted_runner() -> None:
+    labels = {"ai.backend.runtime-type": "python", "ai.backend.runtime-path": "/opt/py/bin/python"}
+    cmd = runner_command(labels, bootstrap=False)
+    assert cmd[0] == "/opt/py/bin/python" and f"{RUNNER_MOUNT}/krunner.py" in cmd
+    assert cmd[cmd.index("--socket") + 1] == RUNNER_SOCKET and "--bootstrap" not in cmd
+    with_boot = runner_command({"ai.backend.runtime-type": "python"}, bootstrap=True)
+    assert with_boot[0] == "/usr/bin/python3"
+    assert with_boot[with_boot.index("--bootstrap") + 1] == "/home/work/bootstrap.sh"
+    config = build_container_config(plan(), cmd)
+    assert config["Cmd"] == cmd
+
+
+def test_idle_command_waits_for_sigterm_and_runs_the_bootstrap() -> None:
+    plain = idle_command(bootstrap=False)
+    assert plain[:2] == ["/bin/sh", "-c"]
+    assert "trap 'exit 0' TERM" in plain[2] and "bootstrap" not in plain[2]
+    boot = idle_command(bootstrap=True)[2]
+    assert "sh /home/work/bootstrap.sh" in boot and "bootstrap.exit" in boot
+    assert boot.index("bootstrap.sh") < boot.index("while")
