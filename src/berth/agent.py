@@ -14,30 +14,33 @@ import time
 from contextlib import AsyncExitStack
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from berth.adapters import EventAdapter, MountAdapter, ResourceAdapter
 from berth.backend.base import ContainerBackend
 from berth.backend.docker import DockerBackend
 from berth.config import AgentConfig, parse_host_port
 from berth.errors import BackendError, BerthError
-from berth.kernel.spec import KernelSpec
-from berth.stats import BlockDevice, blkio_host_config, block_device_of
 from berth.images import ImageService
 from berth.kernel.ledger import Ledger
 from berth.kernel.lifecycle import KernelLifecycle, LifecycleSettings
 from berth.kernel.reconcile import Reconciler
 from berth.kernel.registry import KernelRegistry
+from berth.kernel.spec import KernelSpec
 from berth.manager_link import ManagerLink
 from berth.plugins import load_plugins
 from berth.ports import PortPool
 from berth.resources.affinity import AffinityPolicy
 from berth.resources.allocator import ResourceManager
 from berth.service_tls import TLSServiceProxy
+from berth.stats import BlockDevice, blkio_host_config, block_device_of
 from berth.storage import ScratchManager
 from berth.tasks import TaskSupervisor
 from berth.telemetry import Telemetry
 from berth.types import OWNER_LABEL, SlotName
+
+if TYPE_CHECKING:
+    from berth.etcd import EtcdConfigSource
 
 __all__ = ["Agent"]
 
@@ -63,7 +66,7 @@ class Agent:
         self._stop = asyncio.Event()
         self._stack = AsyncExitStack()
         self._tasks = TaskSupervisor("agent")
-        self.etcd = None
+        self.etcd: EtcdConfigSource | None = None
         # Built in startup(), in this order:
         self.ports: PortPool
         self.scratch: ScratchManager
@@ -227,19 +230,20 @@ class Agent:
         from berth.etcd import EtcdConfigSource, apply_etcd_overrides
 
         e = self.config.etcd
-        self.etcd = await self._stack.enter_async_context(
+        etcd = await self._stack.enter_async_context(
             EtcdConfigSource(e.addr, e.namespace, e.user, e.password))
-        global_cfg = await self.etcd.read_global_config()
+        self.etcd = etcd
+        global_cfg = await etcd.read_global_config()
         merged = apply_etcd_overrides(self.config.model_dump(by_alias=True, mode="json"),
                                       global_cfg)
         self.config = AgentConfig.model_validate(merged)
         host, _ = parse_host_port(self.config.agent.advertised_rpc_addr
                                   or self.config.agent.rpc_listen_addr)
         _, watcher_port = parse_host_port(self.config.watcher.service_addr)
-        await self.etcd.register_agent(self.agent_id, host, watcher_port)
+        await etcd.register_agent(self.agent_id, host, watcher_port)
         if not self.config.agent.skip_manager_detection:
             log.info("waiting for the manager to appear in etcd")
-            await self.etcd.wait_for_manager()
+            await etcd.wait_for_manager()
 
     async def _announce(self) -> None:
         if self.etcd is None:
@@ -281,6 +285,6 @@ class Agent:
             try:
                 await self.reconciler.sync()
                 metrics.observe_lifecycle_sync()
-            except Exception as exc:  # one failed pass must not end the loop
+            except Exception as exc:  # noqa: BLE001 - one failed pass must not end the loop
                 metrics.observe_lifecycle_sync(exc)
                 log.warning("lifecycle sync failed: %r", exc)

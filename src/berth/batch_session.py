@@ -13,12 +13,16 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from berth.events.models import (
-    AgentEvent, ExecutionFinishedEvent, ExecutionStartedEvent, ExecutionTimeoutEvent,
-    SessionFailureEvent, SessionSuccessEvent,
+    AgentEvent,
+    ExecutionFinishedEvent,
+    ExecutionStartedEvent,
+    ExecutionTimeoutEvent,
+    SessionFailureEvent,
+    SessionSuccessEvent,
 )
 from berth.types import TerminationReason
 
-__all__ = ["Executor", "run_batch_job", "BATCH_RUN_ID"]
+__all__ = ["BATCH_RUN_ID", "Executor", "run_batch_job"]
 
 log = logging.getLogger(__name__)
 

@@ -361,7 +361,7 @@ def _resolve_paths(config: AgentConfig, base_dir: Path) -> AgentConfig:
     def fix(p: Path | None) -> Path | None:
         return None if p is None or p.is_absolute() else (base_dir / p)
 
-    agent_updates = {
+    agent_updates: dict[str, Any] = {
         name: fixed for name in ("var_base_path", "ipc_base_path", "pid_file",
                                  "rpc_auth_agent_keypair")
         if (fixed := fix(getattr(config.agent, name))) is not None
@@ -369,7 +369,7 @@ def _resolve_paths(config: AgentConfig, base_dir: Path) -> AgentConfig:
     agent_updates["rpc_auth_manager_public_key"] = [
         fix(p) or p for p in config.agent.rpc_auth_manager_public_key
     ]
-    container_updates = {
+    container_updates: dict[str, Any] = {
         name: fixed for name in ("scratch_root", "runner_path")
         if (fixed := fix(getattr(config.container, name))) is not None
     }

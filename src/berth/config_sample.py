@@ -65,7 +65,7 @@ def render_sample() -> str:
         key = info.alias or field
         value = getattr(config, field)
         if field in _OPTIONAL_SECTIONS:
-            parts.append(f"# Optional: uncomment to enable.\n"
+            parts.append("# Optional: uncomment to enable.\n"
                          + _section(key, None, _OPTIONAL_SECTIONS[field], commented=True))
         elif isinstance(value, BaseModel):
             parts.append(_section(key, value, type(value), commented=False))

@@ -15,17 +15,16 @@ from typing import Any
 
 from berth import __version__
 from berth.agent import Agent
+from berth.batch_session import run_batch_job
 from berth.errors import (
     AgentIdMismatch,
     InvalidArgument,
     KernelNotFound,
     RunnerUnavailable,
-    RuntimeMissing,
 )
-from berth.batch_session import run_batch_job
 from berth.kernel.container_config import has_runner
-from berth.runner import BatchExecFallback
 from berth.kernel.registry import Kernel
+from berth.runner import BatchExecFallback
 from berth.storage import KernelFiles, list_files_reply, parse_mounts
 from berth.types import KernelState, TerminationReason
 
@@ -118,7 +117,7 @@ class AgentFacade:
                 info[plugin.key] = await plugin.get_node_hwinfo()
             except NotImplementedError:
                 continue
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a broken plugin reports, never fails the call
                 info[plugin.key] = {"status": "unavailable", "status_info": repr(exc),
                                     "metadata": {}}
         return info

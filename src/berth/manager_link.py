@@ -15,7 +15,12 @@ from berth import __version__
 from berth.bgtask import BackgroundTaskManager
 from berth.config import AgentConfig, parse_host_port
 from berth.events import (
-    AgentInfo, AgentStartedEvent, AgentTerminatedEvent, EventBus, Heartbeat, ManagerStore,
+    AgentInfo,
+    AgentStartedEvent,
+    AgentTerminatedEvent,
+    EventBus,
+    Heartbeat,
+    ManagerStore,
     SlotQuantity,
 )
 from berth.events.models import AgentEvent

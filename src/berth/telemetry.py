@@ -18,7 +18,12 @@ import psutil
 from berth.kernel.registry import KernelRegistry
 from berth.metrics import BerthMetrics
 from berth.stats import (
-    CgroupReader, HostCapacity, KernelTarget, NodeCollector, StatsCollector, StatsSnapshot,
+    CgroupReader,
+    HostCapacity,
+    KernelTarget,
+    NodeCollector,
+    StatsCollector,
+    StatsSnapshot,
 )
 from berth.types import ContainerId, KernelId, KernelState
 from berth.web import InternalServer
@@ -78,7 +83,7 @@ class Telemetry:
         for sink in self.sinks:
             try:
                 await sink(snapshot)
-            except Exception as exc:  # a Manager-side hiccup never stops the loop
+            except Exception as exc:  # noqa: BLE001 - a Manager-side hiccup never stops the loop
                 log.warning("stats sink failed: %r", exc)
         return snapshot
 
@@ -86,7 +91,7 @@ class Telemetry:
         while True:
             try:
                 await self.collect_once()
-            except Exception as exc:  # one failed cycle must not end the loop
+            except Exception as exc:  # noqa: BLE001 - one failed cycle must not end the loop
                 log.warning("stats cycle failed: %r", exc)
             await asyncio.sleep(self.interval)
 

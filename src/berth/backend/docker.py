@@ -7,6 +7,7 @@ Berth's errors (404 → ContainerNotFound, 409 → ContainerConflict, anything e
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -118,7 +119,7 @@ class DockerBackend:
         with _translate(f"inspect {container_id[:12]}"):
             return _info(await self._docker.containers.container(container_id).show())
 
-    async def list(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+    async def list(self, labels: Mapping[str, str]) -> builtins.list[ContainerInfo]:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
         with _translate("list containers"):
             found = await self._docker.containers.list(all=True, filters=filters)
@@ -158,7 +159,7 @@ class DockerBackend:
         filters = {"type": ["container"], "event": ["start", "die", "oom", "destroy"],
                    "label": [f"{k}={v}" for k, v in labels.items()]}
         with _translate("events"):
-            subscriber = self._docker.events.subscribe(filters=filters)
+            subscriber = self._docker.events.subscribe(filters=filters)  # type: ignore[no-untyped-call]
             try:
                 while (event := await subscriber.get()) is not None:
                     attrs = event.get("Actor", {}).get("Attributes", {})
@@ -170,7 +171,7 @@ class DockerBackend:
                         exit_code=int(code) if code is not None else None,
                     )
             finally:
-                await self._docker.events.stop()
+                await self._docker.events.stop()  # type: ignore[no-untyped-call]
 
     async def image_inspect(self, ref: str) -> ImageInfo | None:
         try:
@@ -179,7 +180,7 @@ class DockerBackend:
         except ContainerNotFound:
             return None
 
-    async def image_list(self) -> list[ImageInfo]:
+    async def image_list(self) -> builtins.list[ImageInfo]:
         with _translate("list images"):
             return [_image(i) for i in await self._docker.images.list()]
 

@@ -124,7 +124,7 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 def build_container_config(plan: ContainerPlan, command: Sequence[str]) -> dict[str, Any]:
     spec = plan.spec
     env = kernel_environ(plan)
-    exposed = {f"{port}/tcp": {} for port in (*plan.port_map, *plan.loopback_ports)}
+    exposed: dict[str, dict[str, Any]] = {f"{port}/tcp": {} for port in (*plan.port_map, *plan.loopback_ports)}
     bindings = {f"{c}/tcp": [{"HostIp": plan.bind_host, "HostPort": str(h)}]
                 for c, h in plan.port_map.items()}
     # Ports served through the agent's TLS proxy are published on loopback only.

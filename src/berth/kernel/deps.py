@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["TLSProxyRole", 
+__all__ = [
     "EventSink",
     "MountPlanner",
     "PortRole",
@@ -16,6 +17,7 @@ __all__ = ["TLSProxyRole",
     "RunnerRole",
     "ScratchLayout",
     "ScratchRole",
+    "TLSProxyRole",
 ]
 
 
@@ -61,7 +63,7 @@ class ScratchRole(Protocol):
 
     async def remove(self, kernel_id: str) -> None: ...
 
-    def scan(self) -> set[str]: ...
+    def scan(self) -> AbstractSet[str]: ...
 
 
 class MountPlanner(Protocol):

@@ -47,6 +47,7 @@ from berth.kernel.deps import (
     RunnerRole,
     ScratchLayout,
     ScratchRole,
+    TLSProxyRole,
 )
 from berth.kernel.ledger import Ledger, LedgerEntry
 from berth.kernel.registry import Kernel, KernelRegistry, Termination
@@ -571,6 +572,6 @@ def _failure_reason(exc: BaseException) -> tuple[TerminationReason, str]:
 async def _quietly(work: Awaitable[Any]) -> None:
     try:
         await work
-    except Exception as exc:  # cleanup goes on; the next reconcile retries what failed
+    except Exception as exc:  # noqa: BLE001 - cleanup goes on; the next reconcile retries what failed
         log.warning("cleanup step failed: %r", exc)
 

@@ -12,12 +12,17 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from berth.backend.base import ContainerBackend, ContainerInfo
 from berth.errors import ContainerNotFound, StorageError
+from berth.kernel.deps import ScratchLayout
 from berth.kernel.ledger import Ledger, LedgerEntry
 from berth.kernel.state import classify_exit
 from berth.types import KERNEL_ID_LABEL, OWNER_LABEL, KernelState, TerminationReason
+
+if TYPE_CHECKING:
+    from berth.kernel.lifecycle import KernelLifecycle
 
 __all__ = [
     "Action",
@@ -106,7 +111,7 @@ class ReconcileReport:
 
 
 class Reconciler:
-    def __init__(self, lifecycle: KernelLifecycle, agent_id: str) -> None:  # noqa: F821
+    def __init__(self, lifecycle: KernelLifecycle, agent_id: str) -> None:
         self.lc = lifecycle
         self.agent_id = agent_id
 
@@ -123,7 +128,7 @@ class Reconciler:
         report = ReconcileReport()
         containers = await self.backend.list({OWNER_LABEL: self.agent_id})
         entries: dict[str, LedgerEntry | None] = {}
-        layouts = {}
+        layouts: dict[str, ScratchLayout] = {}
         for kid in sorted(self.lc.scratch.scan()):
             try:
                 layouts[kid] = await self.lc.scratch.open(kid)
@@ -141,12 +146,12 @@ class Reconciler:
                  len(report.stray_containers), len(report.stray_scratch), report.seconds * 1000)
         return report
 
-    async def _apply(self, action: Action, layouts: Mapping[str, object],
+    async def _apply(self, action: Action, layouts: Mapping[str, ScratchLayout],
                      report: ReconcileReport) -> None:
         match action:
             case Adopt(entry, container):
                 layout = layouts[entry.kernel_id]
-                await self.lc.adopt(entry, layout, container.pid)  # type: ignore[arg-type]
+                await self.lc.adopt(entry, layout, container.pid)
                 report.adopted.append(entry.kernel_id)
                 log.info("reconcile: adopted kernel %s (container %s)", entry.kernel_id,
                          container.id[:12])

@@ -84,7 +84,7 @@ class KernelSpec(BaseModel):
     @classmethod
     def _slots(cls, value: Any) -> dict[str, Decimal]:
         if not isinstance(value, dict):
-            raise ValueError("resource_slots must be a mapping of slot name to amount")
+            raise ValueError("resource_slots must be a mapping of slot name to amount")  # noqa: TRY004 - pydantic turns only ValueError into a field error
         out: dict[str, Decimal] = {}
         for slot, amount in value.items():
             out[str(slot)] = _amount(str(slot), amount)
@@ -111,7 +111,7 @@ class KernelSpec(BaseModel):
         if value is None:
             return {}
         if not isinstance(value, dict):
-            raise ValueError("environ must be a mapping")
+            raise ValueError("environ must be a mapping")  # noqa: TRY004 - pydantic turns only ValueError into a field error
         return {str(k): str(v) for k, v in value.items()}
 
     @property

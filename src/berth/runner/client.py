@@ -8,9 +8,9 @@ the one connection (an `interrupt` while an `execute` waits for output).
 from __future__ import annotations
 
 import asyncio
-import os
 import itertools
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
