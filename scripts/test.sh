@@ -16,6 +16,9 @@ main() {
     local junit=$BERTH_STATE_DIR/junit.xml
     rm -f "$junit"
     cd "$BERTH_ROOT"
+    echo "static checks: mypy --strict src/berth, ruff check src"
+    .venv/bin/python -m mypy src/berth
+    .venv/bin/python -m ruff check --quiet src
     # Exit 5 (no tests collected) is a failure too: any non-zero exit fails the run.
     .venv/bin/python -m pytest -p no:cacheprovider --junitxml="$junit" "${args[@]}" || rc=$?
     if (( rc != 0 )); then
