@@ -11,6 +11,7 @@ import asyncio
 import logging
 import resource
 import time
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from decimal import Decimal
 from pathlib import Path
@@ -20,7 +21,8 @@ from berth.adapters import EventAdapter, MountAdapter, ResourceAdapter
 from berth.backend.base import ContainerBackend
 from berth.backend.docker import DockerBackend
 from berth.config import AgentConfig, parse_host_port
-from berth.errors import BackendError, BerthError
+from berth.bgtask import TaskStatus
+from berth.errors import BackendError, BerthError, ImagePullFailed
 from berth.images import ImageService
 from berth.kernel.ledger import Ledger
 from berth.kernel.lifecycle import KernelLifecycle, LifecycleSettings
@@ -178,6 +180,13 @@ class Agent:
             return {}
         return dict(blkio_host_config(spec.resource_opts, self.blkio_device))
 
+    async def _pull_image(self, image_config: Mapping[str, Any]) -> None:
+        """PULLING: the same background task check_and_pull uses, awaited."""
+        record = await self.images.pull_and_wait(image_config)
+        if record.status != TaskStatus.DONE:
+            raise ImagePullFailed(record.message or "pull failed",
+                                  image=str(image_config.get("canonical")))
+
     def _build_telemetry(self) -> Telemetry:
         c = self.config.container
         return Telemetry(
@@ -211,7 +220,7 @@ class Agent:
             mounts=MountAdapter(c.vfolder_allowed_roots, self.runner_dir),
             runner_factory=RunnerClient, events=EventAdapter(self.link.emitter),
             on_phase=self.telemetry.metrics.observe_start_phase, tls_proxy=self.tls_proxy,
-            extra_host_config=self._blkio,
+            extra_host_config=self._blkio, puller=self._pull_image,
         )
 
     def _public_key(self) -> str | None:

@@ -90,6 +90,7 @@ class KernelLifecycle:
         on_phase: Callable[[str, float], None] = lambda phase, seconds: None,
         tls_proxy: TLSProxyRole | None = None,
         extra_host_config: Callable[[KernelSpec], Mapping[str, Any]] = lambda spec: {},
+        puller: Callable[[Mapping[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self.s = settings
         self.backend = backend
@@ -104,6 +105,7 @@ class KernelLifecycle:
         self.on_phase = on_phase
         self.tls_proxy = tls_proxy
         self.extra_host_config = extra_host_config
+        self.puller = puller
         self.runners: dict[str, RunnerRole] = {}
         self.layouts: dict[str, ScratchLayout] = {}
         self._create_slots = asyncio.Semaphore(settings.creation_concurrency)
@@ -191,6 +193,13 @@ class KernelLifecycle:
 
     async def _pull(self, kernel: Kernel) -> ImageInfo:
         image = kernel.spec.image
+        if self.puller is not None:  # a background task with byte progress and pull events
+            await self.puller(image.model_dump(mode="json"))
+            info = await self.backend.image_inspect(image.canonical)
+            if info is None:
+                raise ImagePullFailed(f"{image.canonical} is absent after its pull",
+                                      image=image.canonical)
+            return info
         registry = image.registry or {}
         auth = ({"username": registry["username"], "password": registry.get("password", "")}
                 if registry.get("username") else None)

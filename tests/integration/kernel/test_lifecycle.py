@@ -232,7 +232,6 @@ async def test_creation_deadline_ends_the_kernel_with_a_reason(tmp_path: Path,
     assert_clean(tmp_path / "scratch")
 
 
-_ = KernelState
 
 
 async def test_http_service_is_served_over_tls_when_configured(tmp_path: Path,
@@ -320,3 +319,32 @@ async def test_block_io_throttle_from_resource_opts_is_enforced(agent: Agent,
     assert f"{device.major}:{device.minor} {4 * 2**20}" in lines[0]
     assert lines[1].startswith(f"{device.major}:{device.minor} ")  # a counting rule on reads
     assert kernel.container_id
+
+
+async def test_missing_image_is_pulled_from_the_registry_during_create(
+        agent: Agent, facade: AgentFacade) -> None:
+    import subprocess
+    import urllib.request
+
+    try:
+        urllib.request.urlopen("http://127.0.0.1:5000/v2/", timeout=3).close()
+    except OSError:
+        pytest.fail("the local registry on 127.0.0.1:5000 does not answer: "
+                    "run scripts/setup.sh --test-services")
+    ref = f"localhost:5000/berth-itest/busybox:{uuid.uuid4().hex[:8]}"
+    run = lambda *a: subprocess.run(["docker", *a], check=True, capture_output=True)  # noqa: E731
+    run("tag", "berth/busybox:latest", ref)
+    run("push", ref)
+    run("rmi", ref)
+    try:
+        kid = new_id()
+        config = kernel_config()
+        config["image"] = {"canonical": ref, "is_local": False, "auto_pull": "tag",
+                           "labels": {"ai.backend.runtime-type": "app"}}
+        await create(facade, config, kernel_id=kid)
+        kernel = agent.registry.get(kid)
+        assert kernel.state == KernelState.RUNNING
+        assert "pull" in kernel.phase_durations
+    finally:
+        await facade.reset_agent()
+        subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
