@@ -1,0 +1,47 @@
+"""Kernels on this node: spec, state machine, registry, ledger, lifecycle and reconciliation."""
+
+from berth.kernel.container_config import container_name
+from berth.kernel.deps import (
+    EventSink,
+    MountPlanner,
+    PortRole,
+    ResourceRole,
+    RunnerFactory,
+    RunnerRole,
+    ScratchLayout,
+    ScratchRole,
+)
+from berth.kernel.ledger import Ledger, LedgerEntry
+from berth.kernel.lifecycle import KernelLifecycle, LifecycleSettings
+from berth.kernel.reconcile import Reconciler, ReconcileReport, plan_reconcile
+from berth.kernel.registry import Kernel, KernelRegistry, KernelView, Termination
+from berth.kernel.spec import KernelSpec, parse_kernel_spec
+from berth.kernel.state import check_transition, classify_exit, is_transitional
+
+__all__ = [
+    "EventSink",
+    "Kernel",
+    "KernelLifecycle",
+    "KernelRegistry",
+    "KernelSpec",
+    "KernelView",
+    "Ledger",
+    "LedgerEntry",
+    "LifecycleSettings",
+    "MountPlanner",
+    "PortRole",
+    "ReconcileReport",
+    "Reconciler",
+    "ResourceRole",
+    "RunnerFactory",
+    "RunnerRole",
+    "ScratchLayout",
+    "ScratchRole",
+    "Termination",
+    "check_transition",
+    "classify_exit",
+    "container_name",
+    "is_transitional",
+    "parse_kernel_spec",
+    "plan_reconcile",
+]
