@@ -221,6 +221,7 @@ class Agent:
             runner_factory=RunnerClient, events=EventAdapter(self.link.emitter),
             on_phase=self.telemetry.metrics.observe_start_phase, tls_proxy=self.tls_proxy,
             extra_host_config=self._blkio, puller=self._pull_image,
+            log_sink=self.link.ship_logs if self.link.store is not None else None,
         )
 
     def _public_key(self) -> str | None:

@@ -99,6 +99,13 @@ class ManagerLink:
             architecture=platform.machine(),
         )
 
+    async def ship_logs(self, kernel_id: str, container_id: str, logs: str) -> None:
+        """``containerlog.{container_id}`` chunks, where the Manager reads a dead kernel's
+        output (Backend.AI's container-log keys)."""
+        if self.store is not None:
+            await self.store.push_container_logs(container_id, logs.encode(),
+                                                 chunk_size=self.config.container_logs.chunk_size)
+
     async def publish_stats(self, snapshot: StatsSnapshot) -> None:
         if self.store is None:
             return

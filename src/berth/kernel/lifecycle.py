@@ -91,6 +91,7 @@ class KernelLifecycle:
         tls_proxy: TLSProxyRole | None = None,
         extra_host_config: Callable[[KernelSpec], Mapping[str, Any]] = lambda spec: {},
         puller: Callable[[Mapping[str, Any]], Awaitable[None]] | None = None,
+        log_sink: Callable[[str, str, str], Awaitable[None]] | None = None,
     ) -> None:
         self.s = settings
         self.backend = backend
@@ -106,6 +107,7 @@ class KernelLifecycle:
         self.tls_proxy = tls_proxy
         self.extra_host_config = extra_host_config
         self.puller = puller
+        self.log_sink = log_sink
         self.runners: dict[str, RunnerRole] = {}
         self.layouts: dict[str, ScratchLayout] = {}
         self._create_slots = asyncio.Semaphore(settings.creation_concurrency)
@@ -439,6 +441,7 @@ class KernelLifecycle:
             info = await self.backend.inspect(kernel.container_id)
             if exit_code is None:
                 exit_code = info.exit_code
+            await self._ship_logs(kernel, kernel.container_id)
             await self.backend.remove(kernel.container_id)
         except ContainerNotFound:
             pass
@@ -447,6 +450,17 @@ class KernelLifecycle:
                         kernel.kernel_id, exc)
             await _quietly(self.backend.remove(kernel.container_id))
         return exit_code
+
+    async def _ship_logs(self, kernel: Kernel, container_id: str) -> None:
+        """Hand the container's output to the Manager before the container goes (bounded)."""
+        if self.log_sink is None:
+            return
+        try:
+            async with asyncio.timeout(5.0):
+                logs = await self.backend.logs(container_id, tail=10000)
+                await self.log_sink(kernel.kernel_id, container_id, logs)
+        except (BerthError, TimeoutError) as exc:
+            log.warning("kernel %s: its logs could not be shipped: %s", kernel.kernel_id, exc)
 
     def _release_resources(self, kernel: Kernel) -> None:
         for ports in kernel.host_ports.values():

@@ -348,3 +348,30 @@ async def test_missing_image_is_pulled_from_the_registry_during_create(
     finally:
         await facade.reset_agent()
         subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
+
+
+async def test_container_output_is_shipped_to_redis_before_removal(tmp_path: Path,
+                                                                   agent_id: str) -> None:
+    import redis.asyncio as aioredis
+
+    from berth.events import decode_log_chunk
+
+    agent = Agent(agent_config(tmp_path, agent_id, **{"redis.addr": "127.0.0.1:6379"}))
+    await agent.startup()
+    facade = AgentFacade(agent)
+    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/6")
+    try:
+        kid = new_id()
+        await create(facade, kernel_config(), kernel_id=kid)
+        cid = agent.registry.get(kid).container_id
+        await exec_in(agent, kid, "sh", "-c", "echo shipped-line > /proc/1/fd/1")
+        await facade.destroy_kernel(kid, kid)
+        chunks = await client.lrange(f"containerlog.{cid}", 0, -1)
+        text = b"".join(decode_log_chunk(c) for c in chunks).decode()
+        assert "shipped-line" in text
+        await client.delete(f"containerlog.{cid}")
+    finally:
+        await client.aclose()
+        await facade.reset_agent()
+        await agent.shutdown()
+    assert_clean(tmp_path / "scratch")
