@@ -15,6 +15,7 @@ from typing import Any
 from berth.adapters import MountAdapter, ResourceAdapter
 from berth.backend import FakeBackend
 from berth.errors import RunnerUnavailable
+from berth.kernel.deps import TLSProxyRole
 from berth.kernel.ledger import Ledger
 from berth.kernel.lifecycle import KernelLifecycle, LifecycleSettings
 from berth.kernel.reconcile import Reconciler
@@ -96,6 +97,19 @@ class FakeRunnerFactory:
         return runner
 
 
+class FakeTLSProxy:
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[str, int, str, int]] = {}
+
+    async def add(self, name: str, listen_host: str, listen_port: int, target_host: str,
+                  target_port: int) -> int:
+        self.routes[name] = (listen_host, listen_port, target_host, target_port)
+        return listen_port
+
+    async def remove(self, name: str) -> bool:
+        return self.routes.pop(name, None) is not None
+
+
 @dataclass
 class Harness:
     root: Path
@@ -175,7 +189,8 @@ def settings(root: Path, **overrides: Any) -> LifecycleSettings:
     return LifecycleSettings(**values)
 
 
-async def build(root: Path, backend: FakeBackend | None = None, **overrides: Any) -> Harness:
+async def build(root: Path, backend: FakeBackend | None = None, *,
+                tls_proxy: TLSProxyRole | None = None, **overrides: Any) -> Harness:
     """A fresh agent's lifecycle over ``root``; pass the same backend to model a restart."""
     (root / "runner").mkdir(parents=True, exist_ok=True)
     (root / "vfolders").mkdir(exist_ok=True)
@@ -192,8 +207,8 @@ async def build(root: Path, backend: FakeBackend | None = None, **overrides: Any
     lc = KernelLifecycle(
         settings(root, **overrides), backend=backend, registry=registry,
         ledger=Ledger(scratch.root), resources=ResourceAdapter(manager), ports=ports,
-        scratch=scratch,  # type: ignore[arg-type]  # its scan() gives set[KernelId]
+        scratch=scratch,
         mounts=MountAdapter([root / "vfolders"], root / "runner"),
-        runner_factory=runners, events=sink,
+        runner_factory=runners, events=sink, tls_proxy=tls_proxy,
     )
     return Harness(root, lc, backend, registry, manager, ports, scratch, sink, runners)

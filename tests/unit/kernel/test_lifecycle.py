@@ -25,7 +25,7 @@ from berth.kernel.container_config import container_name
 from berth.types import KernelState as S
 from berth.types import TerminationReason as R
 
-from .harness import AGENT_ID, PY_IMAGE, Harness, build, kernel_config, new_id
+from .harness import AGENT_ID, PY_IMAGE, FakeTLSProxy, Harness, build, kernel_config, new_id
 
 
 def terminated(h: Harness, kid: str) -> dict[str, Any]:
@@ -386,3 +386,22 @@ async def test_kernels_are_created_concurrently_with_distinct_ports(h: Harness) 
     await asyncio.gather(*(h.lc.destroy(k) for k in kids))
     for k in kids:
         h.assert_released(k)
+
+
+async def test_tls_service_is_published_on_loopback_behind_a_proxy_route(tmp_path: Path) -> None:
+    proxy = FakeTLSProxy()
+    h = await build(tmp_path, tls_proxy=proxy)
+    try:
+        kid = await h.create(preopen_ports=[8081])
+        kernel = h.registry.get(kid)
+        [public] = kernel.host_ports["web"]
+        loopback = kernel.tls_ports[8080]
+        assert proxy.routes == {f"{kid}/8080": ("127.0.0.1", public, "127.0.0.1", loopback)}
+        bindings = h.backend.containers[h.container_id(kid)].config["HostConfig"]["PortBindings"]
+        assert bindings["8080/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": str(loopback)}]
+        assert bindings["8081/tcp"][0]["HostPort"] == str(kernel.host_ports["8081"][0])
+        await h.lc.destroy(kid)
+        assert proxy.routes == {}
+        h.assert_released(kid)  # the loopback port went back to the pool too
+    finally:
+        await h.lc.close()
