@@ -17,10 +17,11 @@ import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypedDict, runtime_checkable
 
 if TYPE_CHECKING:  # resources imports this module at runtime; keep the edge one-way
-    from berth.resources.alloc import AllocMap, DeviceAlloc
+    from berth.resources.alloc import AllocationStrategy, AllocMap, DeviceAlloc, DiscreteAllocMap
 from berth.types import DeviceId, KernelId, SlotName, SlotType
 
 DockerArgs = dict[str, Any]
@@ -160,3 +161,18 @@ def per_kernel_measures(node: Mapping[str, Mapping[str, Decimal]],
     return [Measure(f"{prefix}_util", "percent", out_util),
             Measure(f"{prefix}_mem", "bytes", out_mem),
             Measure(f"{prefix}_power", "watts", out_power)]
+
+
+def whole_device_alloc_map(slot: SlotName, devices: Sequence[ComputeDevice],
+                           strategy: AllocationStrategy) -> DiscreteAllocMap:
+    """One whole unit of ``slot`` per device: the map of cuda, rocm and tpu devices."""
+    from berth.resources.alloc import DeviceSlot, DiscreteAllocMap
+
+    return DiscreteAllocMap({d.device_id: DeviceSlot(slot, SlotType.COUNT, Decimal(1))
+                             for d in devices}, strategy=strategy)
+
+
+def device_node(dev_root: Path, path: str) -> dict[str, str]:
+    """A Docker ``Devices`` entry passing host ``{dev_root}/{path}`` as ``/dev/{path}``."""
+    return {"PathOnHost": str(dev_root / path), "PathInContainer": f"/dev/{path}",
+            "CgroupPermissions": "rwm"}

@@ -27,8 +27,9 @@ from berth.plugins.base import (
     allocated_devices,
     per_kernel_measures,
     slot_metadata,
+    whole_device_alloc_map,
 )
-from berth.resources.alloc import AllocationStrategy, DeviceAlloc, DeviceSlot, DiscreteAllocMap
+from berth.resources.alloc import AllocationStrategy, DeviceAlloc, DiscreteAllocMap
 from berth.types import DeviceId, KernelId, SlotName, SlotType
 
 log = logging.getLogger(__name__)
@@ -128,8 +129,7 @@ class CUDAPlugin:
         return {SLOT: Decimal(len(self._devices))}
 
     def create_alloc_map(self) -> DiscreteAllocMap:
-        return DiscreteAllocMap({d.device_id: DeviceSlot(SLOT, SlotType.COUNT, Decimal(1))
-                                 for d in self._devices}, strategy=AllocationStrategy.EVENLY)
+        return whole_device_alloc_map(SLOT, self._devices, AllocationStrategy.EVENLY)
 
     def generate_docker_args(self, device_alloc: DeviceAlloc) -> DockerArgs:
         ids = sorted(allocated_devices(device_alloc), key=int)

@@ -26,9 +26,11 @@ from berth.plugins.base import (
     HwStatus,
     Measure,
     allocated_devices,
+    device_node,
     slot_metadata,
+    whole_device_alloc_map,
 )
-from berth.resources.alloc import AllocationStrategy, DeviceAlloc, DeviceSlot, DiscreteAllocMap
+from berth.resources.alloc import AllocationStrategy, DeviceAlloc, DiscreteAllocMap
 from berth.types import DeviceId, KernelId, SlotName, SlotType
 
 log = logging.getLogger(__name__)
@@ -89,12 +91,10 @@ class TPUPlugin:
         return {SLOT: Decimal(len(self._devices))}
 
     def create_alloc_map(self) -> DiscreteAllocMap:
-        return DiscreteAllocMap({d.device_id: DeviceSlot(SLOT, SlotType.COUNT, Decimal(1))
-                                 for d in self._devices}, strategy=AllocationStrategy.FILL)
+        return whole_device_alloc_map(SLOT, self._devices, AllocationStrategy.FILL)
 
     def _node(self, path: str) -> dict[str, str]:
-        return {"PathOnHost": str(self._dev_root / path), "PathInContainer": f"/dev/{path}",
-                "CgroupPermissions": "rwm"}
+        return device_node(self._dev_root, path)
 
     def generate_docker_args(self, device_alloc: DeviceAlloc) -> DockerArgs:
         by_id = {d.device_id: d for d in self._devices}
