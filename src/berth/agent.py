@@ -103,7 +103,8 @@ class Agent:
         self.lifecycle = self._build_lifecycle()
         self.reconciler = Reconciler(self.lifecycle, self.agent_id)
         report = await self.reconciler.at_start()
-        await self.link.start(self.resources, self.images)
+        await self.link.start(self.resources, self.images,
+                              on_beat=self.telemetry.metrics.heartbeat)
         self._stack.push_async_callback(self.link.close)
         await self.telemetry.start()
         self._stack.push_async_callback(self.telemetry.close)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import platform
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from berth import __version__
@@ -61,12 +61,16 @@ class ManagerLink:
         self.emitter: EventBus | LogEmitter = self.bus or LogEmitter()
         self.tasks = BackgroundTaskManager(self.emitter)
         self.heartbeat: Heartbeat | None = None
+        self._on_beat: Callable[[], None] | None = None
 
-    async def start(self, resources: ResourceManager, images: Any) -> None:
+    async def start(self, resources: ResourceManager, images: Any, *,
+                    on_beat: Callable[[], None] | None = None) -> None:
+        """``on_beat`` is called as each heartbeat is emitted (the Prometheus gauge)."""
         self.resources = resources
+        self._on_beat = on_beat
         if self.bus is not None:
             await self.bus.start()
-            self.heartbeat = Heartbeat(self.bus, self.agent_info,
+            self.heartbeat = Heartbeat(self.bus, self._heartbeat_info,
                                        self.config.debug.heartbeat_interval,
                                        images=images.list_installed, store=self.store)
             self.heartbeat.start()
@@ -81,6 +85,12 @@ class ManagerLink:
             await self.bus.close()
         if self.store is not None:
             await self.store.close()
+
+    async def _heartbeat_info(self) -> AgentInfo:
+        info = await self.agent_info()
+        if self._on_beat is not None:
+            self._on_beat()
+        return info
 
     async def agent_info(self) -> AgentInfo:
         a, c = self.config.agent, self.config.container
