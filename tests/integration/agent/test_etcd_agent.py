@@ -1,0 +1,88 @@
+"""Issue 7's etcd part through the wired agent (in-process, real etcd started by the fixture):
+registration `starting` → `running`, the metrics endpoint in service discovery until shutdown,
+and the global config under config/agent overriding the local file."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from berth.agent import Agent
+from berth.config import AgentConfig, load_config
+from berth.etcd import EtcdConfigSource
+
+from .conftest import RUN_LABEL, free_port, port_block
+
+
+def config(root: Path, etcd_addr: str, namespace: str, **more: Any) -> AgentConfig:
+    internal = f"127.0.0.1:{free_port()}"
+    values: dict[str, Any] = {
+        "agent.id": f"{RUN_LABEL}-{uuid.uuid4().hex[:6]}",
+        "agent.rpc-allow-plain": True,
+        "agent.rpc-listen-addr": "127.0.0.1:0",
+        "agent.internal-addr": internal,
+        "agent.announce-internal-addr": internal,
+        "agent.var-base-path": str(root / "var"),
+        "agent.ipc-base-path": str(root / "ipc"),
+        "container.scratch-root": str(root / "scratch"),
+        "container.port-range": list(port_block()),
+        "container.bind-host": "127.0.0.1",
+        "etcd.addr": etcd_addr,
+        "etcd.namespace": namespace,
+        "kernel-lifecycles.creating-timeout-sec": 120,
+    }
+    values.update(more)
+    return load_config(env={}, overrides=values)
+
+
+@pytest.fixture
+async def etcd(etcd_addr: str) -> AsyncIterator[EtcdConfigSource]:
+    async with EtcdConfigSource(etcd_addr, f"agtest{uuid.uuid4().hex[:6]}") as source:
+        yield source
+
+
+async def test_registration_discovery_and_etcd_config(
+        tmp_path: Path, etcd_addr: str, etcd: EtcdConfigSource) -> None:
+    await etcd.put("config/agent/kernel-lifecycles/creating-timeout-sec", "77")
+    agent = Agent(config(tmp_path, etcd_addr, etcd.namespace,
+                         **{"agent.skip-manager-detection": True}))
+    node = f"nodes/agents/{agent.agent_id}"
+    service = f"ai/backend/service_discovery/agent/{agent.agent_id}"
+    announce = agent.config.agent.announce_internal_addr
+    await agent.startup()
+    try:
+        assert agent.config.kernel_lifecycles.creating_timeout_sec == 77.0
+        assert agent.lifecycle.s.creating_timeout == 77.0  # what kernels get
+        assert await etcd.get(node) == "running"
+        assert await etcd.get(f"{node}/ip") == "127.0.0.1"
+        assert await etcd.get(f"{node}/watcher_port") == "6009"
+        entry = await etcd.get_prefix(service)
+        assert entry["id"] == agent.agent_id and entry["service_group"] == "agent"
+        assert entry["endpoint"]["prometheus_address"] == announce
+    finally:
+        await agent.shutdown()
+    assert await etcd.get_prefix(service) == {}
+
+
+async def test_waits_for_the_manager_unless_told_to_skip(
+        tmp_path: Path, etcd_addr: str, etcd: EtcdConfigSource) -> None:
+    agent = Agent(config(tmp_path, etcd_addr, etcd.namespace))
+    node = f"nodes/agents/{agent.agent_id}"
+    starting = asyncio.create_task(agent.startup())
+    try:
+        await asyncio.sleep(1.5)
+        assert not starting.done()
+        assert await etcd.get(node) == "starting"
+        await etcd.put("nodes/manager/127.0.0.1:8080", "up")
+        await asyncio.wait_for(starting, 30)
+        assert await etcd.get(node) == "running"
+    finally:
+        if not starting.done():
+            starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await agent.shutdown()
