@@ -26,7 +26,8 @@ ALL_DEVICES = {"mock0", "mock1", "mock2", "mock3"}
 
 
 def two_devices() -> dict[str, Any]:
-    return kernel_config(**{"mock.device": "2"})
+    config: dict[str, Any] = kernel_config(**{"mock.device": "2"})
+    return config
 
 
 def kernels(status: dict[str, Any]) -> dict[str, dict[str, Any]]:

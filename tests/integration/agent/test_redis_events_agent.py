@@ -44,14 +44,14 @@ class StreamWatcher:
 
     async def poll(self) -> list[Entry]:
         client = aioredis.Redis(host="127.0.0.1", port=self.server.port, db=4,
-                                socket_timeout=2)
+                                socket_timeout=2, decode_responses=True)
         try:
             start = self._last if self._last == "-" else f"({self._last}"
-            for entry_id, fields in await client.xrange(STREAM_KEY, min=start):
-                self._last = entry_id.decode()
-                self.entries.append(Entry(
-                    int(self._last.split("-")[0]), fields[b"name"].decode(),
-                    fields[b"source"].decode(), json.loads(fields[b"payload"])))
+            reply: Any = await client.xrange(STREAM_KEY, min=start)
+            for entry_id, fields in reply:
+                self._last = entry_id
+                self.entries.append(Entry(int(entry_id.split("-")[0]), fields["name"],
+                                          fields["source"], json.loads(fields["payload"])))
         except (RedisError, OSError):
             pass
         finally:
@@ -73,7 +73,8 @@ class StreamWatcher:
 
 
 def debug_toml(server: RedisServer, heartbeat: float) -> str:
-    return server.toml + f"[debug]\nheartbeat-interval = {heartbeat}\n"
+    toml: str = server.toml
+    return toml + f"[debug]\nheartbeat-interval = {heartbeat}\n"
 
 
 def running(container_id: str) -> bool:
