@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 from berth.adapters import EventAdapter, MountAdapter, ResourceAdapter
 from berth.backend.base import ContainerBackend
 from berth.backend.docker import DockerBackend
-from berth.config import AgentConfig, parse_host_port
 from berth.bgtask import TaskStatus
+from berth.config import AgentConfig, parse_host_port
 from berth.errors import BackendError, BerthError, ImagePullFailed
 from berth.images import ImageService
 from berth.kernel.ledger import Ledger
@@ -98,6 +98,7 @@ class Agent:
                                    agent_id=self.agent_id,
                                    pull_timeout=self.config.api.pull_timeout)
         self.telemetry = self._build_telemetry()
+        self.telemetry.plugins.resources = self.resources
         self.tls_proxy = self._build_tls_proxy()
         self.blkio_device = await self._blkio_device()
         self.lifecycle = self._build_lifecycle()

@@ -366,6 +366,7 @@ def _resolve_paths(config: AgentConfig, base_dir: Path) -> AgentConfig:
                                  "rpc_auth_agent_keypair")
         if (fixed := fix(getattr(config.agent, name))) is not None
     }
+    log_file = fix(config.logging.file)
     agent_updates["rpc_auth_manager_public_key"] = [
         fix(p) or p for p in config.agent.rpc_auth_manager_public_key
     ]
@@ -379,6 +380,8 @@ def _resolve_paths(config: AgentConfig, base_dir: Path) -> AgentConfig:
     return config.model_copy(update={
         "agent": config.agent.model_copy(update=agent_updates),
         "container": config.container.model_copy(update=container_updates),
+        "logging": (config.logging.model_copy(update={"file": log_file}) if log_file
+                    else config.logging),
     })
 
 

@@ -11,16 +11,20 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
 import psutil
 
 from berth.kernel.registry import KernelRegistry
 from berth.metrics import BerthMetrics
+from berth.plugins.base import Measure
+from berth.resources.allocator import ResourceManager
 from berth.stats import (
     CgroupReader,
     HostCapacity,
     KernelTarget,
+    Metric,
     NodeCollector,
     StatsCollector,
     StatsSnapshot,
@@ -35,6 +39,51 @@ log = logging.getLogger(__name__)
 StatsSink = Callable[[StatsSnapshot], Awaitable[None]]
 
 
+_INTRINSIC = frozenset({"cpu", "mem"})  # psutil and cgroupfs measure these directly
+
+
+class PluginMeasures:
+    """Accelerator figures from the compute plugins, gathered once per cycle (async) and
+    served to the synchronous stats sources from that cache."""
+
+    def __init__(self) -> None:
+        self.resources: ResourceManager | None = None
+        self._node: dict[str, dict[str, Metric]] = {}
+        self._kernels: dict[str, dict[str, Metric]] = {}
+
+    async def refresh(self) -> None:
+        if self.resources is None:
+            return
+        node: dict[str, dict[str, Metric]] = {}
+        kernels: dict[str, dict[str, Metric]] = {}
+        allocations = self.resources.allocations()
+        for plugin in self.resources.plugins:
+            if plugin.key in _INTRINSIC:
+                continue
+            allocs = {kid: a.devices[plugin.key] for kid, a in allocations.items()
+                      if a.devices.get(plugin.key)}
+            try:
+                for m in await plugin.gather_node_measures():
+                    node[m.key] = {dev: _metric(m, dev, v) for dev, v in m.values.items()}
+                for m in await plugin.gather_container_measures(allocs):
+                    for kid, v in m.values.items():
+                        kernels.setdefault(kid, {})[m.key] = _metric(m, kid, v)
+            except Exception as exc:  # noqa: BLE001 - one plugin's failure is its own
+                log.warning("compute plugin %s: measures unavailable: %r", plugin.key, exc)
+        self._node, self._kernels = node, kernels
+
+    def device_metrics(self) -> dict[str, dict[str, Metric]]:
+        return self._node
+
+    def kernel_metrics(self, target: KernelTarget) -> dict[str, Metric]:
+        return self._kernels.get(target.kernel_id, {})
+
+
+def _metric(measure: Measure, key: str, value: Decimal) -> Metric:
+    return Metric(key=measure.key, current=value, capacity=measure.capacity.get(key),
+                  unit_hint=measure.unit)
+
+
 class Telemetry:
     def __init__(self, agent_id: str, internal_addr: str, registry: KernelRegistry, *,
                  interval: float,
@@ -44,11 +93,13 @@ class Telemetry:
         self.interval = interval
         self.scratch_quota = scratch_quota
         self.reader = CgroupReader()
+        self.plugins = PluginMeasures()
         self.collector = StatsCollector(
             self.reader.read,
             HostCapacity(cpu_count=os.cpu_count() or 1,
-                         mem_total=psutil.virtual_memory().total))
-        self.node = NodeCollector()
+                         mem_total=psutil.virtual_memory().total),
+            kernel_sources=[self.plugins.kernel_metrics])
+        self.node = NodeCollector(device_sources=[self.plugins.device_metrics])
         self.metrics = BerthMetrics(agent_id, lambda: self.collector.latest)
         self.server = InternalServer(internal_addr, self.metrics, readiness=readiness, info=info)
         self.sinks: list[StatsSink] = []
@@ -74,6 +125,7 @@ class Telemetry:
         return out
 
     async def collect_once(self) -> StatsSnapshot:
+        await self.plugins.refresh()
         with self.metrics.stat_task("container"):
             await self.collector.collect(self.targets())
         with self.metrics.stat_task("node"):

@@ -82,6 +82,10 @@ class MockPlugin:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._config = dict(config or {})
         self._fractional = bool(self._config.get("fractional", False))
+        # Measures are named {prefix}_util, _mem, _temp, _power; prefix "cuda" makes the mock
+        # stand in for GPUs on the cuda_* metrics and dashboards of machines without one.
+        self._prefix = str(self._config.get("metric-prefix",
+                                            self._config.get("metric_prefix", "mock")))
         self._slot = SHARES_SLOT if self._fractional else DEVICE_SLOT
         self._clock = clock
         self._devices: list[ComputeDevice] = []
@@ -127,18 +131,18 @@ class MockPlugin:
     async def gather_node_measures(self) -> list[Measure]:
         devs = list(enumerate(self._devices))
         return [
-            Measure("mock_util", "percent", {d.device_id: self._wave(i, 0, 100) for i, d in devs}),
-            Measure("mock_mem", "bytes",
+            Measure(f"{self._prefix}_util", "percent", {d.device_id: self._wave(i, 0, 100) for i, d in devs}),
+            Measure(f"{self._prefix}_mem", "bytes",
                     {d.device_id: (self._wave(i, 0, 1) * d.memory_size).to_integral_value()
                      for i, d in devs}, {d.device_id: Decimal(d.memory_size) for d in self._devices}),
-            Measure("mock_temp", "celsius", {d.device_id: self._wave(i, 30, 80) for i, d in devs}),
-            Measure("mock_power", "watts", {d.device_id: self._wave(i, 50, 300) for i, d in devs}),
+            Measure(f"{self._prefix}_temp", "celsius", {d.device_id: self._wave(i, 30, 80) for i, d in devs}),
+            Measure(f"{self._prefix}_power", "watts", {d.device_id: self._wave(i, 50, 300) for i, d in devs}),
         ]
 
     async def gather_container_measures(self, allocs: Mapping[KernelId, DeviceAlloc]
                                         ) -> list[Measure]:
         node = {m.key: m.values for m in await self.gather_node_measures()}
-        return per_kernel_measures(node, allocs, prefix="mock")
+        return per_kernel_measures(node, allocs, prefix=self._prefix)
 
     async def get_node_hwinfo(self) -> HardwareInfo:
         return {"status": "healthy", "status_info": None,
