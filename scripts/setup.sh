@@ -64,6 +64,7 @@ main() {
         done
     fi
     run_step venv ensure_venv
+    run_step watcher-token ensure_watcher_token
     local elapsed=$(( $(now_ms) - start ))
     printf 'setup done in %d.%02ds\n' $((elapsed / 1000)) $((elapsed % 1000 / 10))
 }

@@ -55,3 +55,14 @@ ensure_venv() {
     echo "$want" > "$VENV_STAMP"
     step_result "${created}installed berth[test]"
 }
+
+# The watcher has no default token: one is generated here, once, readable by root alone.
+ensure_watcher_token() {
+    local token=$BERTH_STATE_DIR/watcher.token
+    if [[ -f $token ]]; then
+        step_result "present ($token)"
+        return 0
+    fi
+    "$VENV_DIR/bin/python" -c 'import sys; from pathlib import Path; from berth.watcher.token import generate_token_file; generate_token_file(Path(sys.argv[1]))' "$token"
+    step_result "generated $token (0600)"
+}

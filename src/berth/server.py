@@ -38,6 +38,11 @@ def configure_logging(config: AgentConfig) -> None:
         formatter = JSONFormatter()
     for handler in handlers:
         handler.setFormatter(formatter)
+    if config.logging.loki_endpoint:
+        from berth.logshipping import LokiHandler
+
+        # Batched from its own thread with a bounded queue: logging never blocks the agent.
+        handlers.append(LokiHandler(config.logging.loki_endpoint, config.agent.id))
     logging.basicConfig(level=config.logging.level, handlers=handlers, force=True)
 
 
