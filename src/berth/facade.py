@@ -240,8 +240,16 @@ class AgentFacade:
 
     async def sync_kernel_registry(self, raw_kernel_session_ids: Sequence[Sequence[str]],
                                    agent_id: str | None = None) -> None:
+        """Align with the Manager's view: kernels it names that this node does not run are
+        reported already-terminated; kernels this node runs that it does not name are ended."""
         self._check_agent(agent_id)
-        wanted = {str(pair[0]) for pair in raw_kernel_session_ids}
+        wanted = {str(pair[0]): str(pair[1]) for pair in raw_kernel_session_ids}
+        for kernel_id, session_id in wanted.items():
+            if self.agent.registry.find(kernel_id) is None:
+                self.agent.lifecycle.events.emit("kernel_terminated", {
+                    "kernel_id": kernel_id, "session_id": session_id,
+                    "reason": str(TerminationReason.ALREADY_TERMINATED), "exit_code": -1,
+                }, broadcast=True)
         for kernel in list(self.agent.registry.live()):
             if kernel.kernel_id not in wanted and kernel.state == KernelState.RUNNING:
                 log.warning("kernel %s is unknown to the manager; destroying", kernel.kernel_id)
