@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -12,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.docker import docker_session
+from support.net import http_get
+from support.procs import port_block
 
 from berth.agent import Agent
 from berth.config import AgentConfig, load_config
@@ -21,20 +22,14 @@ RUN_LABEL = f"itest-{uuid.uuid4().hex[:8]}"
 BUSYBOX = "berth/busybox:latest"
 PYTHON = "berth/python:3.11"
 
-
-def docker_ok() -> None:
-    probe = subprocess.run(["docker", "info"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.fail("the Docker engine does not answer: run scripts/setup.sh first")
-    for image in (BUSYBOX, PYTHON):
-        if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode:
-            pytest.fail(f"image {image} is missing: run scripts/setup.sh first")
+# what this tier's test modules import from here
+__all__ = ["PYTHON", "RUN_LABEL", "agent_config", "assert_clean", "create", "eventually",
+           "exec_in", "free_port_range", "http_get", "kernel_config"]
 
 
 def free_port_range(width: int = 40) -> list[int]:
     """A block of ports nobody listens on, away from other agents' default range."""
-    base = 32000 + (os.getpid() % 200) * 50
-    return [base, base + width - 1]
+    return list(port_block(32000, width))
 
 
 def agent_config(root: Path, agent_id: str, **overrides: Any) -> AgentConfig:
@@ -61,17 +56,7 @@ def agent_config(root: Path, agent_id: str, **overrides: Any) -> AgentConfig:
 
 @pytest.fixture(scope="session", autouse=True)
 def _sweep() -> Iterator[None]:
-    docker_ok()
-    yield
-    leftovers = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=ai.backend.owner"],
-        capture_output=True, text=True).stdout.split()
-    mine = [c for c in leftovers if RUN_LABEL in subprocess.run(
-        ["docker", "inspect", "-f", "{{index .Config.Labels \"ai.backend.owner\"}}", c],
-        capture_output=True, text=True).stdout]
-    if mine:
-        subprocess.run(["docker", "rm", "-f", *mine], capture_output=True)
-        pytest.fail(f"tests left {len(mine)} kernel container(s) behind")
+    yield from docker_session(RUN_LABEL, BUSYBOX, PYTHON)
 
 
 @pytest.fixture
@@ -102,7 +87,8 @@ def assert_clean(scratch_root: Path) -> None:
     assert not left, f"scratch left behind: {left}"
     mounts = Path("/proc/self/mounts").read_text()
     assert str(scratch_root) not in mounts, "a scratch mount was left behind"
-    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    loops = subprocess.run(["losetup", "-a"], check=False, capture_output=True,
+                           text=True).stdout
     assert str(scratch_root) not in loops, "a loop device was left behind"
 
 
@@ -124,15 +110,6 @@ async def exec_in(agent: Agent, kernel_id: str, *cmd: str) -> tuple[int, str]:
     assert kernel.container_id
     res = await agent.backend.exec(kernel.container_id, list(cmd))
     return res.exit_code, (res.stdout + res.stderr).decode()
-
-
-def http_get(port: int, path: str = "/") -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
-        chunks = []
-        while data := s.recv(65536):
-            chunks.append(data)
-    return b"".join(chunks)
 
 
 async def eventually(check: Any, timeout: float = 10.0) -> None:

@@ -14,21 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support.docker import docker, image_exists, require_docker_and_images
 
 SHARED_IMAGE = "berth/busybox:latest"
 OWN_IMAGE = "berth-test/busybox:stats"
 APPLETS = ("sh", "yes", "ping", "sleep", "dd", "head", "tr", "cat", "rm")
-
-
-def docker(*args: str, check: bool = True) -> str:
-    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60, check=False)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"docker {' '.join(args)} failed: {proc.stderr.strip()}")
-    return proc.stdout.strip()
-
-
-def _image_exists(ref: str) -> bool:
-    return bool(docker("images", "-q", ref))
 
 
 def _build_own_image(tmp: Path) -> None:
@@ -46,18 +36,13 @@ def _build_own_image(tmp: Path) -> None:
             info = tarfile.TarInfo(f"bin/{applet}")
             info.type, info.linkname = tarfile.SYMTYPE, "busybox"
             tar.addfile(info)
-    subprocess.run(["docker", "import", "-c", "LABEL berth.test=1", "-c",
-                    "ENV PATH=/bin", str(tar_path), OWN_IMAGE], check=True,
-                   capture_output=True, timeout=120)
+    docker("import", "-c", "LABEL berth.test=1", "-c", "ENV PATH=/bin", str(tar_path), OWN_IMAGE)
 
 
 @pytest.fixture(scope="session")
 def busybox_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    try:
-        docker("version", "--format", "{{.Server.Version}}")
-    except (RuntimeError, FileNotFoundError) as exc:
-        pytest.fail(f"dockerd is not reachable: {exc}")
-    if _image_exists(SHARED_IMAGE):
+    require_docker_and_images()
+    if image_exists(SHARED_IMAGE):
         yield SHARED_IMAGE
         return
     _build_own_image(tmp_path_factory.mktemp("busybox"))

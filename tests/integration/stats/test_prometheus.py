@@ -4,19 +4,15 @@ serving live container stats; every PromQL query of the Grafana dashboard return
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import IO
 
 import aiohttp
 import pytest
+from support.procs import prometheus_servers
+from support.promql import dashboard_queries, query, wait_for_data
 
 from berth.errors import KernelNotFound
 from berth.metrics import BerthMetrics
@@ -33,52 +29,11 @@ from berth.web import InternalServer
 
 from .conftest import Container
 
-DASHBOARD = Path(__file__).resolve().parents[3] / "deploy/grafana/berth-dashboard.json"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def dashboard_queries() -> list[str]:
-    panels = json.loads(DASHBOARD.read_text())["panels"]
-    return [t["expr"].replace("$agent", ".*") for p in panels for t in p["targets"]]
-
 
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[Callable[[int], str]]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.fail("prometheus binary missing: apt-get install -y prometheus")
-    procs: list[subprocess.Popen[bytes]] = []
-    logs: list[IO[bytes]] = []
-
-    def start(target_port: int) -> str:
-        port = _free_port()
-        config = tmp_path / "prometheus.yml"
-        config.write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-            "scrape_configs:\n  - job_name: berth-agent\n"
-            f"    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n")
-        log = (tmp_path / "prometheus.log").open("wb")
-        logs.append(log)
-        procs.append(subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=log))
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for log in logs:
-        log.close()
+    """``start(target_port)`` → base URL of a Prometheus scraping 127.0.0.1:target every 1 s."""
+    yield from prometheus_servers(tmp_path)
 
 
 def mock_gpus() -> dict[str, dict[str, Metric]]:
@@ -136,33 +91,17 @@ async def agent_side(run_container: Callable[..., Container],
         collector.close()
 
 
-async def _query(http: aiohttp.ClientSession, base: str, expr: str) -> list[object]:
-    async with http.get(f"{base}/api/v1/query", params={"query": expr}) as resp:
-        body = await resp.json()
-    assert body["status"] == "success", (expr, body)
-    return list(body["data"]["result"])
-
-
 @pytest.mark.timeout(150)
 async def test_every_dashboard_query_returns_data(
         agent_side: int, prometheus: Callable[[int], str]) -> None:
     base = prometheus(agent_side)
     queries = dashboard_queries()
     assert len(queries) >= 20
-    pending = set(queries)
-    deadline = time.monotonic() + 90
+    pending = await wait_for_data(base, queries, timeout=90)
     async with aiohttp.ClientSession() as http:
-        while pending and time.monotonic() < deadline:
-            await asyncio.sleep(2)
-            for expr in sorted(pending):
-                try:
-                    if await _query(http, base, expr):
-                        pending.discard(expr)
-                except aiohttp.ClientConnectionError:
-                    break  # prometheus still starting
-        up = await _query(http, base, 'up{job="berth-agent"}')
-        series = await _query(http, base, 'backendai_container_utilization'
-                                          '{container_metric_name="cpu_util",value_type="current"}')
+        up = await query(http, base, 'up{job="berth-agent"}')
+        series = await query(http, base, 'backendai_container_utilization'
+                                         '{container_metric_name="cpu_util",value_type="current"}')
     assert not pending, f"dashboard queries without data: {sorted(pending)}"
     assert up and up[0]["value"][1] == "1"  # type: ignore[index]
     assert {s["metric"]["kernel_id"] for s in series} == {"kernel-0", "kernel-1"}  # type: ignore[index]

@@ -1,0 +1,10 @@
+"""Helpers shared by the integration tier: service processes on free loopback ports
+(:mod:`support.procs`) and the Docker CLI (:mod:`support.docker`).
+
+Importable as ``support`` because pytest puts ``tests/`` on ``sys.path`` (``pythonpath``).
+Nothing here skips: a missing binary, image or dockerd fails the test with a clear message.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
