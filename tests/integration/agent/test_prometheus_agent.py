@@ -5,22 +5,19 @@ data, and a destroyed kernel's series leave /metrics."""
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 import aiohttp
 import pytest
+from support.promql import dashboard_queries, query, wait_for_data
 
 from berth.errors import KernelNotFound
 
 from .conftest import AgentFactory, AgentProcess, RedisServer, eventually, kernel_config
 
-DASHBOARD = Path(__file__).resolve().parents[3] / "deploy/grafana/berth-dashboard.json"
 SEED_EXAMPLES = (
     "rate(backendai_rpc_requests_total[1m])",
     'backendai_container_utilization{container_metric_name="cpu_util",value_type="pct"}',
@@ -37,11 +34,6 @@ MOCK = "[plugins.mock]\ncount = 2\nmetric-prefix = \"cuda\"\n[debug]\nstats-inte
 
 class GpuSeriesMissing(AssertionError):
     """The accelerator panels have no data (plugin measures are not wired into telemetry)."""
-
-
-def dashboard_queries() -> list[str]:
-    panels = json.loads(DASHBOARD.read_text())["panels"]
-    return [t["expr"].replace("$agent", ".*") for p in panels for t in p["targets"]]
 
 
 def bridge_gateway() -> str:
@@ -68,29 +60,6 @@ def burn_and_ping(container_id: str, gateway: str) -> None:
                    check=True, capture_output=True)
 
 
-async def _query(http: aiohttp.ClientSession, base: str, expr: str) -> list[object]:
-    async with http.get(f"{base}/api/v1/query", params={"query": expr}) as resp:
-        body = await resp.json()
-    assert body["status"] == "success", (expr, body)
-    return list(body["data"]["result"])
-
-
-async def _wait_for_data(base: str, queries: list[str], timeout: float) -> set[str]:
-    """Poll until every query returns data; the ones still empty at the deadline."""
-    pending = set(queries)
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while pending and time.monotonic() < deadline:
-            await asyncio.sleep(2)
-            for expr in sorted(pending):
-                try:
-                    if await _query(http, base, expr):
-                        pending.discard(expr)
-                except aiohttp.ClientConnectionError:
-                    break  # prometheus still starting
-    return pending
-
-
 @pytest.mark.timeout(200)
 async def test_every_panel_and_example_query_returns_data_from_the_agent(
         agent_factory: AgentFactory, prometheus: Callable[[int], str],
@@ -111,16 +80,16 @@ async def test_every_panel_and_example_query_returns_data_from_the_agent(
     queries = dashboard_queries() + list(SEED_EXAMPLES)
     assert len(queries) >= 25
     gpu = [q for q in queries if any(g in q for g in GPU_NAMES)]
-    plain = await _wait_for_data(base, [q for q in queries if q not in gpu], timeout=90)
+    plain = await wait_for_data(base, [q for q in queries if q not in gpu], timeout=90)
     assert not plain, f"queries without data: {sorted(plain)}\n{agent.log()}"
     # scraped from the start like the others, so a few more seconds is plenty
-    gpu_empty = await _wait_for_data(base, gpu, timeout=10)
+    gpu_empty = await wait_for_data(base, gpu, timeout=10)
     async with aiohttp.ClientSession() as http:
-        cpu = await _query(http, base, 'backendai_container_utilization'
+        cpu = await query(http, base, 'backendai_container_utilization'
                                        '{container_metric_name="cpu_util",value_type="pct"}')
-        rx = await _query(http, base, 'backendai_container_utilization'
+        rx = await query(http, base, 'backendai_container_utilization'
                                       '{container_metric_name="net_rx",value_type="current"}')
-        age = await _query(http, base, "time() - backendai_agent_heartbeat")
+        age = await query(http, base, "time() - backendai_agent_heartbeat")
     assert age and float(age[0]["value"][1]) < 10, age  # type: ignore[index]
     assert {s["metric"]["kernel_id"] for s in cpu} == set(kids)  # type: ignore[index]
     assert all(float(s["value"][1]) > 1 for s in cpu), cpu  # type: ignore[index]

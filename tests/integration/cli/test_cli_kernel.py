@@ -6,19 +6,11 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 from pathlib import Path
 
+from support.net import http_get
+
 from .conftest import PYTHON_IMAGE, Agent
-
-
-def http_get(port: int, path: str) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
-        chunks = []
-        while data := s.recv(65536):
-            chunks.append(data)
-    return b"".join(chunks)
 
 
 def test_run_prints_output_and_destroys_the_kernel(agent: Agent) -> None:

@@ -28,7 +28,7 @@ def docker(*args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> str:
+def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if shutil.which("docker") is None or subprocess.run(["docker", "info"], check=False,
                                                         capture_output=True).returncode:
         pytest.fail("dockerd is not reachable: start it (see reference/environment.md)")
@@ -40,7 +40,8 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> str:
     (root / "bin/sh").symlink_to("dash")
     subprocess.run(f"tar -C {root} -c . | docker import -c 'LABEL berth.test=1' - {IMAGE}",
                    shell=True, check=True, capture_output=True)
-    return IMAGE
+    yield IMAGE
+    subprocess.run(["docker", "rmi", "-f", IMAGE], check=False, capture_output=True)
 
 
 def _libs(binary: str) -> list[str]:
