@@ -111,3 +111,26 @@ async def test_runner_and_interpreter_state_survive_agent_kill9(agent_proc: Agen
         again = await c.execute("sess", kid, 2, "r2", "query", "print(x + 1)", {}, None)
     assert again["status"] == "finished"
     assert again["console"] == [["stdout", "42\n"]] or again["console"] == [("stdout", "42\n")]
+
+
+async def test_sigterm_stops_the_agent_and_leaves_kernels_running(
+        agent_proc: AgentProcess) -> None:
+    kid = str(uuid.uuid4())
+    async with agent_proc.client() as c:
+        await c.create_kernels("sess", [kid], [small()], {})
+        before = _kernels(await c.get_status())[kid]
+    agent_proc.stop()
+    assert agent_proc.proc is not None and agent_proc.proc.returncode == 0, agent_proc.log()
+    running = await asyncio.to_thread(
+        docker, "inspect", "-f", "{{.State.Running}} {{.State.StartedAt}}",
+        before["container_id"])
+    assert running.split()[0] == "true"
+    await agent_proc.start()
+    async with agent_proc.client() as c:
+        after = _kernels(await c.get_status())[kid]
+    assert after["container_id"] == before["container_id"]
+    assert after["host_ports"] == before["host_ports"]
+    again = await asyncio.to_thread(
+        docker, "inspect", "-f", "{{.State.Running}} {{.State.StartedAt}}",
+        before["container_id"])
+    assert again == running  # the same process, never restarted
