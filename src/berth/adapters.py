@@ -76,7 +76,3 @@ class EventAdapter:
         log.debug("event %s %s", name, event.payload_json())
         if self.bus is not None:
             self.bus.emit(event)
-
-    def emit_event(self, event: ev.AgentEvent) -> None:
-        if self.bus is not None:
-            self.bus.emit(event)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import platform
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from berth import __version__
@@ -125,10 +125,3 @@ class ManagerLink:
         for kernel_id, stats in snapshot.kernels.items():
             await self.store.write_kernel_stats(kernel_id, stats.to_wire())
         await self.store.write_container_count(len(snapshot.kernels))
-
-
-def global_overlay(global_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """What etcd contributes, shaped as agent.toml sections (see berth.etcd)."""
-    from berth.etcd import apply_etcd_overrides
-
-    return apply_etcd_overrides({}, global_cfg)
