@@ -4,40 +4,16 @@ import json
 import sys
 import types
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from support.served import ServedClient
 
 from berth.cli import CliState, cli
 from berth.cli.spec import parse_mount, parse_size
-from berth.client import AgentClient
 from berth.errors import ConfigError, InvalidArgument
-from berth.rpc import HandlerRegistry, RPCServer
-from berth.rpc.fake import FakeAgent, Loopback
-
-
-class ServedClient(AgentClient):
-    """A client that brings its own in-memory server up in the CLI's event loop."""
-
-    def __init__(self, agent: FakeAgent, refuse: bool = False) -> None:
-        self.hub = Loopback()
-        super().__init__(transport=self.hub.client_transport(refuse=refuse),
-                         handshake_timeout=0.2)
-        self.server = RPCServer(HandlerRegistry(agent), "x:0", plain=True,
-                                transport=self.hub.server_transport())
-
-    async def __aenter__(self) -> Self:
-        await self.server.start()
-        try:
-            return await super().__aenter__()
-        except BaseException:
-            await self.server.close()
-            raise
-
-    async def __aexit__(self, *exc: object) -> None:
-        await super().__aexit__(*exc)
-        await self.server.close()
+from berth.rpc.fake import FakeAgent
 
 
 @pytest.fixture
@@ -46,7 +22,7 @@ def agent() -> FakeAgent:
 
 
 def invoke(agent: FakeAgent, *args: str, refuse: bool = False) -> Any:
-    state = CliState(client_factory=lambda _s: ServedClient(agent, refuse))
+    state = CliState(client_factory=lambda _s: ServedClient(agent, refuse=refuse, handshake_timeout=0.2))
     return CliRunner().invoke(cli, list(args), obj=state, catch_exceptions=False)
 
 

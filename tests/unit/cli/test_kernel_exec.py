@@ -9,10 +9,11 @@ import signal
 import tarfile
 import threading
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from support.served import ServedClient
 
 from berth.cli import CliState, cli
 from berth.cli.kernel_exec import (
@@ -27,10 +28,8 @@ from berth.cli.kernel_exec import (
     parse_location,
     service_lines,
 )
-from berth.client import AgentClient
 from berth.errors import RunnerUnavailable
-from berth.rpc import HandlerRegistry, RPCServer
-from berth.rpc.fake import FakeAgent, Loopback
+from berth.rpc.fake import FakeAgent
 from berth.storage import KernelFiles, list_files_reply
 
 SERVICE_PORTS = [{"name": "http-server", "protocol": "http", "container_ports": [8080],
@@ -165,28 +164,6 @@ class ExecAgent(FakeAgent):
                          agent_id: str | None = None) -> dict[str, Any]:
         self._get(kernel_id)
         return list_files_reply(path, list(await self._files().list_files(path)))
-
-
-class ServedClient(AgentClient):
-    """A client that brings its own in-memory server up in the CLI's event loop."""
-
-    def __init__(self, agent: FakeAgent) -> None:
-        self.hub = Loopback()
-        super().__init__(transport=self.hub.client_transport(), handshake_timeout=0.5)
-        self.server = RPCServer(HandlerRegistry(agent), "x:0", plain=True,
-                                transport=self.hub.server_transport())
-
-    async def __aenter__(self) -> Self:
-        await self.server.start()
-        try:
-            return await super().__aenter__()
-        except BaseException:
-            await self.server.close()
-            raise
-
-    async def __aexit__(self, *exc: object) -> None:
-        await super().__aexit__(*exc)
-        await self.server.close()
 
 
 @pytest.fixture

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Self
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from support.served import ServedClient
 
 from berth.cli import CliState, cli
 from berth.cli.top import format_metric, kernel_rows, metric_rows
-from berth.client import AgentClient
-from berth.rpc import HandlerRegistry, RPCServer
-from berth.rpc.fake import FakeAgent, Loopback
+from berth.rpc.fake import FakeAgent
 
 
 def mv(current: str, unit: str, capacity: str | None = None, pct: str | None = None,
@@ -59,22 +58,6 @@ class StatsAgent(FakeAgent):
         if self.node_stats is not None:
             status["node_stats"] = self.node_stats
         return status
-
-
-class ServedClient(AgentClient):
-    def __init__(self, agent: FakeAgent) -> None:
-        self.hub = Loopback()
-        super().__init__(transport=self.hub.client_transport(), handshake_timeout=0.5)
-        self.server = RPCServer(HandlerRegistry(agent), "x:0", plain=True,
-                                transport=self.hub.server_transport())
-
-    async def __aenter__(self) -> Self:
-        await self.server.start()
-        return await super().__aenter__()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await super().__aexit__(*exc)
-        await self.server.close()
 
 
 @pytest.fixture
