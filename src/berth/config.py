@@ -1,7 +1,9 @@
 """Typed agent configuration (`agent.toml`), validated once and frozen.
 
 Precedence, highest first: command-line flags > ``BACKEND_*`` environment variables > the TOML
-file > the etcd overlay (applied later by :func:`apply_overlay`) > the defaults written here.
+file > etcd > the defaults written here; except that, as in Backend.AI, etcd's ``config/agent``
+sections (api, container-logs, kernel-lifecycles) and ``config/container`` kernel-uid/gid override
+the file (applied at agent start with :func:`berth.etcd.apply_etcd_overrides`).
 Keys are kebab-case as in Backend.AI's ``agent.toml``; snake_case spellings are accepted too.
 Unknown keys are refused with their full key path, so a typo never silently falls back to a
 default. The file is found as Backend.AI finds it: ``-f PATH``, else ``BACKEND_CONFIG_FILE``, else
@@ -25,7 +27,6 @@ from berth.errors import ConfigError
 
 __all__ = [
     "AgentConfig",
-    "apply_overlay",
     "find_config_file",
     "load_config",
     "parse_binary_size",
@@ -398,21 +399,3 @@ def load_config(
     for dotted, value in (overrides or {}).items():
         _set_path(data, tuple(dotted.split(".")), value)
     return _validate(data, found.resolve().parent if found else None)
-
-
-def apply_overlay(config: AgentConfig, overlay: Mapping[str, Any]) -> AgentConfig:
-    """Merge an etcd overlay (lower precedence than the file) under the current values."""
-    base = _normalise_keys(dict(overlay))
-    current = config.model_dump(by_alias=True, exclude_unset=True)
-    merged = _deep_merge(base, current)
-    return _validate(merged, None)
-
-
-def _deep_merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
-    out = dict(low)
-    for key, value in high.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out

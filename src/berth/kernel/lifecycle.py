@@ -284,8 +284,11 @@ class KernelLifecycle:
             return
         if kernel.spec.bootstrap_script:
             marker = layout.ipc_dir / "bootstrap.exit"
+            checks = 0
             while not marker.exists():
-                await self._ensure_alive(kernel)
+                if checks % 20 == 0:  # the marker is a cheap stat; ask Docker once a second
+                    await self._ensure_alive(kernel)
+                checks += 1
                 await asyncio.sleep(0.05)
 
     async def _until_ready(self, kernel: Kernel, runner: RunnerRole) -> None:
@@ -540,9 +543,6 @@ class KernelLifecycle:
     def _emit(self, name: str, kernel: Kernel, **payload: Any) -> None:
         body = {"kernel_id": kernel.kernel_id, "session_id": kernel.session_id, **payload}
         self.events.emit(name, body, broadcast=True)
-
-    def is_busy(self, kernel_id: str) -> bool:
-        return kernel_id in self._teardowns
 
     async def close(self) -> None:
         """Stop watching; kernels keep running (a restarted agent adopts them)."""

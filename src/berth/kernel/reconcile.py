@@ -195,8 +195,9 @@ class Reconciler:
         for container_id in dead:
             assert container_id
             await self.lc.on_container_exit(container_id)
-        strays = [c for c in containers if c.labels.get(KERNEL_ID_LABEL) not in known
-                  and not self.lc.is_busy(c.labels.get(KERNEL_ID_LABEL, ""))]
+        # A kernel being torn down stays in the registry until its container is gone, so a
+        # container whose kernel is unknown here really has no owner.
+        strays = [c for c in containers if c.labels.get(KERNEL_ID_LABEL) not in known]
         for c in strays:
             log.warning("sync: removing container %s that no kernel owns", c.id[:12])
             await self._remove(c.id)
