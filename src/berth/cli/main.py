@@ -60,3 +60,7 @@ cli.add_command(watcher_group)
 
 def main() -> None:
     cli(prog_name="berth")
+
+
+if __name__ == "__main__":
+    main()

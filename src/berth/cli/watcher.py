@@ -11,12 +11,14 @@ from pathlib import Path
 
 import click
 
+from berth.config import load_config
 from berth.errors import ConfigError
 from berth.watcher import (
     AgentSupervisor,
     WatcherConfig,
     WatcherServer,
     default_agent_command,
+    docker_kernel_counter,
     load_token,
 )
 
@@ -28,17 +30,25 @@ def _split_addr(addr: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
-async def run_watcher(config: WatcherConfig, supervisor: AgentSupervisor) -> None:
+async def run_watcher(config: WatcherConfig, supervisor: AgentSupervisor,
+                      agent_id: str | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; with ``agent_id`` the status counts its kernel containers."""
+    from berth.backend.docker import DockerBackend
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    server = WatcherServer(config, supervisor)
-    await server.startup()
+    backend = DockerBackend() if agent_id else None
+    counter = docker_kernel_counter(backend, agent_id) if backend and agent_id else None
+    server = WatcherServer(config, supervisor, counter)
     try:
+        await server.startup()
         await server.serve(stop)
     finally:
         await server.shutdown()
+        if backend is not None:
+            await backend.close()
 
 
 @click.command("watcher")
@@ -63,6 +73,7 @@ def watcher_group(service_addr: str, token_file: Path, config_path: str | None,
     """Supervise the agent and serve the watcher API (token-protected)."""
     try:
         token = load_token(token_file)
+        agent_id = load_config(config_path).agent.id
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     host, port = _split_addr(service_addr)
@@ -72,4 +83,4 @@ def watcher_group(service_addr: str, token_file: Path, config_path: str | None,
                            stop_agent_on_exit=not keep_agent_on_exit)
     supervisor = AgentSupervisor(command, stop_timeout=stop_timeout,
                                  soft_reset_signal=soft_reset_signal)
-    asyncio.run(run_watcher(config, supervisor))
+    asyncio.run(run_watcher(config, supervisor, agent_id))

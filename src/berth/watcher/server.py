@@ -12,6 +12,7 @@ from aiohttp import web
 
 from berth.errors import ConfigError
 from berth.watcher.app import make_app
+from berth.watcher.kernels import KernelCounter
 from berth.watcher.supervisor import AgentSupervisor
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,12 @@ def ssl_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
 class WatcherServer:
     """``await startup()`` (returns when listening) → ``await serve(stop)`` → ``shutdown()``."""
 
-    def __init__(self, config: WatcherConfig, supervisor: AgentSupervisor) -> None:
+    def __init__(self, config: WatcherConfig, supervisor: AgentSupervisor,
+                 kernels: KernelCounter | None = None) -> None:
         self.config = config
         self.supervisor = supervisor
-        self._runner = web.AppRunner(make_app(supervisor, config.token), access_log=None)
+        self._runner = web.AppRunner(make_app(supervisor, config.token, kernels),
+                                     access_log=None)
 
     async def startup(self) -> None:
         ctx = ssl_context(self.config.ssl_cert, self.config.ssl_key)

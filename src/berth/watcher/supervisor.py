@@ -113,8 +113,8 @@ class AgentSupervisor:
 
 
 def default_agent_command(config_path: str | None, python: str) -> list[str]:
-    """``[python, -m, berth.cli.main, start-server, (-f CONFIG)]``."""
-    cmd = [python, "-m", "berth.cli.main", "start-server"]
+    """``[python, -m, berth, start-server, (-f CONFIG)]``: the real agent (``berth/__main__.py``)."""
+    cmd = [python, "-m", "berth", "start-server"]
     if config_path:
         cmd += ["-f", config_path]
     return cmd

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 from pathlib import Path
 
@@ -88,4 +89,15 @@ async def test_crashed_agent_reports_failed(tmp_path: Path) -> None:
 
 def test_default_command() -> None:
     assert default_agent_command("/etc/agent.toml", "/py") == [
-        "/py", "-m", "berth.cli.main", "start-server", "-f", "/etc/agent.toml"]
+        "/py", "-m", "berth", "start-server", "-f", "/etc/agent.toml"]
+
+
+def test_default_command_reaches_the_agent_entry_point(tmp_path: Path) -> None:
+    """The default command must run ``berth start-server``, not import a module and exit 0:
+    with a config naming an unknown key, start-server refuses it (exit 2, key path named)."""
+    bad = tmp_path / "agent.toml"
+    bad.write_text("[agent]\nno-such-key = 1\n")
+    cmd = default_agent_command(str(bad), sys.executable)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    assert "no-such-key" in res.stdout + res.stderr
