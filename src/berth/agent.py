@@ -26,6 +26,7 @@ from berth.errors import BackendError, BerthError, ImagePullFailed
 from berth.images import ImageService
 from berth.kernel.ledger import Ledger
 from berth.kernel.lifecycle import KernelLifecycle, LifecycleSettings
+from berth.kernel.policy import KernelPolicy
 from berth.kernel.reconcile import Reconciler
 from berth.kernel.registry import KernelRegistry
 from berth.kernel.spec import KernelSpec
@@ -213,7 +214,7 @@ class Agent:
             terminating_timeout=k.terminating_timeout_sec,
             creation_concurrency=self.config.agent.kernel_creation_concurrency,
             runner_dir=self.runner_dir, scaling_group=self.config.agent.scaling_group,
-            agent_addr=f"tcp://{rpc_host}:{rpc_port}",
+            agent_addr=f"tcp://{rpc_host}:{rpc_port}", policy=KernelPolicy.from_config(c),
         )
         return KernelLifecycle(
             settings, backend=self.backend, registry=self.registry,

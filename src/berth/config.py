@@ -75,6 +75,17 @@ def parse_host_port(value: str, *, default_port: int | None = None) -> tuple[str
     return host, number
 
 
+MAX_ID = 2**32 - 2  # the largest uid/gid Linux accepts ((uid_t)-1 means "no change")
+
+# Variables a kernel spec may not set (fnmatch patterns, case-sensitive): the dynamic loader's
+# knobs (LD_PRELOAD, LD_AUDIT, LD_LIBRARY_PATH, ...) and glibc's other code-loading ones, which
+# would run code inside the agent's runner and every process the agent starts in the kernel;
+# and the device-selection variables that container runtimes' host-side hooks read from the
+# container's env (NVIDIA_VISIBLE_DEVICES=all would hand the kernel every GPU on the node).
+DEFAULT_ENVIRON_DENY = ("LD_*", "GCONV_PATH", "GLIBC_TUNABLES", "NVIDIA_*",
+                        "AMD_VISIBLE_DEVICES")
+
+
 def _kebab(name: str) -> str:
     return name.replace("_", "-")
 
@@ -131,6 +142,12 @@ class ContainerSection(_Section):
     port_reuse_cooldown_sec: float = Field(60.0, ge=0)
     kernel_uid: int = Field(9001, ge=0)
     kernel_gid: int = Field(9001, ge=0)
+    # What a kernel spec from the Manager may ask for; the kernel-uid/gid defaults above are
+    # the operator's own choice and are not checked against these.
+    kernel_uid_range: tuple[int, int] = (1, MAX_ID)
+    kernel_gid_range: tuple[int, int] = (1, MAX_ID)
+    allowed_supplementary_gids: list[int] | None = None  # None: any gid in kernel-gid-range
+    environ_deny_list: list[str] = Field(default_factory=lambda: list(DEFAULT_ENVIRON_DENY))
     scratch_type: Literal["hostdir", "hostfile", "memory"] = "hostdir"
     scratch_root: Path = Path("./var/scratches")
     scratch_size: int = 0
@@ -145,6 +162,28 @@ class ContainerSection(_Section):
     @classmethod
     def _size(cls, value: Any) -> int:
         return parse_binary_size(value)
+
+    @field_validator("kernel_uid_range", "kernel_gid_range")
+    @classmethod
+    def _id_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        low, high = value
+        if not (0 <= low <= high <= MAX_ID):
+            raise ValueError(f"must be [low, high] with 0 <= low <= high <= {MAX_ID}")
+        return value
+
+    @field_validator("allowed_supplementary_gids")
+    @classmethod
+    def _gids(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and any(not 0 <= gid <= MAX_ID for gid in value):
+            raise ValueError(f"gids must lie in [0, {MAX_ID}]")
+        return value
+
+    @field_validator("environ_deny_list")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        if any(not p.strip() or "=" in p for p in value):
+            raise ValueError("entries are variable names or fnmatch patterns such as 'LD_*'")
+        return value
 
     @field_validator("port_range")
     @classmethod

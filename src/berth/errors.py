@@ -5,6 +5,8 @@
     ├── InvalidArgument                  bad RPC argument or kernel spec (carries field)
     │   ├── AgentIdMismatch
     │   ├── InvalidKernelSpec
+    │   │   ├── EnvironRefused           a spec environ variable on the deny-list (carries variable)
+    │   │   └── IdentityRefused          uid/gid outside the configured policy (field, value)
     │   └── MountRefused                 reserved kernel path or host path outside allowed roots
     ├── KernelError                      (carries kernel_id)
     │   ├── KernelNotFound
@@ -83,6 +85,27 @@ class AgentIdMismatch(InvalidArgument):
 
 class InvalidKernelSpec(InvalidArgument):
     pass
+
+
+class EnvironRefused(InvalidKernelSpec):
+    """The spec's ``environ`` sets a variable the agent refuses (``container.environ-deny-list``)."""
+
+    def __init__(self, variable: str, *, pattern: str) -> None:
+        super().__init__(f"variable {variable} may not be set by a kernel spec "
+                         f"(matches container.environ-deny-list entry {pattern!r})",
+                         field=f"environ.{variable}", variable=variable, pattern=pattern)
+        self.variable = variable
+        self.pattern = pattern
+
+
+class IdentityRefused(InvalidKernelSpec):
+    """The spec's uid, main_gid or a supplementary gid is outside the configured policy."""
+
+    def __init__(self, field: str, value: int, *, allowed: str) -> None:
+        super().__init__(f"{value} is not allowed on this node (allowed: {allowed})",
+                         field=field, value=value, allowed=allowed)
+        self.value = value
+        self.allowed = allowed
 
 
 class MountRefused(InvalidArgument):

@@ -73,8 +73,9 @@ class AgentFacade:
         async def run(cmd: list[str]) -> tuple[int, str, str]:
             if not kernel.container_id:
                 raise KernelNotFound(kernel_id=kernel.kernel_id)
-            res = await backend.exec(kernel.container_id, cmd, user=user,
-                                     env=kernel.spec.environ)
+            # No env of its own: the exec inherits the container's, where the agent's values
+            # already win over the spec's.
+            res = await backend.exec(kernel.container_id, cmd, user=user)
             return (res.exit_code, res.stdout.decode(errors="replace"),
                     res.stderr.decode(errors="replace"))
 

@@ -13,6 +13,7 @@ from berth.kernel.deps import (
 )
 from berth.kernel.ledger import Ledger, LedgerEntry
 from berth.kernel.lifecycle import KernelLifecycle, LifecycleSettings
+from berth.kernel.policy import KernelPolicy
 from berth.kernel.reconcile import Reconciler, ReconcileReport, plan_reconcile
 from berth.kernel.registry import Kernel, KernelRegistry, KernelView, Termination
 from berth.kernel.spec import KernelSpec, parse_kernel_spec
@@ -22,6 +23,7 @@ __all__ = [
     "EventSink",
     "Kernel",
     "KernelLifecycle",
+    "KernelPolicy",
     "KernelRegistry",
     "KernelSpec",
     "KernelView",

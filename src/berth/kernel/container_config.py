@@ -19,16 +19,18 @@ __all__ = [
     "RUNNER_MOUNT",
     "RUNNER_SOCKET",
     "ContainerPlan",
+    "agent_environ",
     "build_container_config",
     "container_name",
     "has_runner",
     "idle_command",
     "kernel_environ",
+    "overridden_environ",
     "runner_command",
 ]
 
 RUNNER_MOUNT = "/opt/berth/runner"
-RUNNER_SOCKET = "/home/config/ipc/runner.sock"
+RUNNER_SOCKET = "/home/config/sock/runner.sock"  # its dir is sealed (root's) once bound
 SERVICE_DEFS = "/etc/backend.ai/service-defs"
 BOOTSTRAP_PATH = "/home/work/bootstrap.sh"
 
@@ -68,8 +70,8 @@ def has_runner(labels: Mapping[str, str]) -> bool:
 
 def runner_command(labels: Mapping[str, str], *, bootstrap: bool) -> list[str]:
     cmd = [labels.get("ai.backend.runtime-path") or "/usr/bin/python3", "-u",
-           f"{RUNNER_MOUNT}/krunner.py", "--socket", RUNNER_SOCKET, "--work", "/home/work",
-           "--config", "/home/config", "--service-defs", SERVICE_DEFS]
+           f"{RUNNER_MOUNT}/krunner.py", "--socket", RUNNER_SOCKET, "--ipc", "/home/config/ipc",
+           "--work", "/home/work", "--config", "/home/config", "--service-defs", SERVICE_DEFS]
     if bootstrap:
         cmd += ["--bootstrap", BOOTSTRAP_PATH]
     return cmd
@@ -85,11 +87,15 @@ def idle_command(*, bootstrap: bool) -> list[str]:
     return ["/bin/sh", "-c", script]
 
 
-def kernel_environ(plan: ContainerPlan) -> dict[str, str]:
+# Defaults a spec may change; every other variable the agent sets is the agent's.
+KERNEL_ENV_DEFAULTS = {"LANG": "C.UTF-8"}
+
+
+def agent_environ(plan: ContainerPlan) -> dict[str, str]:
+    """What the agent and its plugins set for this kernel: identity, ports, devices, cores."""
     spec = plan.spec
     env = {
         "HOME": "/home/work",
-        "LANG": "C.UTF-8",
         "BACKENDAI_KERNEL_ID": plan.kernel_id,
         "BACKENDAI_SESSION_ID": plan.session_id,
         "BACKENDAI_KERNEL_IMAGE": spec.image.canonical,
@@ -107,8 +113,25 @@ def kernel_environ(plan: ContainerPlan) -> dict[str, str]:
         if name.strip():
             env[name.strip()] = cores
     env.update(plan.extra_env)
-    env.update(spec.environ)
     return env
+
+
+def kernel_environ(plan: ContainerPlan) -> dict[str, str]:
+    """The kernel's env: defaults, then the spec's ``environ``, then the agent's on top.
+
+    Agent- and plugin-set variables win over the spec's (the Manager legitimately sends some of
+    them, e.g. ``BACKENDAI_KERNEL_ID``, with the same value); :func:`overridden_environ` names
+    the ones a spec tried to change. Variables on the deny-list never get here: the lifecycle
+    refuses the spec (:mod:`berth.kernel.policy`). ``PATH`` from the spec replaces the image's,
+    as Docker does; the agent's own commands use absolute paths and do not depend on it.
+    """
+    return {**KERNEL_ENV_DEFAULTS, **plan.spec.environ, **agent_environ(plan)}
+
+
+def overridden_environ(plan: ContainerPlan) -> list[str]:
+    """Names the spec's ``environ`` set to a value the agent replaced with its own."""
+    agent = agent_environ(plan)
+    return sorted(k for k, v in plan.spec.environ.items() if k in agent and agent[k] != v)
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

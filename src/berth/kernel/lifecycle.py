@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ from berth.kernel.container_config import (
     container_name,
     has_runner,
     idle_command,
+    kernel_environ,
+    overridden_environ,
     resource_txt,
     runner_command,
 )
@@ -50,6 +52,7 @@ from berth.kernel.deps import (
     TLSProxyRole,
 )
 from berth.kernel.ledger import Ledger, LedgerEntry
+from berth.kernel.policy import KernelPolicy, check_kernel_spec
 from berth.kernel.registry import Kernel, KernelRegistry, Termination
 from berth.kernel.spec import KernelSpec, parse_kernel_spec, parse_service_ports
 from berth.kernel.state import classify_exit
@@ -80,6 +83,7 @@ class LifecycleSettings:
     runner_dir: Path
     scaling_group: str = "default"
     agent_addr: str = ""
+    policy: KernelPolicy = field(default_factory=KernelPolicy)  # what a spec may ask for
 
 
 class KernelLifecycle:
@@ -118,6 +122,7 @@ class KernelLifecycle:
     async def create(self, raw_config: Mapping[str, Any], kernel_id: str,
                      session_id: str) -> dict[str, Any]:
         spec = parse_kernel_spec(dict(raw_config), kernel_id=kernel_id, session_id=session_id)
+        check_kernel_spec(spec, self.s.policy)  # refused before anything exists
         kernel = Kernel(
             kernel_id=kernel_id, session_id=session_id, spec=spec,
             uid=spec.uid if spec.uid is not None else self.s.default_uid,
@@ -226,9 +231,13 @@ class KernelLifecycle:
         kernel.tls_ports = dict(zip(tls, host_ports[needed:]))
         layout = await self.scratch.create(kernel.kernel_id, kernel.uid, kernel.gid)
         self.layouts[kernel.kernel_id] = layout
-        self._prepare_files(kernel, layout)
+        plan = self._plan(kernel, layout)
+        if overridden := overridden_environ(plan):
+            log.warning("kernel %s: spec environ %s overridden by the agent's values",
+                        kernel.kernel_id, ", ".join(overridden))
+        self._prepare_files(kernel, layout, kernel_environ(plan))
         self._write_ledger(kernel)  # before the container exists
-        config = self._container_config(kernel, layout)
+        config = self._container_config(kernel, plan)
         kernel.container_id = await self.backend.create(container_name(kernel.kernel_id), config)
         self._write_ledger(kernel)
         await self.backend.start(kernel.container_id)
@@ -237,7 +246,7 @@ class KernelLifecycle:
         await self._open_tls_routes(kernel)
         await self._wait_ready(kernel, layout)
 
-    def _container_config(self, kernel: Kernel, layout: ScratchLayout) -> dict[str, Any]:
+    def _plan(self, kernel: Kernel, layout: ScratchLayout) -> ContainerPlan:
         spec = kernel.spec
         port_map = {c: h for s in kernel.service_ports
                     for c, h in zip(s["container_ports"], s["host_ports"])
@@ -248,7 +257,7 @@ class KernelLifecycle:
                 else "[" + ",".join(map(str, s["container_ports"])) + "]")
             for s in kernel.service_ports)
         mounts = self.mounts.plan(layout, [m.model_dump() for m in spec.mounts])
-        plan = ContainerPlan(
+        return ContainerPlan(
             agent_id=self.s.agent_id, kernel_id=kernel.kernel_id, session_id=kernel.session_id,
             spec=spec, image_ref=spec.image.canonical, image_labels=kernel.image_labels,
             uid=kernel.uid, gid=kernel.gid,
@@ -259,15 +268,20 @@ class KernelLifecycle:
             pids_limit=self.s.pids_limit, nofile_limit=self.s.nofile_limit,
             service_ports_label=label, extra_env={},
         )
-        bootstrap = bool(spec.bootstrap_script)
+
+    def _container_config(self, kernel: Kernel, plan: ContainerPlan) -> dict[str, Any]:
+        bootstrap = bool(kernel.spec.bootstrap_script)
         command = (runner_command(kernel.image_labels, bootstrap=bootstrap)
                    if has_runner(kernel.image_labels) else idle_command(bootstrap=bootstrap))
         return build_container_config(plan, command)
 
-    def _prepare_files(self, kernel: Kernel, layout: ScratchLayout) -> None:
+    def _prepare_files(self, kernel: Kernel, layout: ScratchLayout,
+                       environ: Mapping[str, str]) -> None:
         spec = kernel.spec
-        environ = "".join(f"{k}={v}\n" for k, v in spec.environ.items())
-        (layout.config_dir / "environ.txt").write_text(environ)
+        # The whole env, agent values included (as Backend.AI writes it): the runner loads it
+        # over the container's env, so it must not carry the spec's values over the agent's.
+        text = "".join(f"{k}={v}\n" for k, v in sorted(environ.items()))
+        (layout.config_dir / "environ.txt").write_text(text)
         (layout.config_dir / "resource.txt").write_text(resource_txt(spec, kernel.allocation))
         os.chown(layout.ipc_dir, kernel.uid, kernel.gid)
         if spec.bootstrap_script:
@@ -335,6 +349,9 @@ class KernelLifecycle:
         if kernel.state != KernelState.RUNNING:
             raise KernelStateError(f"kernel {kernel_id} is {kernel.state}, not RUNNING",
                                    kernel_id=kernel_id)
+        # The policy may have tightened since create (or since the kernel was adopted): a
+        # refused restart leaves the running kernel as it is.
+        check_kernel_spec(kernel.spec, self.s.policy)
         kernel.transition(KernelState.RESTARTING)
         log.info("kernel %s: RESTARTING", kernel_id)
         try:
@@ -357,7 +374,7 @@ class KernelLifecycle:
         self.layouts[kernel.kernel_id] = layout
         (layout.ipc_dir / "runner.sock").unlink(missing_ok=True)
         (layout.ipc_dir / "bootstrap.exit").unlink(missing_ok=True)
-        config = self._container_config(kernel, layout)
+        config = self._container_config(kernel, self._plan(kernel, layout))
         kernel.container_id = await self.backend.create(container_name(kernel.kernel_id), config)
         self._write_ledger(kernel)
         await self.backend.start(kernel.container_id)

@@ -6,12 +6,13 @@ can hand the same config back. What Berth relies on is validated here, once, int
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from berth.config import parse_binary_size
+from berth.config import MAX_ID, parse_binary_size
 from berth.errors import InvalidKernelSpec
 
 __all__ = [
@@ -24,6 +25,9 @@ __all__ = [
 ]
 
 _INTRINSIC_RESERVED_PORTS = frozenset({2000, 2001, 2002, 2003, 2200, 7681})
+# A name Docker and environ.txt carry as one variable: no "=", no whitespace or control chars.
+_ENV_NAME = re.compile(r"[^=\s\x00-\x1f\x7f]+")
+_Id = Annotated[int, Field(ge=0, le=MAX_ID)]
 
 
 class ImageConfig(BaseModel):
@@ -75,9 +79,9 @@ class KernelSpec(BaseModel):
     bootstrap_script: str | None = None
     startup_command: str | None = None
     preopen_ports: list[int] = Field(default_factory=list)
-    uid: int | None = Field(None, ge=0)
-    main_gid: int | None = Field(None, ge=0)
-    supplementary_gids: list[int] = Field(default_factory=list)
+    uid: _Id | None = None
+    main_gid: _Id | None = None
+    supplementary_gids: list[_Id] = Field(default_factory=list)
     internal_data: dict[str, Any] | None = None
 
     @field_validator("resource_slots", mode="before")
@@ -112,7 +116,14 @@ class KernelSpec(BaseModel):
             return {}
         if not isinstance(value, dict):
             raise ValueError("environ must be a mapping")  # noqa: TRY004 - pydantic turns only ValueError into a field error
-        return {str(k): str(v) for k, v in value.items()}
+        environ = {str(k): str(v) for k, v in value.items()}
+        for name, text in environ.items():
+            # environ.txt is one KEY=VALUE per line: a newline would smuggle in a variable.
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"environ: {name!r} is not a usable variable name")
+            if any(ch in text for ch in "\n\r\x00"):
+                raise ValueError(f"environ.{name}: value holds a newline or NUL")
+        return environ
 
     @property
     def shmem(self) -> int | None:

@@ -10,10 +10,13 @@ from berth.kernel.container_config import (
     RUNNER_MOUNT,
     RUNNER_SOCKET,
     ContainerPlan,
+    agent_environ,
     build_container_config,
     container_name,
     has_runner,
     idle_command,
+    kernel_environ,
+    overridden_environ,
     runner_command,
 )
 from berth.kernel.spec import parse_kernel_spec
@@ -87,14 +90,32 @@ def test_labels_name_owner_kernel_session_and_services() -> None:
     assert container_name("k1") == "berth-kernel.k1"
 
 
-def test_env_precedence_spec_environ_wins() -> None:
-    config = build_container_config(plan(environ={"SHARED": "spec", "HOME": "/elsewhere",
-                                                  "OMP_NUM_THREADS": "7"}), ["x"])
-    env = env_of(config)
-    assert env["SHARED"] == "spec"  # spec environ > extra env > plugin env
-    assert env["HOME"] == "/elsewhere" and env["OMP_NUM_THREADS"] == "7"
-    assert (env["FROM_PLUGIN"], env["FROM_EXTRA"]) == ("plugin", "extra")
-    assert config["Env"] == sorted(config["Env"])
+def test_env_precedence_agent_and_plugin_values_win_over_spec_environ() -> None:
+    spec_env = {"SHARED": "spec", "HOME": "/elsewhere", "OMP_NUM_THREADS": "7",
+                "FROM_PLUGIN": "spec", "BACKENDAI_KERNEL_ID": "evil",
+                "BACKENDAI_SESSION_ID": "evil", "LOCAL_USER_ID": "0", "LOCAL_GROUP_ID": "0",
+                "MY_OWN": "mine", "LANG": "ko_KR.UTF-8", "PATH": "/opt/mine/bin:/usr/bin"}
+    p = plan(environ=spec_env)
+    env = env_of(build_container_config(p, ["x"]))
+    assert env["SHARED"] == "extra"  # extra env > plugin env > spec environ
+    assert env["FROM_PLUGIN"] == "plugin" and env["FROM_EXTRA"] == "extra"
+    assert env["HOME"] == "/home/work" and env["OMP_NUM_THREADS"] == "2"  # ceil(1.5 cpu)
+    assert (env["BACKENDAI_KERNEL_ID"], env["BACKENDAI_SESSION_ID"]) == ("k1", "s1")
+    assert (env["LOCAL_USER_ID"], env["LOCAL_GROUP_ID"]) == ("1100", "1200")
+    # the spec's own variables, the LANG default and PATH (the runner uses absolute paths)
+    assert (env["MY_OWN"], env["LANG"]) == ("mine", "ko_KR.UTF-8")
+    assert env["PATH"] == "/opt/mine/bin:/usr/bin"
+    assert kernel_environ(p) == env
+    assert overridden_environ(p) == sorted([
+        "SHARED", "HOME", "OMP_NUM_THREADS", "FROM_PLUGIN", "BACKENDAI_KERNEL_ID",
+        "BACKENDAI_SESSION_ID", "LOCAL_USER_ID", "LOCAL_GROUP_ID"])
+
+
+def test_spec_repeating_the_agents_value_is_not_reported_as_overridden() -> None:
+    # The Manager sends BACKENDAI_KERNEL_ID itself, with the same value: nothing to warn about.
+    p = plan(environ={"BACKENDAI_KERNEL_ID": "k1", "BACKENDAI_SESSION_ID": "s1"})
+    assert overridden_environ(p) == []
+    assert agent_environ(p)["BACKENDAI_KERNEL_ID"] == "k1"
 
 
 def test_env_base_values_and_layering_without_spec_environ() -> None:
@@ -107,7 +128,7 @@ def test_env_base_values_and_layering_without_spec_environ() -> None:
     assert env["BACKENDAI_SERVICE_PORTS"] == "web:http:8080"
     assert env["BACKENDAI_CLUSTER_HOST"] == "sub2"
     assert (env["LOCAL_USER_ID"], env["LOCAL_GROUP_ID"]) == ("1100", "1200")
-    assert env["HOME"] == "/home/work"
+    assert env["HOME"] == "/home/work" and env["LANG"] == "C.UTF-8"
 
 
 def test_ports_are_published_on_bind_host_only() -> None:
