@@ -18,32 +18,33 @@ from berth.errors import ProtocolError
 
 _TYPES = "ai.backend.common.types"
 _DOCKER = "ai.backend.common.docker"
+_KERNEL_EVENT_TYPES = "ai.backend.common.events.event_types.kernel.types"
 
-# Enum classes whose members may arrive; names whose value is not the kebab-case of the
-# member name are spelled out.
-_ENUM_NAMES: dict[str, dict[str, str]] = {
-    "SessionTypes": {},
-    "ClusterMode": {},
-    "AutoPullBehavior": {},
-    "KernelLifecycleEventReason": {},
-    "MountTypes": {},
-    "VFolderUsageMode": {},
-    "MountPermission": {"READ_ONLY": "ro", "READ_WRITE": "rw", "RW_DELETE": "wd"},
-    "SessionResult": {},
-    "AcceleratorAllocationMode": {},
-    "SlotTypes": {},
-    "DeviceModelType": {},
-    "ServicePortProtocols": {},
-    "ImageRegistryType": {},
+# Enum classes whose members may arrive, keyed by the (module, class) they are pickled
+# under (Backend.AI 26.9 moved KernelLifecycleEventReason out of ``types``); the mapping
+# spells out the names whose value is not the kebab-case of the member name.
+_ENUMS: dict[tuple[str, str], dict[str, str]] = {
+    (_TYPES, "SessionTypes"): {},
+    (_TYPES, "ClusterMode"): {},
+    (_TYPES, "AutoPullBehavior"): {},
+    (_TYPES, "KernelLifecycleEventReason"): {},  # before 26.9
+    (_KERNEL_EVENT_TYPES, "KernelLifecycleEventReason"): {},
+    (_TYPES, "MountTypes"): {},
+    (_TYPES, "VFolderUsageMode"): {},
+    (_TYPES, "MountPermission"): {"READ_ONLY": "ro", "READ_WRITE": "rw", "RW_DELETE": "wd"},
+    (_TYPES, "SessionResult"): {},
+    (_TYPES, "SlotTypes"): {},
+    (_TYPES, "ServicePortProtocols"): {},
+    (_DOCKER, "LabelName"): {},  # keys of commit's extra_labels
 }
 
 
 class EnumShim:
     """Stands for one remote enum class; members become their plain value."""
 
-    def __init__(self, class_name: str) -> None:
+    def __init__(self, class_name: str, exceptions: dict[str, str]) -> None:
         self.class_name = class_name
-        self.exceptions = _ENUM_NAMES[class_name]
+        self.exceptions = exceptions
 
     def __call__(self, value: Any) -> Any:  # by-value pickles: cls(value)
         if not isinstance(value, (str, int)):
@@ -93,6 +94,16 @@ class ResourceSlotShim(_StateShim):
         return {str(k): (str(v) if isinstance(v, Decimal) else v) for k, v in data.items()}
 
 
+class PlatformTagSetShim(_StateShim):
+    """``ImageRef``'s parsed platform tags (a mapping kept in ``_data``)."""
+
+    def plain(self) -> Any:
+        data = self.state.get("_data", {})
+        if not isinstance(data, dict):
+            raise ProtocolError("PlatformTagSet without a _data mapping")
+        return dict(data)
+
+
 class SlotNameShim(_StateShim):
     def plain(self) -> Any:
         return str(self.state.get("data", self.args[0] if self.args else ""))
@@ -115,12 +126,13 @@ def _allowed() -> dict[tuple[str, str], Any]:
         ("_pydecimal", "Decimal"): Decimal,
         ("builtins", "getattr"): _safe_getattr,
         (_DOCKER, "ImageRef"): ImageRefShim,
+        (_DOCKER, "PlatformTagSet"): PlatformTagSetShim,
         (_TYPES, "ResourceSlot"): ResourceSlotShim,
         (_TYPES, "SlotName"): SlotNameShim,
         (_TYPES, "BinarySize"): BinarySizeShim,
     }
-    for name in _ENUM_NAMES:
-        table[(_TYPES, name)] = EnumShim(name)
+    for (module, name), exceptions in _ENUMS.items():
+        table[(module, name)] = EnumShim(name, exceptions)
     return table
 
 
