@@ -37,7 +37,8 @@
     │   ├── RequestTooLarge
     │   ├── MethodNotFound
     │   ├── RPCTimeout
-    │   └── AuthenticationFailed
+    │   ├── AuthenticationFailed
+    │   └── AgentUnreachable             client side: connection to the agent lost / not made
     ├── RemoteError                      client side: the agent answered with a FAILURE frame
     ├── EventBusError                    Redis unreachable (RedisError mapped once)
     ├── EtcdError                        etcd unreachable (grpc errors mapped once)
@@ -242,6 +243,11 @@ class RPCTimeout(RPCError):
 
 class AuthenticationFailed(RPCError):
     pass
+
+
+class AgentUnreachable(RPCError):
+    """Client side: the connection to the agent dropped (agent died, restarted, stopped
+    answering heartbeats, or refused an oversized frame) or could not be made in time."""
 
 
 class RemoteError(BerthError):

@@ -13,6 +13,7 @@ import click
 
 from berth.client import DEFAULT_ADDR, AgentClient, load_client_keys
 from berth.errors import (
+    AgentUnreachable,
     AuthenticationFailed,
     BerthError,
     ConfigError,
@@ -55,7 +56,7 @@ class CliState:
 def exit_code(exc: BerthError) -> int:
     if isinstance(exc, (KernelNotFound, ContainerNotFound)):
         return EXIT_NOT_FOUND
-    if isinstance(exc, (AuthenticationFailed, RPCTimeout)):
+    if isinstance(exc, (AgentUnreachable, AuthenticationFailed, RPCTimeout)):
         return EXIT_CONNECTION
     if isinstance(exc, ConfigError):
         return EXIT_USAGE

@@ -3,7 +3,10 @@
 Speaks callosum 1.0.3's wire protocol, so it talks to Berth and to any callosum peer.
 FAILURE replies become the matching :mod:`berth.errors` class when the remote name is one
 of Berth's errors, else :class:`~berth.errors.RemoteError`; ERROR replies become
-:class:`~berth.errors.ProtocolError` (or the named RPC error).
+:class:`~berth.errors.ProtocolError` (or the named RPC error). A dropped connection (agent
+killed, restarted or silent past the heartbeat timeout) fails every call in flight with
+:class:`~berth.errors.AgentUnreachable` within seconds, whatever their timeouts; the next call
+uses the re-established connection.
 """
 
 from __future__ import annotations
@@ -17,7 +20,13 @@ from pathlib import Path
 from typing import Any, Protocol, Self
 
 from berth.client.transport import CurveClientSecurity, DealerTransport
-from berth.errors import AuthenticationFailed, ConfigError, ProtocolError, RPCTimeout
+from berth.errors import (
+    AgentUnreachable,
+    AuthenticationFailed,
+    ConfigError,
+    ProtocolError,
+    RPCTimeout,
+)
 from berth.rpc import codec, failure
 from berth.rpc.codec import MsgType
 from berth.rpc.keys import KeyPair, load_keypair, load_public_keys
@@ -29,6 +38,8 @@ _ReqKey = tuple[str, str, int]
 
 
 class ClientTransport(Protocol):
+    """``send`` and ``recv`` raise :class:`AgentUnreachable` when there is no connection."""
+
     def connect(self) -> None: ...
     async def ping(self, timeout: float) -> bool: ...
     async def send(self, frames: list[bytes]) -> None: ...
@@ -41,13 +52,14 @@ class RPCClient:
 
     def __init__(self, addr: str = DEFAULT_ADDR, server_public_key: bytes | None = None,
                  client_keypair: KeyPair | None = None, *, timeout: float = 30.0,
-                 handshake_timeout: float = 5.0, transport: ClientTransport | None = None
-                 ) -> None:
+                 handshake_timeout: float = 5.0, heartbeat: float = 1.0,
+                 transport: ClientTransport | None = None) -> None:
         self.addr = addr
         self.timeout = timeout
         self._handshake_timeout = handshake_timeout
         self._transport = transport or DealerTransport(
-            addr, _security(server_public_key, client_keypair))
+            addr, _security(server_public_key, client_keypair), heartbeat=heartbeat,
+            connect_timeout=handshake_timeout)
         self._seq = itertools.count()
         self._pending: dict[_ReqKey, asyncio.Future[codec.Reply]] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -101,7 +113,11 @@ class RPCClient:
 
     async def _read_replies(self) -> None:
         while True:
-            frames = await self._transport.recv()
+            try:
+                frames = await self._transport.recv()
+            except AgentUnreachable as exc:
+                self._fail_all(exc)
+                continue
             if len(frames) != 3 or frames[0] != codec.UPPER:
                 log.debug("RPC client: ignored a message of %d frames", len(frames))
                 continue
@@ -115,6 +131,14 @@ class RPCClient:
             fut = self._pending.get((reply.header.meth, okey_s, reply.header.seq))
             if fut is not None and not fut.done():
                 fut.set_result(reply)
+
+    def _fail_all(self, exc: AgentUnreachable) -> None:
+        if self._pending:
+            log.warning("RPC client: %s; failing %d call(s) in flight", exc, len(self._pending))
+        for (method, _okey, _seq), fut in self._pending.items():
+            if not fut.done():
+                fut.set_exception(AgentUnreachable(f"{exc} while {method} was in flight",
+                                                   method=method, **exc.data))
 
     def _fail_from_header(self, raw_header: bytes, exc: ProtocolError) -> None:
         header = codec.header_or_none(raw_header)
@@ -165,9 +189,10 @@ class AgentClient(RPCClient):
     def __init__(self, addr: str = DEFAULT_ADDR, server_public_key: bytes | None = None,
                  client_keypair: KeyPair | None = None, *, timeout: float = 30.0,
                  agent_id: str | None = None, handshake_timeout: float = 5.0,
-                 transport: ClientTransport | None = None) -> None:
+                 heartbeat: float = 1.0, transport: ClientTransport | None = None) -> None:
         super().__init__(addr, server_public_key, client_keypair, timeout=timeout,
-                         handshake_timeout=handshake_timeout, transport=transport)
+                         handshake_timeout=handshake_timeout, heartbeat=heartbeat,
+                         transport=transport)
         self.agent_id = agent_id
 
     async def _rpc(self, method: str, *args: Any, **kwargs: Any) -> Any:

@@ -3,6 +3,13 @@
 Shape follows uvicorn: ``await server.start()`` returns once the socket is bound (and Curve
 auth is running); ``await server.close()`` stops it. Nothing a client sends stops the
 server: every bad request gets a typed reply or, when it cannot be addressed, is dropped.
+
+Body size: a FUNCTION body over ``max_body_size`` gets a ``RequestTooLarge`` FAILURE reply
+(callosum peers see ``RPCUserError("RequestTooLarge", ...)``). The socket itself accepts
+frames up to :func:`transport_cap` (a few times the limit) so that the server can read the
+header and answer; a frame beyond that cap makes ZeroMQ drop the connection before the bytes
+are buffered, so a hostile 2 GB frame costs no memory — Berth's client notices the drop at
+once and fails its calls in flight with ``AgentUnreachable``.
 """
 
 from __future__ import annotations
@@ -26,6 +33,11 @@ OnRequest = Callable[[str, float, BaseException | None], None]
 """Called after every addressed request: (method, duration in seconds, error or None)."""
 
 DEFAULT_MAX_BODY_SIZE = 10 * 2**20
+
+
+def transport_cap(max_body_size: int) -> int:
+    """The largest frame the socket accepts: room to read and refuse an oversized body."""
+    return max_body_size * 4 + 65536
 
 
 class ServerTransport(Protocol):
@@ -61,10 +73,8 @@ class RPCServer:
         self._max_body_size = max_body_size
         self._timeout = request_timeout
         self._on_request = on_request
-        # Frames a little over the limit still get a RequestTooLarge reply; far over it,
-        # ZeroMQ drops the connection before the bytes reach memory.
         self._transport: ServerTransport = transport or RouterTransport(
-            listen_addr, security=security, max_message_size=max_body_size * 4 + 65536)
+            listen_addr, security=security, max_message_size=transport_cap(max_body_size))
         self._loop_task: asyncio.Task[None] | None = None
         self._inflight: dict[_CallKey, asyncio.Task[None]] = {}
         self._send_lock = asyncio.Lock()
@@ -144,7 +154,7 @@ class RPCServer:
                                   f"of {self._max_body_size}", size=len(raw_body),
                                   limit=self._max_body_size)
             self._finish(header.meth, None, 0.0, err)
-            await self._send_error(peer, header, MsgType.ERROR, err)
+            await self._send_error(peer, header, MsgType.FAILURE, err)
         else:
             task = tg.create_task(self._handle(peer, header, raw_body, key))
             self._inflight[key] = task

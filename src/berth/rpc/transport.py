@@ -22,6 +22,9 @@ from berth.errors import ConfigError, RPCError
 log = logging.getLogger(__name__)
 
 ZAP_DOMAIN = "local"
+HEARTBEAT_IVL_MS = 2000
+"""ZMTP heartbeats to every peer (transparent to callosum): a dead client's pipe goes after
+three missed ones; Berth's client runs its own, faster ones to notice a dead agent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +90,10 @@ class RouterTransport:
         self._ctx = zmq.asyncio.Context()
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 100)
-        sock.setsockopt(zmq.MAXMSGSIZE, self._max_message_size)
+        sock.setsockopt(zmq.MAXMSGSIZE, self._max_message_size)  # larger: connection dropped
+        sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * HEARTBEAT_IVL_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, 3 * HEARTBEAT_IVL_MS)
         if self._security is not None:
             self._start_curve(sock, self._security)
         try:
