@@ -29,6 +29,7 @@ from berth.events.models import (
     ImagePullFinishedEvent,
     ImagePullStartedEvent,
 )
+from berth.kernel.spec import ImageConfig as SpecImageConfig
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,36 @@ def needs_pull(config: ImageConfig, local: ImageInfo | None,
     if policy is AutoPullPolicy.DIGEST and config.get("digest"):
         return bool(local.id != config["digest"])
     return False
+
+
+def engine_ref(config: ImageConfig) -> str:
+    """The name the engine knows the image by (see ``berth.kernel.spec.ImageConfig.ref``)."""
+    return SpecImageConfig.model_validate(dict(config)).ref
+
+
+def wire_image_ref(config: ImageConfig) -> dict[str, Any] | None:
+    """The manager's ``ImageRef`` object for image events (``name, project, tag, registry,
+    architecture, is_local``), or None when the canonical cannot be split that way (the
+    manager then resolves the image by its ``image`` string)."""
+    canonical = str(config["canonical"])
+    registry = str((config.get("registry") or {}).get("name") or "")
+    project = config.get("project") or None
+    rest = canonical[len(registry) + 1:] if registry and canonical.startswith(registry + "/") \
+        else canonical
+    if "@" in rest or ":" not in rest.rsplit("/", 1)[-1]:
+        return None
+    repo, tag = rest.rsplit(":", 1)
+    if project and repo == project:
+        name = ""
+    elif project and repo.startswith(project + "/"):
+        name = repo[len(project) + 1:]
+    elif project:
+        return None
+    else:
+        name = repo
+    return {"name": name, "project": project, "tag": tag, "registry": registry or "",
+            "architecture": str(config.get("architecture") or "x86_64"),
+            "is_local": bool(config.get("is_local"))}
 
 
 def registry_auth(config: ImageConfig) -> dict[str, str] | None:
@@ -156,13 +187,28 @@ class ImageService:
         canonical = str(config["canonical"])
         if canonical in self._active:
             return self._active[canonical]
-        policy = AutoPullPolicy(config.get("auto_pull") or AutoPullPolicy.DIGEST)
+        # A local image is never pulled: it is there, or the create will fail naming it.
+        policy = (AutoPullPolicy.NONE if config.get("is_local")
+                  else AutoPullPolicy(config.get("auto_pull") or AutoPullPolicy.DIGEST))
         try:
-            if not needs_pull(config, await self._backend.image_inspect(canonical), policy):
+            if not needs_pull(config, await self._backend.image_inspect(engine_ref(config)),
+                              policy):
+                # The manager waits for an image event per image it asked about.
+                self._emit_finished(config, "Image already exists")
                 return None
         except ImageNotAvailable as exc:
-            return self._start_failed(canonical, exc)
+            return self._start_failed(config, exc)
         return self.start_pull(config)
+
+    def _emit_finished(self, config: ImageConfig, msg: str | None = None) -> None:
+        self._bus.emit(ImagePullFinishedEvent(
+            image=str(config["canonical"]), agent_id=self._agent_id,
+            image_ref=wire_image_ref(config), timestamp=time.time(), msg=msg))
+
+    def _emit_failed(self, config: ImageConfig, msg: str) -> None:
+        self._bus.emit(ImagePullFailedEvent(
+            image=str(config["canonical"]), agent_id=self._agent_id,
+            image_ref=wire_image_ref(config), msg=msg))
 
     def start_pull(self, config: ImageConfig) -> str:
         canonical = str(config["canonical"])
@@ -177,12 +223,11 @@ class ImageService:
         self._active[canonical] = task_id
         return task_id
 
-    def _start_failed(self, canonical: str, exc: BerthError) -> str:
+    def _start_failed(self, config: ImageConfig, exc: BerthError) -> str:
         async def job(reporter: ProgressReporter) -> str:
-            self._bus.emit(ImagePullFailedEvent(image=canonical, agent_id=self._agent_id,
-                                                image_ref=canonical, msg=str(exc)))
+            self._emit_failed(config, str(exc))
             raise exc
-        return self._tasks.start(job, name=f"pull {canonical}")
+        return self._tasks.start(job, name=f"pull {config['canonical']}")
 
     async def pull_and_wait(self, config: ImageConfig) -> TaskRecord:
         """Pull now (used by kernel creation in PULLING) and wait for the task to end."""
@@ -191,7 +236,8 @@ class ImageService:
     async def _pull(self, config: ImageConfig, reporter: ProgressReporter) -> str:
         canonical = str(config["canonical"])
         self._bus.emit(ImagePullStartedEvent(image=canonical, agent_id=self._agent_id,
-                                             image_ref=canonical, timestamp=time.time()))
+                                             image_ref=wire_image_ref(config),
+                                             timestamp=time.time()))
         try:
             async with asyncio.timeout(self._pull_timeout):
                 await self._stream(canonical, registry_auth(config), reporter)
@@ -199,12 +245,10 @@ class ImageService:
                 raise ImagePullFailed(f"{canonical} absent after pull", reason="absent after pull")
         except (BerthError, TimeoutError) as exc:
             msg = str(exc) if isinstance(exc, BerthError) else f"pull timed out ({exc!r})"
-            self._bus.emit(ImagePullFailedEvent(image=canonical, agent_id=self._agent_id,
-                                                image_ref=canonical, msg=msg))
+            self._emit_failed(config, msg)
             log.warning("pull of %s failed: %s", canonical, msg)
             raise
-        self._bus.emit(ImagePullFinishedEvent(image=canonical, agent_id=self._agent_id,
-                                              image_ref=canonical, timestamp=time.time()))
+        self._emit_finished(config)
         log.info("pulled %s", canonical)
         return f"pulled {canonical}"
 

@@ -54,6 +54,23 @@ class TerminationReason(StrEnum):
     UNKNOWN = "unknown"
 
 
+# Berth's causes that the manager's closed KernelLifecycleEventReason (Backend.AI 26.9) lacks,
+# and the value a kernel_terminated event carries for each instead: a container that died of
+# OOM or a full /dev/shm ended on its own (its exit code, 137 or 135, tells why); a phase that
+# ran past its deadline hung; a reset ends kernels on the agent's side.
+_MANAGER_REASON: dict[TerminationReason, str] = {
+    TerminationReason.OOM_KILLED: "self-terminated",
+    TerminationReason.SHM_EXHAUSTED: "self-terminated",
+    TerminationReason.DEADLINE: "hang-timeout",
+    TerminationReason.AGENT_RESET: "agent-termination",
+}
+
+
+def manager_reason(reason: TerminationReason) -> str:
+    """The ``KernelLifecycleEventReason`` value the manager accepts for ``reason``."""
+    return _MANAGER_REASON.get(reason, str(reason))
+
+
 class SlotType(StrEnum):
     COUNT = "count"
     BYTES = "bytes"

@@ -3,10 +3,12 @@
 The only module that imports ``redis``.  ``RedisError``/``OSError`` become ``EventBusError``
 in one place (``_mapped``).
 
-Delivery (reference §8.1): anycast = ``XADD events * name source payload`` trimmed with
-``MAXLEN ~ stream_maxlen``; broadcast = ``PUBLISH events_all {"name","source","payload"}``;
-bgtask events are also ``SET bgtask.{task_id}`` with a 300 s TTL.  The DB number comes from
-the URL (Backend.AI uses DB 4 for the stream role).
+Delivery, as the Backend.AI 26.9 manager's message queue reads it: anycast = ``XADD events
+MAXLEN ~ stream_maxlen * name source payload metadata``; broadcast = ``PUBLISH events_all``
+with the JSON object ``{"name", "source", "payload", "metadata"}`` whose ``payload`` and
+``metadata`` are JSON *strings* (the event body, and the message metadata with null fields);
+bgtask events are also ``SET bgtask.{task_id}`` (same body, 300 s TTL).  The DB number
+comes from the URL (the manager reads DB 4, the stream role).
 
 Producers never wait for Redis: ``EventBus.emit`` appends to a bounded backlog and returns.
 One owned sender task drains the backlog in order; when Redis is unreachable it keeps the
@@ -43,6 +45,11 @@ log = logging.getLogger(__name__)
 STREAM_KEY = "events"
 BROADCAST_CHANNEL = "events_all"
 BGTASK_CACHE_TTL = 300
+# The message metadata the manager's producer attaches (request id, users, trace parent);
+# the agent acts on nobody's request, so every field is null.
+MESSAGE_METADATA = json.dumps(
+    {"request_id": None, "user": None, "triggered_user": None, "traceparent": None},
+    separators=(",", ":"))
 
 T = TypeVar("T")
 
@@ -92,11 +99,11 @@ class RedisEventTransport:
 
     def _queue(self, pipe: Any, env: Envelope) -> None:
         if env.anycast:
-            fields = {"name": env.name, "source": env.source, "payload": env.payload}
+            fields = {"name": env.name, "source": env.source, "payload": env.payload,
+                      "metadata": MESSAGE_METADATA}
             pipe.xadd(STREAM_KEY, fields, maxlen=self._maxlen, approximate=True)
         if env.broadcast:
-            body = json.dumps({"name": env.name, "source": env.source,
-                               "payload": json.loads(env.payload)})
+            body = broadcast_body(env)
             pipe.publish(BROADCAST_CHANNEL, body)
             if env.cache_key is not None:
                 pipe.set(env.cache_key, body, ex=BGTASK_CACHE_TTL)
@@ -104,6 +111,12 @@ class RedisEventTransport:
     async def close(self) -> None:
         with _mapped("close"):
             await self._redis.aclose()
+
+
+def broadcast_body(env: Envelope) -> str:
+    """The pub/sub message (and bgtask cache value) of ``env``: payload stays a JSON string."""
+    return json.dumps({"name": env.name, "source": env.source, "payload": env.payload,
+                       "metadata": MESSAGE_METADATA}, separators=(",", ":"))
 
 
 class EventBus:

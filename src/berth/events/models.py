@@ -9,11 +9,12 @@ channel ``events_all`` sees it).  Background-task events are broadcast and also 
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from berth.types import TerminationReason
+from berth.types import TerminationReason, manager_reason
 
 
 class AgentEvent(BaseModel):
@@ -84,9 +85,22 @@ class AgentErrorEvent(AgentEvent):
     name: ClassVar[str] = "agent_error"
     message: str
     traceback: str | None = None
-    user: str | None = None
-    context_env: dict[str, Any] = Field(default_factory=dict)
-    severity: str = "error"
+    user: UUID | None = None
+    context_env: dict[str, str] = Field(default_factory=dict)
+    severity: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = "ERROR"
+
+    @field_validator("context_env", mode="before")
+    @classmethod
+    def _env_strings(cls, value: Any) -> Any:
+        """The manager reads every context value as a string."""
+        if isinstance(value, dict):
+            return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
+        return value
+
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
 
 # ── kernels and sessions ─────────────────────────────────────────────────────────────────
@@ -118,10 +132,29 @@ class ServicePortInfo(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
-    protocol: str
+    protocol: Literal["http", "tcp", "preopen", "internal", "vnc", "rdp"]
     container_ports: list[int]
     host_ports: list[int | None]
     is_inference: bool = False
+
+
+class UsedDevice(BaseModel):
+    """One device a kernel holds: the slots it uses there (decimal strings)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model_name: str | None = None
+    used: dict[str, str]
+    processing_units: int | None = None
+    memory_size: int | None = None
+
+
+class UsedDevices(BaseModel):
+    """``{device kind: {device id: UsedDevice}}`` under ``units``, as the manager reads it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    units: dict[str, dict[str, UsedDevice]] = Field(default_factory=dict)
 
 
 class KernelCreationInfo(BaseModel):
@@ -129,10 +162,10 @@ class KernelCreationInfo(BaseModel):
 
     container_id: str
     kernel_host: str
-    repl_in_port: int = 0
-    repl_out_port: int = 0
-    service_ports: list[ServicePortInfo] = Field(default_factory=list)
-    used_devices: dict[str, Any] = Field(default_factory=dict)
+    repl_in_port: int
+    repl_out_port: int
+    service_ports: list[ServicePortInfo]
+    used_devices: UsedDevices
 
 
 class KernelStartedEvent(KernelLifecycleEvent):
@@ -141,9 +174,22 @@ class KernelStartedEvent(KernelLifecycleEvent):
 
 
 class KernelTerminatedEvent(KernelLifecycleEvent):
+    """``reason`` is a value of the manager's closed ``KernelLifecycleEventReason``; Berth's
+    finer cause (``oom-killed``, ``shm-exhausted``, ``deadline``…) travels in ``cause``, a
+    field the manager ignores and Berth's own tools show."""
+
     name: ClassVar[str] = "kernel_terminated"
-    reason: TerminationReason = TerminationReason.UNKNOWN
+    reason: str = str(TerminationReason.UNKNOWN)
+    cause: TerminationReason = TerminationReason.UNKNOWN
     exit_code: int = -1
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_cause(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "cause" not in data and "reason" in data:
+            cause = TerminationReason(data["reason"])
+            data = {**data, "cause": cause, "reason": manager_reason(cause)}
+        return data
 
 
 class ExecutionStartedEvent(AgentEvent):
@@ -179,10 +225,23 @@ class SessionFailureEvent(SessionResultEvent):
 # ── images ───────────────────────────────────────────────────────────────────────────────
 
 
+class ImageRefInfo(BaseModel):
+    """The manager's ``ImageRef`` as its image events carry it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    project: str | None
+    tag: str
+    registry: str
+    architecture: str
+    is_local: bool
+
+
 class ImagePullEvent(AgentEvent):
     image: str
     agent_id: str
-    image_ref: str | None = None
+    image_ref: ImageRefInfo | None = None
 
 
 class ImagePullStartedEvent(ImagePullEvent):

@@ -10,8 +10,21 @@ import pytest
 from berth.backend.base import ImageInfo
 from berth.bgtask import BackgroundTaskManager, TaskStatus
 from berth.errors import ContainerConflict, ImageNotAvailable, ImagePullFailed
-from berth.events import BgtaskFailedEvent, BgtaskUpdatedEvent, RecordingEmitter
-from berth.images import AutoPullPolicy, ImageService, PullProgress, needs_pull, registry_auth
+from berth.events import (
+    BgtaskFailedEvent,
+    BgtaskUpdatedEvent,
+    ImagePullFinishedEvent,
+    RecordingEmitter,
+)
+from berth.images import (
+    AutoPullPolicy,
+    ImageService,
+    PullProgress,
+    engine_ref,
+    needs_pull,
+    registry_auth,
+    wire_image_ref,
+)
 
 
 class FakeBackend:
@@ -160,3 +173,58 @@ async def test_list_installed_keeps_kernel_images() -> None:
     assert await svc.list_installed() == [
         {"canonical": "k:1", "digest": "sha256:1", "architecture": ""}]
     assert len(await svc.list_installed(kernel_only=False)) == 2
+
+
+async def test_an_image_already_present_gets_image_pull_finished() -> None:
+    """The manager waits for one image event per image it asked about."""
+    be, em, _tasks, svc = make()
+    be.images["r/proj/a:1"] = ImageInfo("sha256:new", ("r/proj/a:1",), {})
+    ids = await svc.check_and_pull({"a": cfg("r/proj/a:1", project="proj",
+                                              architecture="aarch64")})
+    assert ids == {} and be.pulls == []
+    (ev,) = em.events
+    assert isinstance(ev, ImagePullFinishedEvent) and ev.msg == "Image already exists"
+    assert ev.payload()["image_ref"] == {"name": "a", "project": "proj", "tag": "1",
+                                         "registry": "r", "architecture": "aarch64",
+                                         "is_local": False}
+
+
+async def test_local_images_are_never_pulled_and_found_by_their_short_name() -> None:
+    be, em, tasks, svc = make()
+    local = {"name": "local", "url": "http://localhost"}
+    be.images["berth/python:3.11"] = ImageInfo("sha256:x", ("berth/python:3.11",), {})
+    ids = await svc.check_and_pull({
+        "here": cfg("local/berth/python:3.11", registry=local, is_local=True, project="berth"),
+        "gone": cfg("local/berth/gone:1", registry=local, is_local=True, project="berth")})
+    assert set(ids) == {"gone"} and be.pulls == []
+    assert (await tasks.wait(ids["gone"], 2)).status is TaskStatus.FAILED
+    assert [n for n in em.names() if n.startswith("image_pull")] == [
+        "image_pull_finished", "image_pull_failed"]
+
+
+@pytest.mark.parametrize(("config", "ref"), [
+    ({"canonical": "cr.io/stable/python:3.9-ubuntu", "project": "stable",
+      "registry": {"name": "cr.io"}},
+     {"name": "python", "project": "stable", "tag": "3.9-ubuntu", "registry": "cr.io"}),
+    ({"canonical": "cr.io/stable:3", "project": "stable", "registry": {"name": "cr.io"}},
+     {"name": "", "project": "stable", "tag": "3", "registry": "cr.io"}),
+    ({"canonical": "127.0.0.1:5000/a/b:t", "project": None,
+      "registry": {"name": "127.0.0.1:5000"}},
+     {"name": "a/b", "project": None, "tag": "t", "registry": "127.0.0.1:5000"}),
+])
+def test_wire_image_ref_splits_the_canonical(config: dict[str, Any], ref: dict[str, Any]) -> None:
+    assert wire_image_ref(config) == {**ref, "architecture": "x86_64", "is_local": False}
+
+
+@pytest.mark.parametrize("config", [
+    {"canonical": "r/a@sha256:abc", "registry": {"name": "r"}},
+    {"canonical": "r/other/a:1", "project": "proj", "registry": {"name": "r"}},
+])
+def test_wire_image_ref_is_none_when_the_canonical_does_not_split(config: dict[str, Any]) -> None:
+    assert wire_image_ref(config) is None
+
+
+def test_engine_ref_strips_the_registry_of_local_images_only() -> None:
+    assert engine_ref({"canonical": "local/b/p:1", "is_local": True,
+                       "registry": {"name": "local"}}) == "b/p:1"
+    assert engine_ref({"canonical": "local/b/p:1", "registry": {"name": "local"}}) == "local/b/p:1"

@@ -13,7 +13,6 @@ from berth.events import (
     KernelCreationInfo,
     KernelStartedEvent,
     KernelTerminatedEvent,
-    ServicePortInfo,
     SlotQuantity,
     parse_event,
 )
@@ -42,7 +41,8 @@ def test_kernel_terminated_payload_uses_reason_value_and_default_exit_code() -> 
     ev = KernelTerminatedEvent(kernel_id="k1", session_id="s1",
                                reason=TerminationReason.OOM_KILLED)
     assert json.loads(ev.payload_json()) == {
-        "kernel_id": "k1", "session_id": "s1", "reason": "oom-killed", "exit_code": -1}
+        "kernel_id": "k1", "session_id": "s1", "reason": "self-terminated",
+        "cause": "oom-killed", "exit_code": -1}
     assert ev.anycast and ev.broadcast
 
 
@@ -52,13 +52,26 @@ def test_unknown_reason_is_rejected() -> None:
 
 
 def test_kernel_started_creation_info_round_trips() -> None:
-    ci = KernelCreationInfo(container_id="c", kernel_host="127.0.0.1", service_ports=[
-        ServicePortInfo(name="jupyter", protocol="http", container_ports=[8080],
-                        host_ports=[30001])])
+    ci = KernelCreationInfo.model_validate({
+        "container_id": "c", "kernel_host": "127.0.0.1", "repl_in_port": 0, "repl_out_port": 0,
+        "service_ports": [{"name": "jupyter", "protocol": "http", "container_ports": [8080],
+                           "host_ports": [30001]}],
+        "used_devices": {"units": {"cuda": {"0": {"used": {"cuda.shares": "0.5"}}}}}})
     ev = KernelStartedEvent(kernel_id="k", session_id="s", creation_info=ci)
     back = parse_event("kernel_started", ev.payload_json())
     assert back == ev
-    assert ev.payload()["creation_info"]["service_ports"][0]["host_ports"] == [30001]
+    wire = ev.payload()["creation_info"]
+    assert wire["service_ports"][0]["host_ports"] == [30001]
+    assert wire["service_ports"][0]["is_inference"] is False
+    assert wire["used_devices"] == {"units": {"cuda": {"0": {
+        "model_name": None, "used": {"cuda.shares": "0.5"}, "processing_units": None,
+        "memory_size": None}}}}
+
+
+def test_creation_info_requires_what_the_manager_requires() -> None:
+    with pytest.raises(ValidationError):
+        KernelCreationInfo.model_validate({"container_id": "c", "kernel_host": "h",
+                                           "service_ports": [], "used_devices": {}})
 
 
 def test_heartbeat_carries_agent_info_fields() -> None:

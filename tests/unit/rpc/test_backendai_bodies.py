@@ -36,7 +36,7 @@ def _decode(name: str) -> dict[str, Any]:
 
 def test_create_kernels_image_refs_with_platform_tags_become_plain_dicts() -> None:
     body = _decode("create_kernels")
-    session_id, kernel_ids, configs, cluster_info, refs = body["args"]
+    _session_id, kernel_ids, configs, cluster_info, refs = body["args"]
     (kid,) = kernel_ids
     (ref,) = refs.values()
     assert list(refs) == [uuid.UUID(kid)]
