@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -11,10 +12,11 @@ from typing import Any
 from berth.events import models as ev
 from berth.kernel.deps import ScratchLayout
 from berth.resources.allocator import AllocationOptions, KernelAllocation, ResourceManager
+from berth.stats import CgroupReader, StatsCollector
 from berth.storage import ScratchPaths, docker_mounts, intrinsic_mounts, parse_mounts
-from berth.types import KernelId
+from berth.types import ContainerId, KernelId
 
-__all__ = ["EventAdapter", "MountAdapter", "ResourceAdapter"]
+__all__ = ["EventAdapter", "MountAdapter", "OomCounterAdapter", "ResourceAdapter"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,30 @@ _KERNEL_EVENTS: dict[str, type[ev.KernelLifecycleEvent]] = {
 }
 
 
+_OTHER_EVENTS: dict[str, type[ev.AgentEvent]] = {ev.AgentErrorEvent.name: ev.AgentErrorEvent}
+
+
+class OomCounterAdapter:
+    """The lifecycle's OOM counter over the stats tier's cgroup reader and its last readings."""
+
+    def __init__(self, reader: CgroupReader, collector: StatsCollector,
+                 timeout: float = 2.0) -> None:
+        self.reader = reader
+        self.collector = collector
+        self.timeout = timeout
+
+    async def oom_kills(self, container_id: str, pid: int) -> int | None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await asyncio.to_thread(self.reader.oom_kill_count, container_id, pid)
+        except (OSError, ValueError, TimeoutError) as exc:
+            log.debug("oom_kill counter of %s unreadable: %r", container_id[:12], exc)
+            return None
+
+    def last_oom_kills(self, container_id: str) -> int | None:
+        return self.collector.last_oom_kill_count(ContainerId(container_id))
+
+
 class EventAdapter:
     """Turns the lifecycle's (name, payload) into typed events on the bus (or the log)."""
 
@@ -68,7 +94,7 @@ class EventAdapter:
         self.bus = bus
 
     def emit(self, name: str, payload: Mapping[str, Any], *, broadcast: bool = False) -> None:
-        cls = _KERNEL_EVENTS.get(name)
+        cls = _KERNEL_EVENTS.get(name) or _OTHER_EVENTS.get(name)
         if cls is None:
             log.error("no event model named %s", name)
             return

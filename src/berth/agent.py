@@ -17,7 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from berth.adapters import EventAdapter, MountAdapter, ResourceAdapter
+from berth.adapters import EventAdapter, MountAdapter, OomCounterAdapter, ResourceAdapter
 from berth.backend.base import ContainerBackend
 from berth.backend.docker import DockerBackend
 from berth.bgtask import TaskStatus
@@ -225,6 +225,8 @@ class Agent:
             on_phase=self.telemetry.metrics.observe_start_phase, tls_proxy=self.tls_proxy,
             extra_host_config=self._blkio, puller=self._pull_image,
             log_sink=self.link.ship_logs if self.link.store is not None else None,
+            oom_counter=OomCounterAdapter(self.telemetry.reader, self.telemetry.collector),
+            on_worker_death=self.telemetry.metrics.observe_worker_death,
         )
 
     def _public_key(self) -> str | None:
@@ -281,7 +283,9 @@ class Agent:
         while True:
             try:
                 async for event in self.backend.events({OWNER_LABEL: self.agent_id}):
-                    if event.action in ("die", "destroy"):
+                    if event.action == "oom":
+                        self.lifecycle.on_container_oom(event.container_id)
+                    elif event.action in ("die", "destroy"):
                         self._tasks.spawn(self.lifecycle.on_container_exit(event.container_id),
                                           name=f"exit-{event.container_id[:12]}")
             except BackendError as exc:

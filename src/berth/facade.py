@@ -25,6 +25,7 @@ from berth.errors import (
 from berth.kernel.container_config import has_runner
 from berth.kernel.registry import Kernel
 from berth.runner import BatchExecFallback
+from berth.runner.results import WORKER_EXIT
 from berth.storage import KernelFiles, list_files_reply, parse_mounts
 from berth.types import KernelState, TerminationReason
 
@@ -269,6 +270,9 @@ class AgentFacade:
         result = await runner.execute(run_id=run_id, mode=mode, code=code, opts=opts or {},
                                       flush_timeout=flush_timeout, api_version=api_version)
         result.setdefault("files", [])
+        worker_exit = result.pop(WORKER_EXIT, None)
+        if worker_exit:
+            await self.agent.lifecycle.on_worker_exit(kernel.kernel_id, worker_exit)
         return dict(result)
 
     async def trigger_batch_execution(self, session_id: str, kernel_id: str, code: str,

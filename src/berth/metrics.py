@@ -20,6 +20,9 @@ Names, types, labels and buckets follow Backend.AI's agent so its dashboards kee
     backendai_agent_gpu_usage{agent_id}                           gauge: mean cuda_util % (GPUs only)
     backendai_kernel_count{agent_id}                              gauge
     backendai_kernel_start_phase_duration_seconds{agent_id, phase} histogram (PHASE_BUCKETS)
+    berth_kernel_worker_deaths_total{agent_id, reason}            counter (Berth's own): code
+        workers (the interpreter of an interactive kernel) killed by the OOM killer
+        (reason="oom-killed") or by SIGBUS on a full /dev/shm (reason="shm-exhausted")
 
 Container and device series are produced at scrape time from the latest snapshot, so the
 series of a terminated kernel disappear as soon as it leaves the snapshot.
@@ -169,6 +172,9 @@ class BerthMetrics:
         self.start_phase = Histogram("backendai_kernel_start_phase_duration_seconds",
                                      "Duration of each kernel start phase",
                                      ["agent_id", "phase"], buckets=PHASE_BUCKETS, registry=r)
+        self.worker_deaths = Counter("berth_kernel_worker_deaths",
+                                     "Code workers of kernels killed by OOM or SIGBUS",
+                                     ["agent_id", "reason"], registry=r)
 
     def set_snapshot_source(self, source: SnapshotSource) -> None:
         self._snapshot.source = source
@@ -181,6 +187,9 @@ class BerthMetrics:
 
     def observe_start_phase(self, phase: str, seconds: float) -> None:
         self.start_phase.labels(self.agent_id, phase).observe(seconds)
+
+    def observe_worker_death(self, reason: str) -> None:
+        self.worker_deaths.labels(self.agent_id, reason).inc()
 
     def set_kernel_count(self, count: int) -> None:
         self.kernel_count.labels(self.agent_id).set(count)

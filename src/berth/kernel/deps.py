@@ -11,6 +11,7 @@ from typing import Any, Protocol
 __all__ = [
     "EventSink",
     "MountPlanner",
+    "OomCounter",
     "PortRole",
     "ResourceRole",
     "RunnerFactory",
@@ -81,6 +82,16 @@ class RunnerRole(Protocol):
 
 class RunnerFactory(Protocol):
     def __call__(self, socket_path: Path) -> RunnerRole: ...
+
+
+class OomCounter(Protocol):
+    async def oom_kills(self, container_id: str, pid: int) -> int | None:
+        """The container's memory-cgroup oom_kill counter now; None once the cgroup is gone."""
+        ...
+
+    def last_oom_kills(self, container_id: str) -> int | None:
+        """The counter at the last stats reading (kept a while after the cgroup is gone)."""
+        ...
 
 
 class EventSink(Protocol):

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,7 @@ from berth.kernel.container_config import (
 from berth.kernel.deps import (
     EventSink,
     MountPlanner,
+    OomCounter,
     PortRole,
     ResourceRole,
     RunnerFactory,
@@ -52,6 +55,7 @@ from berth.kernel.deps import (
     TLSProxyRole,
 )
 from berth.kernel.ledger import Ledger, LedgerEntry
+from berth.kernel.oom import OOM_SETTLE_SECONDS, OomWatch
 from berth.kernel.policy import KernelPolicy, check_kernel_spec
 from berth.kernel.registry import Kernel, KernelRegistry, Termination
 from berth.kernel.spec import KernelSpec, parse_kernel_spec, parse_service_ports
@@ -96,6 +100,8 @@ class KernelLifecycle:
         extra_host_config: Callable[[KernelSpec], Mapping[str, Any]] = lambda spec: {},
         puller: Callable[[Mapping[str, Any]], Awaitable[None]] | None = None,
         log_sink: Callable[[str, str, str], Awaitable[None]] | None = None,
+        oom_counter: OomCounter | None = None,
+        on_worker_death: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.s = settings
         self.backend = backend
@@ -112,6 +118,8 @@ class KernelLifecycle:
         self.extra_host_config = extra_host_config
         self.puller = puller
         self.log_sink = log_sink
+        self.oom_counter = oom_counter
+        self.on_worker_death = on_worker_death
         self.runners: dict[str, RunnerRole] = {}
         self.layouts: dict[str, ScratchLayout] = {}
         self._create_slots = asyncio.Semaphore(settings.creation_concurrency)
@@ -243,6 +251,7 @@ class KernelLifecycle:
         await self.backend.start(kernel.container_id)
         info = await self.backend.inspect(kernel.container_id)
         kernel.pid = info.pid
+        await self._watch_ooms(kernel)
         await self._open_tls_routes(kernel)
         await self._wait_ready(kernel, layout)
 
@@ -379,6 +388,7 @@ class KernelLifecycle:
         self._write_ledger(kernel)
         await self.backend.start(kernel.container_id)
         kernel.pid = (await self.backend.inspect(kernel.container_id)).pid
+        await self._watch_ooms(kernel)
         await self._wait_ready(kernel, layout)
 
     # ---------------------------------------------------------------- destroy
@@ -405,7 +415,8 @@ class KernelLifecycle:
             return
         if info.running:
             return
-        reason = classify_exit(info.exit_code, info.oom_killed)
+        new_ooms = kernel.oom.new_at_exit(await self._final_oom_count(container_id, kernel.pid))
+        reason = classify_exit(info.exit_code, info.oom_killed, new_ooms)
         log.warning("kernel %s: container exited by itself with %s (%s)", kernel.kernel_id,
                     info.exit_code, reason)
         await self._terminate(kernel, reason, exit_code=info.exit_code, stop=False)
@@ -519,6 +530,7 @@ class KernelLifecycle:
                         tls_ports={int(c): int(h) for c, h in
                                    entry.extra.get("tls_ports", {}).items()})
         self.resources.restore(kernel.kernel_id, kernel.allocation)
+        await self._watch_ooms(kernel, int(entry.extra.get("oom_kills_survived", 0)))
         for port in [*(p for ps in kernel.host_ports.values() for p in ps),
                      *kernel.tls_ports.values()]:
             self.ports.discard(port)
@@ -529,6 +541,96 @@ class KernelLifecycle:
             self.runners[kernel.kernel_id] = self.runner_factory(layout.ipc_dir / "runner.sock")
         return kernel
 
+    # ---------------------------------------------------------------- OOM kills, worker deaths
+    async def _oom_count(self, container_id: str, pid: int) -> int | None:
+        if self.oom_counter is None:
+            return None
+        return await self.oom_counter.oom_kills(container_id, pid)
+
+    async def _final_oom_count(self, container_id: str, pid: int) -> int | None:
+        """The counter at the container's end: read now, else the last stats reading."""
+        count = await self._oom_count(container_id, pid)
+        if count is None and self.oom_counter is not None:
+            count = self.oom_counter.last_oom_kills(container_id)
+        return count
+
+    async def _watch_ooms(self, kernel: Kernel, survived: int = 0) -> None:
+        """A new container (or an adopted one): count only the OOM kills from now on."""
+        assert kernel.container_id
+        kernel.oom = OomWatch.start(await self._oom_count(kernel.container_id, kernel.pid),
+                                    survived)
+        kernel.worker_exits_seen = 0
+
+    def on_container_oom(self, container_id: str) -> None:
+        """Docker reported an OOM in a container; judged once it has had time to settle."""
+        kernel = self.registry.by_container(container_id)
+        if kernel is None or kernel.state != KernelState.RUNNING:
+            return
+        if kernel.oom.on_oom_event():
+            self._tasks.spawn(self._judge_oom(kernel, container_id),
+                              name=f"oom-{kernel.kernel_id}")
+
+    async def _judge_oom(self, kernel: Kernel, container_id: str) -> None:
+        await asyncio.sleep(OOM_SETTLE_SECONDS)
+        if kernel.container_id != container_id or kernel.state != KernelState.RUNNING:
+            return
+        try:
+            running = (await self.backend.inspect(container_id)).running
+        except BerthError:
+            return
+        if not running:
+            return  # the OOM ended the main process: on_container_exit reads it as pending
+        count = await self._oom_count(container_id, kernel.pid)
+        survived = kernel.oom.survive(count)
+        log.warning("kernel %s: the OOM killer ended %d process(es) in its container "
+                    "(memory limit %s, oom_kill count %s); its main process runs on",
+                    kernel.kernel_id, survived, kernel.spec.resource_slots.get("mem"), count)
+        self._write_ledger(kernel)
+
+    async def on_worker_exit(self, kernel_id: str, report: Mapping[str, Any]) -> None:
+        """The runner's code worker (the interpreter running user code) died during a run:
+        an OOM kill or a SIGBUS (a full ``/dev/shm``) is told to the Manager as a warning
+        ``agent_error``, counted, and logged; the kernel stays RUNNING."""
+        kernel = self.registry.find(kernel_id)
+        if kernel is None or kernel.state != KernelState.RUNNING or not kernel.container_id:
+            return
+        seq = int(report.get("seq") or 0)
+        if seq <= kernel.worker_exits_seen:
+            return  # already handled (a repeated reply of the same finished run)
+        kernel.worker_exits_seen = seq
+        code = report.get("code")
+        reason: TerminationReason | None = None
+        if code == -signal.SIGBUS:
+            reason = R.SHM_EXHAUSTED
+        elif code == -signal.SIGKILL and not report.get("killed_by_runner"):
+            count = await self._oom_count(kernel.container_id, kernel.pid)
+            if kernel.oom.worker_oom(count):
+                reason = R.OOM_KILLED
+        if reason is None:
+            log.info("kernel %s: its code worker exited with %s", kernel_id, code)
+            return
+        self._report_worker_death(kernel, reason, code)
+
+    def _report_worker_death(self, kernel: Kernel, reason: TerminationReason,
+                             code: Any) -> None:
+        spec = kernel.spec
+        if reason == R.OOM_KILLED:
+            cause = "was killed by the out-of-memory killer"
+            limit = f"memory limit {spec.resource_slots.get('mem')}"
+        else:
+            cause = "died of SIGBUS, /dev/shm is full"
+            limit = f"/dev/shm size {spec.resource_opts.get('shmem', 'default')}"
+        message = (f"kernel {kernel.kernel_id}: the code interpreter {cause} ({limit}); "
+                   "its variables are lost and it restarts with the next run")
+        log.warning("%s", message)
+        self.on_worker_death(str(reason))
+        self.events.emit("agent_error", {
+            "message": message, "severity": "WARNING", "user": _uuid_or_none(spec.owner_user_id),
+            "context_env": {"kernel_id": kernel.kernel_id, "session_id": kernel.session_id,
+                            "source": "code-worker", "reason": str(reason),
+                            "exit_code": str(code)},
+        })
+
     # ---------------------------------------------------------------- helpers
     def _write_ledger(self, kernel: Kernel) -> None:
         self.ledger.write(LedgerEntry(
@@ -538,7 +640,8 @@ class KernelLifecycle:
             state=str(kernel.state), container_id=kernel.container_id,
             created_at=kernel.created_at, image_id=kernel.image_id,
             extra={"service_ports": kernel.service_ports, "image_labels": kernel.image_labels,
-                   "tls_ports": {str(c): h for c, h in kernel.tls_ports.items()}},
+                   "tls_ports": {str(c): h for c, h in kernel.tls_ports.items()},
+                   "oom_kills_survived": kernel.oom.survived},
         ))
 
     def creation_result(self, kernel: Kernel) -> dict[str, Any]:
@@ -615,3 +718,10 @@ async def _quietly(work: Awaitable[Any]) -> None:
     except Exception as exc:  # noqa: BLE001 - cleanup goes on; the next reconcile retries what failed
         log.warning("cleanup step failed: %r", exc)
 
+
+def _uuid_or_none(value: str | None) -> str | None:
+    """A user id the Manager can file an error under (its users are UUIDs), else None."""
+    try:
+        return str(uuid.UUID(value)) if value else None
+    except ValueError:
+        return None

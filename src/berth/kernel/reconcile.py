@@ -96,7 +96,10 @@ def _judge(kid: str, entry: LedgerEntry, mine: list[ContainerInfo]) -> list[Acti
     container = current[0]
     if container.running:
         return strays + [Adopt(entry, container)]
-    reason = classify_exit(container.exit_code, container.oom_killed)
+    # Docker's OOM flag stays set after an OOM the kernel survived (recorded in its ledger):
+    # then the flag cannot tell whether the end was an OOM kill too, and is not believed.
+    survived = int(entry.extra.get("oom_kills_survived", 0) or 0)
+    reason = classify_exit(container.exit_code, container.oom_killed, 0 if survived else None)
     code = container.exit_code if container.exit_code is not None else -1
     return strays + [CleanDead(kid, entry, (container,), reason, code)]
 

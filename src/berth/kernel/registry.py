@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from berth.errors import KernelAlreadyExists, KernelNotFound
+from berth.kernel.oom import OomWatch
 from berth.kernel.spec import KernelSpec
 from berth.kernel.state import check_transition
 from berth.types import KernelState, TerminationReason
@@ -50,6 +51,8 @@ class Kernel:
     termination: Termination | None = None
     terminated: asyncio.Event = field(default_factory=asyncio.Event)
     phase_durations: dict[str, float] = field(default_factory=dict)
+    oom: OomWatch = field(default_factory=OomWatch)  # OOM kills of its current container
+    worker_exits_seen: int = 0  # the runner's count of code-worker deaths already handled
 
     def transition(self, target: KernelState) -> None:
         check_transition(self.kernel_id, self.state, target)

@@ -37,17 +37,23 @@ def check_transition(kernel_id: str, current: KernelState, target: KernelState) 
         )
 
 
-def classify_exit(exit_code: int | None, oom_killed: bool, oom_kills: int = 0) -> TerminationReason:
+def classify_exit(exit_code: int | None, oom_killed: bool,
+                  new_oom_kills: int | None = None) -> TerminationReason:
     """Why a container that ended on its own ended.
 
-    137 is SIGKILL: it is an OOM kill when Docker's OOM flag or the memory cgroup's oom_kill
-    counter says an OOM happened in the kernel, otherwise someone killed it. The flag alone is
-    not enough: Docker sets it for any OOM in the container, also one that only killed a child
-    while the kernel went on and later ended normally. 135 is SIGBUS, which a process receives when it
-    touches a page of a full ``/dev/shm`` (shm shares the memory cgroup but fails differently).
+    137 is SIGKILL. It is an OOM kill of the kernel's main process only when the memory
+    cgroup's oom_kill counter rose by an OOM the agent had not already seen the kernel survive
+    (``new_oom_kills > 0``, counted by :class:`berth.kernel.oom.OomWatch`); a plain
+    ``docker kill`` after an OOM that only killed a child (the code worker, say) is
+    ``self-terminated``. Docker's OOM flag decides only when that count is unknown
+    (``None``): the flag stays set for the container's whole life after any OOM in it.
+    135 is SIGBUS, which a process receives when it touches a page of a full ``/dev/shm``
+    (shm shares the memory cgroup but fails differently).
     """
-    if exit_code == 137 and (oom_killed or oom_kills > 0):
-        return TerminationReason.OOM_KILLED
+    if exit_code == 137:
+        ended_by_oom = oom_killed if new_oom_kills is None else new_oom_kills > 0
+        if ended_by_oom:
+            return TerminationReason.OOM_KILLED
     if exit_code == 135:
         return TerminationReason.SHM_EXHAUSTED
     return TerminationReason.SELF_TERMINATED

@@ -36,6 +36,7 @@ class Run:
         self.code = code
         self.opts = opts
         self.timed_out = False
+        self.worker_exit: dict[str, Any] | None = None  # set when the interpreter died in it
         self.done = asyncio.Event()
         self._records: deque[list[Any]] = deque()
         self._pending = 0
@@ -126,10 +127,12 @@ class Run:
         return self._reply(records, final)
 
     def _reply(self, records: list[list[Any]], final: dict[str, Any] | None) -> dict[str, Any]:
-        reply = {"runId": self.run_id, "status": protocol.ST_CONTINUED, "exitCode": None,
-                 "options": None, "records": records}
+        reply: dict[str, Any] = {"runId": self.run_id, "status": protocol.ST_CONTINUED,
+                                 "exitCode": None, "options": None, "records": records}
         if final is not None:
             reply.update(final)
+            if self.worker_exit is not None:
+                reply["workerExit"] = self.worker_exit
         return reply
 
 

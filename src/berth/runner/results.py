@@ -13,16 +13,21 @@ from typing import Any
 from berth.runner import protocol
 
 ConsoleItem = tuple[str, Any]
+WORKER_EXIT = "workerExit"
 
 
 def _base(reply: Mapping[str, Any]) -> dict[str, Any]:
-    return {
+    result = {
         "runId": reply.get("runId"),
         "status": reply.get("status", protocol.ST_CONTINUED),
         "exitCode": reply.get("exitCode"),
         "options": reply.get("options"),
         "files": [],
     }
+    if reply.get("workerExit"):
+        # for the agent only (the facade takes it out): how the code worker died in this run
+        result[WORKER_EXIT] = dict(reply["workerExit"])
+    return result
 
 
 def merge_console(records: Sequence[Sequence[Any]]) -> list[ConsoleItem]:

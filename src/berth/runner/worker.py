@@ -17,6 +17,7 @@ else:
     from outputs import FdPump, OutputRouter, Run
 
 log = logging.getLogger("krunner.worker")
+EXIT_GRACE = 1.0  # seconds a worker whose pipe closed gets to finish exiting
 WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "replworker.py")
 
 
@@ -38,6 +39,8 @@ class ReplWorker:
         self._completion: asyncio.Future[list[str]] | None = None
         self._run: Run | None = None
         self._write_lock = asyncio.Lock()
+        self.exits = 0  # how many workers died; the agent tells each death once by this count
+        self._killing = False
 
     @property
     def alive(self) -> bool:
@@ -54,6 +57,7 @@ class ReplWorker:
         await self._ready
 
     def _spawn(self) -> None:
+        self._killing = False
         cmd_r, cmd_w = os.pipe()
         evt_r, evt_w = os.pipe()
         self._proc = subprocess.Popen(
@@ -103,6 +107,7 @@ class ReplWorker:
 
     def kill(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
+            self._killing = True
             try:
                 os.killpg(self._proc.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -146,12 +151,20 @@ class ReplWorker:
             run.finish(exit_code)
 
     def _on_exit(self) -> None:
-        code = None
+        code, killing = None, self._killing
         if self._proc is not None:
-            if self._proc.poll() is None:
+            try:  # its pipe closes a moment before it can be reaped
+                code = self._proc.wait(EXIT_GRACE)
+            except subprocess.TimeoutExpired:  # alive without its pipe: end it
+                killing = True
                 self.kill()
-            code = self._proc.wait()
+                code = self._proc.wait()
         log.warning("REPL worker exited with %s", code)
+        self.exits += 1
+        if self._run is not None:
+            # How the agent learns that the interpreter died (of an OOM kill or SIGBUS, say).
+            self._run.worker_exit = {"seq": self.exits, "code": code,
+                                     "killed_by_runner": killing}
         if self._router is not None:
             self._router.drain()
             if self._router.sink is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from berth.agent import Agent
-from berth.errors import InsufficientResource, KernelNotFound, MountRefused
+from berth.errors import BerthError, InsufficientResource, KernelNotFound, MountRefused
 from berth.facade import AgentFacade
 from berth.types import KernelState, TerminationReason
 
@@ -137,25 +137,41 @@ MAIN_PID = "$(cut -d' ' -f1 /proc/1/task/1/children)"
 
 
 async def test_oom_and_plain_kill_are_told_apart(agent: Agent, facade: AgentFacade) -> None:
-    oom, plain = new_id(), new_id()
-    for kid in (oom, plain):
-        await create(facade, kernel_config(resource_slots={"cpu": "1", "mem": "64m"}),
-                                   kernel_id=kid)
-    # A memory hog is OOM-killed by the kernel's memory cgroup; the kernel itself lives on.
-    code, _ = await exec_in(agent, oom, "sh", "-c", "head -c 200000000 /dev/zero | tail")
+    survivor, plain, main_oom = new_id(), new_id(), new_id()
+    for kid in (survivor, plain, main_oom):
+        await create(facade, kernel_config(resource_slots={"cpu": "0.5", "mem": "64m"},
+                                           resource_opts={"shmem": "256m"}), kernel_id=kid)
+    # A memory hog is OOM-killed by the kernel's memory cgroup; the kernel itself lives on
+    # (Docker's OOM flag is set for the rest of the container's life all the same).
+    code, _ = await exec_in(agent, survivor, "sh", "-c", "head -c 200000000 /dev/zero | tail")
     assert code == 137
-    assert await facade.check_running(oom)
-    for kid in (oom, plain):
+    await eventually(lambda: _survived_oom(agent, survivor), timeout=15)
+    assert await facade.check_running(survivor)
+    # A plain SIGKILL of the main process, after that OOM or without one: not an OOM kill.
+    for kid in (survivor, plain):
         await exec_in(agent, kid, "sh", "-c", f"kill -KILL {MAIN_PID}")
-    for kid in (oom, plain):
+    # The main process itself chosen by the OOM killer: its end is an OOM kill. /dev/shm pages
+    # are charged to the memory cgroup but belong to no process, so with the main process made
+    # the preferred victim, filling /dev/shm past the memory limit OOM-kills the main process.
+    try:
+        await exec_in(agent, main_oom, "sh", "-c", f"echo 1000 > /proc/{MAIN_PID}/oom_score_adj"
+                      " && dd if=/dev/zero of=/dev/shm/fill bs=1M count=200")
+    except BerthError:
+        pass  # the exec may go down with its container
+    for kid in (survivor, plain, main_oom):
         await eventually(lambda kid=kid: _ended(agent, kid), timeout=30)
     reasons = {}
-    for kid in (oom, plain):
+    for kid in (survivor, plain, main_oom):
         ended = agent.registry.ended(kid)
         assert ended and ended.termination and ended.termination.exit_code == 137
         reasons[kid] = ended.termination.reason
-    assert reasons == {oom: TerminationReason.OOM_KILLED,
-                       plain: TerminationReason.SELF_TERMINATED}
+    assert reasons == {survivor: TerminationReason.SELF_TERMINATED,
+                       plain: TerminationReason.SELF_TERMINATED,
+                       main_oom: TerminationReason.OOM_KILLED}
+
+
+async def _survived_oom(agent: Agent, kid: str) -> bool:
+    return agent.registry.get(kid).oom.survived >= 1
 
 
 async def test_sigbus_death_is_reported_as_shm_exhausted(agent: Agent,

@@ -9,15 +9,19 @@ from berth.types import TerminationReason as R
 
 
 @pytest.mark.parametrize(("code", "flag", "kills", "reason"), [
-    (137, True, 0, R.OOM_KILLED),
+    (137, True, None, R.OOM_KILLED),  # no counter evidence: Docker's flag decides
+    (137, False, None, R.SELF_TERMINATED),
     (137, False, 1, R.OOM_KILLED),
+    (137, True, 1, R.OOM_KILLED),
+    (137, True, 0, R.SELF_TERMINATED),  # the flag is left over from an OOM the kernel survived
     (137, False, 0, R.SELF_TERMINATED),
     (0, True, 0, R.SELF_TERMINATED),
+    (0, True, None, R.SELF_TERMINATED),
     (135, False, 0, R.SHM_EXHAUSTED),
     (1, False, 0, R.SELF_TERMINATED),
-    (None, False, 0, R.SELF_TERMINATED),
+    (None, False, None, R.SELF_TERMINATED),
 ])
-def test_classify_exit(code: int | None, flag: bool, kills: int, reason: R) -> None:
+def test_classify_exit(code: int | None, flag: bool, kills: int | None, reason: R) -> None:
     assert classify_exit(code, flag, kills) == reason
 
 
