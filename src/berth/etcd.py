@@ -17,7 +17,6 @@ import asyncio
 import copy
 import json
 import logging
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
@@ -29,6 +28,7 @@ import grpc
 from aetcd.exceptions import ClientError
 
 from berth.errors import EtcdError
+from berth.events.discovery import ServiceRecord
 
 log = logging.getLogger(__name__)
 
@@ -178,23 +178,19 @@ class EtcdConfigSource:
     async def deregister_agent(self, agent_id: str) -> None:
         await self.delete_prefix(f"nodes/agents/{agent_id}")
 
-    async def register_service(self, agent_id: str, announce_addr: str, *, version: str,
-                               service_group: str = "agent", protocol: str = "http") -> str:
-        """Register the metrics endpoint; returns the key path (pass it to ``unregister``)."""
-        host, port = _split_addr(announce_addr)
-        path = f"{SERVICE_DISCOVERY_PREFIX}/{service_group}/{agent_id}"
-        now = str(time.time())
-        await self.put_tree(path, {
-            "id": agent_id, "display_name": f"agent-{agent_id}", "service_group": service_group,
-            "version": version,
-            "endpoint": {"address": host, "port": port, "protocol": protocol,
-                         "prometheus_address": f"{host}:{port}"},
-            "health_status": {"registration_time": now, "last_heartbeat": now},
-        })
-        return path
+    async def register_service(self, record: ServiceRecord) -> None:
+        """Put (or refresh) the discovery record of ``record``'s endpoint."""
+        await self.put_tree(_service_path(record), record.metadata())
+
+    async def unregister_service(self, record: ServiceRecord) -> None:
+        await self.unregister(_service_path(record))
 
     async def unregister(self, path: str) -> None:
         await self.delete_prefix(path)
+
+
+def _service_path(record: ServiceRecord) -> str:
+    return f"{SERVICE_DISCOVERY_PREFIX}/{record.service_group}/{record.service_id}"
 
 
 _AGENT_OVERRIDABLE = ("api", "container-logs", "kernel-lifecycles")
@@ -216,7 +212,8 @@ def apply_etcd_overrides(local: Mapping[str, Any],
     * ``config/agent/{api,container-logs,kernel-lifecycles}`` override those sections;
     * ``config/container/{kernel-uid,kernel-gid}`` override ``[container]``;
     * ``config/redis``, ``config/plugins`` and ``volumes`` are injected as ``redis``,
-      ``plugins`` and ``volumes`` (a local ``[redis]`` keeps keys etcd does not set).
+      ``plugins`` and ``volumes`` (a local ``[redis]`` keeps keys etcd does not set); of
+      ``config/redis`` only ``addr`` and ``password`` are taken, the rest is logged.
     Values stay strings as etcd stores them; the typed config validates them afterwards.
     """
     out: dict[str, Any] = copy.deepcopy(dict(local))
@@ -228,10 +225,29 @@ def apply_etcd_overrides(local: Mapping[str, Any],
     for key in _CONTAINER_OVERRIDABLE:
         if key in container:
             out.setdefault("container", {})[key] = container[key]
-    for section in ("redis", "plugins", "volumes"):
-        if global_cfg.get(section):
-            _merge(out.setdefault(section, {}), global_cfg[section])
+    redis = _known_redis_keys(global_cfg.get("redis") or {})
+    for section, value in (("redis", redis), ("plugins", global_cfg.get("plugins")),
+                           ("volumes", global_cfg.get("volumes"))):
+        if value:
+            if not isinstance(out.get(section), dict):
+                out[section] = {}
+            _merge(out[section], value)
     return out
+
+
+# The keys of etcd's ``config/redis`` that the agent uses; a standard Backend.AI install also
+# keeps sentinel, TLS, helper timeouts and per-role overrides there, which are logged and left.
+_REDIS_KEYS = ("addr", "password")
+
+
+def _known_redis_keys(redis: Mapping[str, Any]) -> dict[str, Any]:
+    ignored = sorted(k for k in redis if k not in _REDIS_KEYS)
+    if ignored:
+        log.info("etcd config/redis: not used by this agent, ignored: %s", ", ".join(ignored))
+    known = {k: redis[k] for k in _REDIS_KEYS if k in redis}
+    if isinstance(known.get("addr"), str):
+        known["addr"] = known["addr"].removeprefix("redis://").removeprefix("tcp://")
+    return known
 
 
 def decode_json_value(raw: str | None) -> Any:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from berth import __version__
 from berth.bgtask import BackgroundTaskManager
 from berth.config import AgentConfig, parse_host_port
+from berth.errors import BerthError
 from berth.events import (
     AgentInfo,
     AgentStartedEvent,
@@ -23,7 +24,13 @@ from berth.events import (
     ManagerStore,
     SlotQuantity,
 )
-from berth.events.models import AgentEvent
+from berth.events.discovery import Publisher, ServiceAnnouncer, ServiceRecord
+from berth.events.models import (
+    AgentEvent,
+    DoSyncKernelLogsEvent,
+    ServiceDeregisteredEvent,
+    ServiceRegisteredEvent,
+)
 from berth.resources.allocator import ResourceManager
 from berth.stats import StatsSnapshot
 
@@ -61,11 +68,15 @@ class ManagerLink:
         self.emitter: EventBus | LogEmitter = self.bus or LogEmitter()
         self.tasks = BackgroundTaskManager(self.emitter)
         self.heartbeat: Heartbeat | None = None
+        self.announcer: ServiceAnnouncer | None = None
         self._on_beat: Callable[[], None] | None = None
 
     async def start(self, resources: ResourceManager, images: Any, *,
                     on_beat: Callable[[], None] | None = None) -> None:
-        """``on_beat`` is called as each heartbeat is emitted (the Prometheus gauge)."""
+        """``on_beat`` is called as each heartbeat is emitted (the Prometheus gauge).
+
+        The first heartbeat goes out before ``agent_started``: the manager registers a node
+        from its heartbeat and skips an ``agent_started`` from a node it does not know."""
         self.resources = resources
         self._on_beat = on_beat
         if self.bus is not None:
@@ -73,10 +84,61 @@ class ManagerLink:
             self.heartbeat = Heartbeat(self.bus, self._heartbeat_info,
                                        self.config.debug.heartbeat_interval,
                                        images=images.list_installed, store=self.store)
-            self.heartbeat.start()
+            await self._write_slot_metadata()
+            await self.heartbeat.beat()
+            self.heartbeat.start(first_delay=self.config.debug.heartbeat_interval)
         self.emitter.emit(AgentStartedEvent(reason="self-started"))
 
+    async def _write_slot_metadata(self) -> None:
+        """``computer.metadata``: how the manager's UI names and formats each slot."""
+        if self.store is None:
+            return
+        metadata: dict[str, Any] = {}
+        for plugin in self.resources.plugins:
+            metadata.update(plugin.get_metadata())
+        try:
+            await self.store.write_slot_metadata(metadata)
+        except BerthError as exc:
+            log.warning("could not write slot metadata: %s", exc)
+
+    async def announce(self, record: ServiceRecord,
+                       extra: Sequence[Publisher] = ()) -> None:
+        """Announce the metrics endpoint now and every minute: on the events stream, in
+        Redis (the manager's default discovery backend) and through ``extra`` (etcd)."""
+        publishers: list[Publisher] = list(extra)
+        if self.store is not None:
+            publishers.append(self.store.write_service_record)
+        publishers.append(self._emit_registered)
+        self.announcer = ServiceAnnouncer(record, publishers)
+        await self.announcer.start()
+
+    async def _emit_registered(self, record: ServiceRecord) -> None:
+        self.emitter.emit(ServiceRegisteredEvent.model_validate(record.registered_event_body()))
+
+    async def _withdraw(self) -> None:
+        if self.announcer is None:
+            return
+        await self.announcer.stop()
+        record = self.announcer.record
+        self.emitter.emit(ServiceDeregisteredEvent(instance_id=record.agent_id,
+                                                   service_group=record.service_group))
+        if self.store is not None:
+            try:
+                await self.store.delete_service_record(record)
+            except BerthError as exc:
+                log.warning("could not remove the service record: %s", exc)
+
+    async def mark_presence(self, kernel_ids: Sequence[str]) -> None:
+        """Tell the manager these kernels are alive (it asks ``check_running`` otherwise)."""
+        if self.store is None:
+            return
+        try:
+            await self.store.mark_kernel_presence(kernel_ids)
+        except BerthError as exc:
+            log.debug("kernel presence not written: %s", exc)
+
     async def close(self) -> None:
+        await self._withdraw()
         self.emitter.emit(AgentTerminatedEvent(reason="shutdown"))
         await self.tasks.shutdown()
         if self.heartbeat is not None:
@@ -115,6 +177,9 @@ class ManagerLink:
         if self.store is not None:
             await self.store.push_container_logs(container_id, logs.encode(),
                                                  chunk_size=self.config.container_logs.chunk_size)
+            # The manager moves the chunks into its database only when told to.
+            self.emitter.emit(DoSyncKernelLogsEvent(kernel_id=kernel_id,
+                                                    container_id=container_id))
 
     async def publish_stats(self, snapshot: StatsSnapshot) -> None:
         if self.store is None:
@@ -125,3 +190,4 @@ class ManagerLink:
         for kernel_id, stats in snapshot.kernels.items():
             await self.store.write_kernel_stats(kernel_id, stats.to_wire())
         await self.store.write_container_count(len(snapshot.kernels))
+        await self.mark_presence(list(snapshot.kernels))

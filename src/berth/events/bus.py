@@ -38,6 +38,7 @@ from redis.retry import Retry
 
 from berth.errors import EventBusError
 from berth.events.backlog import Backlog, Envelope
+from berth.events.discovery import ServiceRecord
 from berth.events.models import AgentEvent
 
 log = logging.getLogger(__name__)
@@ -314,16 +315,48 @@ class ManagerStore:
         await self._call("installed images", lambda: r.set(
             f"installed_image:{self.agent_id}", body))
 
-    async def mark_kernel_presence(self, kernel_id: str, ttl: int = 300) -> None:
+    async def mark_kernel_presence(self, kernel_ids: Sequence[str], ttl: int = 300) -> None:
+        """``kernel:presence:{kernel_id}`` ← ``{presence: "1", last_presence: <int seconds>}``
+        for every running kernel: the manager asks ``check_running`` over RPC about each
+        kernel whose mark is missing or stale, and reads the time as an integer."""
         r = self._clients["live"]
-        key = f"kernel:presence:{kernel_id}"
+        now = str(int(time.time()))
 
         async def write() -> None:
             async with r.pipeline(transaction=False) as pipe:
-                pipe.hset(key, mapping={"presence": "1", "last_presence": str(time.time())})
+                for kernel_id in kernel_ids:
+                    key = f"kernel:presence:{kernel_id}"
+                    pipe.hset(key, mapping={"presence": "1", "last_presence": now})
+                    pipe.expire(key, ttl)
+                await pipe.execute()
+        if kernel_ids:
+            await self._call("kernel presence", write)
+
+    async def write_service_record(self, record: ServiceRecord, ttl: int = 180) -> None:
+        """``service_discovery.{group}.{id}`` ← hash of JSON values, expiring after ``ttl``."""
+        r = self._clients["stat"]
+        key = f"service_discovery.{record.service_group}.{record.service_id}"
+        fields: dict[Any, Any] = {k: json.dumps(v) for k, v in record.metadata().items()}
+
+        async def write() -> None:
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.hset(key, mapping=fields)
                 pipe.expire(key, ttl)
                 await pipe.execute()
-        await self._call("kernel presence", write)
+        await self._call("service record", write)
+
+    async def delete_service_record(self, record: ServiceRecord) -> None:
+        r = self._clients["stat"]
+        key = f"service_discovery.{record.service_group}.{record.service_id}"
+        await self._call("service record", lambda: r.delete(key))
+
+    async def write_slot_metadata(self, metadata: Mapping[str, Mapping[str, Any]]) -> None:
+        """``computer.metadata`` ← hash ``{slot name: JSON display metadata}``."""
+        if not metadata:
+            return
+        r = self._clients["stat"]
+        fields: dict[Any, Any] = {k: json.dumps(dict(v)) for k, v in metadata.items()}
+        await self._call("slot metadata", lambda: r.hset("computer.metadata", mapping=fields))
 
     async def push_container_logs(self, container_id: str, data: bytes,
                                   chunk_size: int = 64 * 1024, ttl: int = 3600) -> int:

@@ -1,4 +1,4 @@
-"""The heartbeat: ``agent_heartbeat`` every ``interval`` seconds, then the installed images.
+"""The heartbeat: the installed images, then ``agent_heartbeat``, every ``interval`` seconds.
 
 The agent info and the image list come from callables the caller passes, so this module
 knows nothing about plugins or Docker.  A heartbeat that cannot be sent while Redis is down
@@ -43,19 +43,21 @@ class Heartbeat:
         self._task: asyncio.Task[None] | None = None
 
     async def beat(self) -> None:
-        """Emit one heartbeat now and write the installed images right after."""
-        info = await self._info()
-        self._emitter.emit(AgentHeartbeatEvent(agent_info=info), coalesce=True)
-        self.beats += 1
+        """Write the installed images, then emit one heartbeat: the manager reads the image
+        list when it handles the heartbeat, so the list must be there first."""
         if self._images is not None and self._store is not None:
             try:
                 await self._store.write_installed_images(await self._images())
             except BerthError as exc:
                 log.warning("could not write installed images: %s", exc)
+        info = await self._info()
+        self._emitter.emit(AgentHeartbeatEvent(agent_info=info), coalesce=True)
+        self.beats += 1
 
-    async def _run(self) -> None:
+    async def _run(self, first_delay: float) -> None:
         loop = asyncio.get_running_loop()
-        next_at = loop.time()
+        next_at = loop.time() + first_delay
+        await asyncio.sleep(first_delay)
         while True:
             try:
                 await self.beat()
@@ -64,9 +66,10 @@ class Heartbeat:
             next_at += self.interval
             await asyncio.sleep(max(0.0, next_at - loop.time()))
 
-    def start(self) -> None:
+    def start(self, first_delay: float = 0.0) -> None:
+        """Beat every ``interval`` seconds, the first after ``first_delay``."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="heartbeat")
+            self._task = asyncio.create_task(self._run(first_delay), name="heartbeat")
 
     async def stop(self) -> None:
         if self._task is not None:

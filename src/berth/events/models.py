@@ -9,6 +9,7 @@ channel ``events_all`` sees it).  Background-task events are broadcast and also 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any, ClassVar, Literal
 from uuid import UUID
 
@@ -222,6 +223,48 @@ class SessionFailureEvent(SessionResultEvent):
     name: ClassVar[str] = "session_failure"
 
 
+class DoSyncKernelLogsEvent(AgentEvent):
+    """Tells the manager a dead kernel's output waits in ``containerlog.{container_id}``."""
+
+    name: ClassVar[str] = "do_sync_kernel_logs"
+    kernel_id: str
+    container_id: str
+
+
+# ── service discovery ────────────────────────────────────────────────────────────────────
+
+
+class ServiceEndpointInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    role: str
+    scope: str
+    address: str
+    port: int
+    protocol: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ServiceRegisteredEvent(AgentEvent):
+    """Sent at start and then as the discovery heartbeat (see ``events/discovery.py``)."""
+
+    name: ClassVar[str] = "service_registered"
+    instance_id: str
+    service_group: str
+    display_name: str
+    version: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    endpoints: list[ServiceEndpointInfo] = Field(default_factory=list)
+    startup_time: datetime
+    config_hash: str = ""
+
+
+class ServiceDeregisteredEvent(AgentEvent):
+    name: ClassVar[str] = "service_deregistered"
+    instance_id: str
+    service_group: str
+
+
 # ── images ───────────────────────────────────────────────────────────────────────────────
 
 
@@ -299,10 +342,11 @@ class BgtaskCancelledEvent(BgtaskEvent):
 ALL_EVENTS: tuple[type[AgentEvent], ...] = (
     AgentStartedEvent, AgentTerminatedEvent, AgentHeartbeatEvent, AgentErrorEvent,
     KernelPreparingEvent, KernelPullingEvent, KernelCreatingEvent, KernelStartedEvent,
-    KernelTerminatedEvent, ExecutionStartedEvent, ExecutionFinishedEvent, ExecutionTimeoutEvent,
-    SessionSuccessEvent, SessionFailureEvent, ImagePullStartedEvent, ImagePullFinishedEvent,
-    ImagePullFailedEvent, BgtaskUpdatedEvent, BgtaskDoneEvent, BgtaskPartialSuccessEvent,
-    BgtaskFailedEvent, BgtaskCancelledEvent,
+    KernelTerminatedEvent, DoSyncKernelLogsEvent, ExecutionStartedEvent,
+    ExecutionFinishedEvent, ExecutionTimeoutEvent, SessionSuccessEvent, SessionFailureEvent,
+    ImagePullStartedEvent, ImagePullFinishedEvent, ImagePullFailedEvent, BgtaskUpdatedEvent,
+    BgtaskDoneEvent, BgtaskPartialSuccessEvent, BgtaskFailedEvent, BgtaskCancelledEvent,
+    ServiceRegisteredEvent, ServiceDeregisteredEvent,
 )
 
 EVENTS_BY_NAME: dict[str, type[AgentEvent]] = {cls.name: cls for cls in ALL_EVENTS}

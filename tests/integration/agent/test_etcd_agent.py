@@ -52,8 +52,9 @@ async def test_registration_discovery_and_etcd_config(
     agent = Agent(config(tmp_path, etcd_addr, etcd.namespace,
                          **{"agent.skip-manager-detection": True}))
     node = f"nodes/agents/{agent.agent_id}"
-    service = f"ai/backend/service_discovery/agent/{agent.agent_id}"
     announce = agent.config.agent.announce_internal_addr
+    service_id = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"agent/{announce}"))
+    service = f"ai/backend/service_discovery/agent/{service_id}"
     await agent.startup()
     try:
         assert agent.config.kernel_lifecycles.creating_timeout_sec == 77.0
@@ -62,11 +63,14 @@ async def test_registration_discovery_and_etcd_config(
         assert await etcd.get(f"{node}/ip") == "127.0.0.1"
         assert await etcd.get(f"{node}/watcher_port") == "6009"
         entry = await etcd.get_prefix(service)
-        assert entry["id"] == agent.agent_id and entry["service_group"] == "agent"
+        assert entry["id"] == service_id and entry["service_group"] == "agent"
         assert entry["endpoint"]["prometheus_address"] == announce
+        assert entry["labels"] == {"agent_id": agent.agent_id}
     finally:
         await agent.shutdown()
     assert await etcd.get_prefix(service) == {}
+    # A cleanly stopped node is gone from etcd, not left reading "running".
+    assert await etcd.get(node) is None and await etcd.get_prefix(node) == {}
 
 
 async def test_waits_for_the_manager_unless_told_to_skip(

@@ -63,7 +63,8 @@ class StreamWatcher:
         self._last = "-"
 
     def kernel_events(self, kernel_id: str) -> list[Entry]:
-        return [e for e in self.entries if e.payload.get("kernel_id") == kernel_id]
+        return [e for e in self.entries
+                if e.name.startswith("kernel_") and e.payload.get("kernel_id") == kernel_id]
 
     async def until(self, check: Any, timeout: float, what: str) -> None:
         async def polled() -> bool:
@@ -104,6 +105,13 @@ async def test_kernel_life_agent_start_and_heartbeats_on_the_stream(
 
     started = [e for e in watch.entries if e.name == "agent_started"]
     assert started and started[0].source == agent.agent_id
+    # The manager registers a node from its heartbeat and skips agent_started from a stranger.
+    names = [e.name for e in watch.entries]
+    assert names.index("agent_heartbeat") < names.index("agent_started")
+    await watch.until(lambda: any(e.name == "do_sync_kernel_logs" for e in watch.entries), 10,
+                      "do_sync_kernel_logs after the kernel's output was shipped")
+    (sync,) = [e for e in watch.entries if e.name == "do_sync_kernel_logs"]
+    assert sync.payload == {"kernel_id": kid, "container_id": created[0]["container_id"]}
 
     await watch.until(lambda: sum(e.name == "agent_heartbeat" for e in watch.entries) >= 8,
                       10, "8 heartbeats")

@@ -9,6 +9,7 @@ import pytest
 
 from berth.errors import EtcdError
 from berth.etcd import EtcdConfigSource, apply_etcd_overrides
+from berth.events.discovery import ServiceRecord
 
 
 def ns() -> str:
@@ -58,14 +59,22 @@ async def test_agent_registration_lifecycle(etcd_addr: str) -> None:
         assert await etcd.get_prefix("nodes/agents") == {}
 
 
-async def test_service_discovery_registration_and_removal(etcd_addr: str) -> None:
+async def test_service_discovery_registration_refresh_and_removal(etcd_addr: str) -> None:
+    record = ServiceRecord("i-node1", "0.1.0", "10.0.0.5", 6003, "http", 100.0, 100.0)
+    service_id = str(uuid.uuid5(uuid.NAMESPACE_DNS, "agent/10.0.0.5:6003"))
     async with EtcdConfigSource(etcd_addr, ns()) as etcd:
-        path = await etcd.register_service("i-node1", "10.0.0.5:6003", version="0.1.0")
-        entry = (await etcd.get_prefix("ai/backend/service_discovery/agent"))["i-node1"]
+        await etcd.register_service(record)
+        entry = (await etcd.get_prefix("ai/backend/service_discovery/agent"))[service_id]
+        assert entry["id"] == service_id
         assert entry["endpoint"] == {"address": "10.0.0.5", "port": "6003", "protocol": "http",
                                      "prometheus_address": "10.0.0.5:6003"}
         assert entry["display_name"] == "agent-i-node1"
-        await etcd.unregister(path)
+        assert entry["health_status"] == {"registration_time": "100.0",
+                                          "last_heartbeat": "100.0"}
+        await etcd.register_service(record.refreshed(160.0))
+        entry = (await etcd.get_prefix("ai/backend/service_discovery/agent"))[service_id]
+        assert entry["health_status"]["last_heartbeat"] == "160.0"
+        await etcd.unregister_service(record)
         assert await etcd.get_prefix("ai/backend/service_discovery") == {}
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+import uuid
 from typing import Any
 
 import msgpack
@@ -27,6 +29,8 @@ from berth.events import (
     redis_url_with_db,
     tail_events,
 )
+from berth.events.discovery import ServiceRecord
+from berth.events.models import UsedDevices
 from berth.types import TerminationReason
 
 from .conftest import RedisProcess
@@ -62,7 +66,8 @@ async def test_kernel_life_events_in_order_on_stream_and_channel(redis_server: R
         KernelPreparingEvent(kernel_id="k1", session_id="s1"),
         KernelCreatingEvent(kernel_id="k1", session_id="s1"),
         KernelStartedEvent(kernel_id="k1", session_id="s1", creation_info=KernelCreationInfo(
-            container_id="c1", kernel_host="127.0.0.1")),
+            container_id="c1", kernel_host="127.0.0.1", repl_in_port=0, repl_out_port=0,
+            service_ports=[], used_devices=UsedDevices())),
         KernelTerminatedEvent(kernel_id="k1", session_id="s1",
                               reason=TerminationReason.USER_REQUESTED, exit_code=0),
     ]
@@ -74,7 +79,7 @@ async def test_kernel_life_events_in_order_on_stream_and_channel(redis_server: R
     assert [(n, s) for n, s, _ in got] == [(e.name, "agent-x") for e in life]
     assert [parse_event(n, p) for n, _, p in got] == life
     assert got[-1][2] == {"kernel_id": "k1", "session_id": "s1", "reason": "user-requested",
-                          "exit_code": 0}
+                          "cause": "user-requested", "exit_code": 0}
     published = []
     while (m := await ps.get_message(ignore_subscribe_messages=True, timeout=1)) is not None:
         published.append(json.loads(m["data"]))
@@ -82,6 +87,10 @@ async def test_kernel_life_events_in_order_on_stream_and_channel(redis_server: R
     await sub.aclose()
     assert [p["name"] for p in published] == [e.name for e in life]
     assert published[0]["source"] == "agent-x"
+    # The manager's broadcast parser takes the payload as a JSON string, not an object.
+    assert [parse_event(p["name"], p["payload"]) for p in published] == life
+    assert all(isinstance(p["payload"], str) and isinstance(p["metadata"], str)
+               for p in published)
 
 
 async def test_bgtask_event_is_cached_not_streamed(redis_server: RedisProcess) -> None:
@@ -92,7 +101,8 @@ async def test_bgtask_event_is_cached_not_streamed(redis_server: RedisProcess) -
     cached = json.loads(await r.get("bgtask.t9"))
     ttl = await r.ttl("bgtask.t9")
     await r.aclose()
-    assert cached["name"] == "bgtask_done" and cached["payload"]["message"] == "done"
+    assert cached["name"] == "bgtask_done"
+    assert json.loads(cached["payload"])["message"] == "done"
     assert 0 < ttl <= 300
     assert await read_stream(redis_server.url) == []
 
@@ -143,7 +153,10 @@ async def test_manager_store_keys(redis_server: RedisProcess) -> None:
     await store.write_kernel_stats("k1", {"cpu_util": {"current": "1.5"}})
     await store.write_node_stats({"node": {}, "devices": {}}, ttl=120)
     await store.write_container_count(3)
-    await store.mark_kernel_presence("k1")
+    await store.mark_kernel_presence(["k1", "k2"])
+    record = ServiceRecord("agent-s", "0.1.0", "127.0.0.1", 6003, "http", 10.0, 70.0)
+    await store.write_service_record(record)
+    await store.write_slot_metadata({"cpu": {"slot_name": "cpu", "display_unit": "Core"}})
     n = await store.push_container_logs("c1", b"x" * (64 * 1024 + 10))
     await store.close()
     stat = _redis(redis_url_with_db(redis_server.url, 0))
@@ -155,7 +168,16 @@ async def test_manager_store_keys(redis_server: RedisProcess) -> None:
         assert await stat.get("container_count.agent-s") == b"3"
         chunks = await logs.lrange("containerlog.c1", 0, -1)
         assert n == 2 and b"".join(decode_log_chunk(c) for c in chunks) == b"x" * (64 * 1024 + 10)
-        assert (await live.hgetall("kernel:presence:k1"))[b"presence"] == b"1"
+        for kid in ("k1", "k2"):
+            mark = await live.hgetall(f"kernel:presence:{kid}")
+            assert mark[b"presence"] == b"1"
+            assert abs(int(mark[b"last_presence"]) - time.time()) < 5  # int() as the manager
+        sd_key = f"service_discovery.agent.{record.service_id}"
+        sd = {k.decode(): json.loads(v) for k, v in (await stat.hgetall(sd_key)).items()}
+        assert sd["id"] == str(uuid.uuid5(uuid.NAMESPACE_DNS, "agent/127.0.0.1:6003"))
+        assert sd["health_status"] == {"registration_time": 10.0, "last_heartbeat": 70.0}
+        assert 0 < await stat.ttl(sd_key) <= 180
+        assert json.loads(await stat.hget("computer.metadata", "cpu"))["display_unit"] == "Core"
     finally:
         for c in (stat, logs, live):
             await c.aclose()
