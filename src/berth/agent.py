@@ -31,7 +31,7 @@ from berth.kernel.reconcile import Reconciler
 from berth.kernel.registry import KernelRegistry
 from berth.kernel.spec import KernelSpec
 from berth.manager_link import ManagerLink
-from berth.plugins import load_plugins
+from berth.plugins import load_plugins, plugin_env_names
 from berth.ports import PortPool
 from berth.resources.affinity import AffinityPolicy
 from berth.resources.allocator import ResourceManager
@@ -214,7 +214,8 @@ class Agent:
             terminating_timeout=k.terminating_timeout_sec,
             creation_concurrency=self.config.agent.kernel_creation_concurrency,
             runner_dir=self.runner_dir, scaling_group=self.config.agent.scaling_group,
-            agent_addr=f"tcp://{rpc_host}:{rpc_port}", policy=KernelPolicy.from_config(c),
+            agent_addr=f"tcp://{rpc_host}:{rpc_port}", policy=KernelPolicy.from_config(
+                c, owned_environ=plugin_env_names(self.resources.plugins)),
         )
         return KernelLifecycle(
             settings, backend=self.backend, registry=self.registry,

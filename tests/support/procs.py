@@ -283,23 +283,25 @@ class RegistryServer(ServerProcess):
 class AgentProcess:
     """``berth start-server -f root/agent.toml`` with plain RPC on a free loopback port.
 
-    ``agent_toml`` lines go into ``[agent]``; ``extra_toml`` (more tables) is appended as is;
+    ``agent_toml`` lines go into ``[agent]``, ``container_toml`` lines into ``[container]``;
+    ``extra_toml`` (more tables) is appended as is;
     ``internal_port`` 0 lets the agent pick its internal port; ``sync_interval`` None leaves
     ``[agent.sync-container-lifecycles]`` at its defaults.
     """
 
     def __init__(self, root: Path, agent_id: str, *, port_range: tuple[int, int],
                  agent_toml: str = "", extra_toml: str = "", internal_port: int | None = None,
-                 sync_interval: float | None = 1.0) -> None:
+                 sync_interval: float | None = 1.0, container_toml: str = "") -> None:
         self.root, self.agent_id = root, agent_id
         self.port = free_port()
         self.internal_port = free_port() if internal_port is None else internal_port
         self.config = root / "agent.toml"
-        self.config.write_text(self._toml(port_range, agent_toml, extra_toml, sync_interval))
+        self.config.write_text(self._toml(port_range, agent_toml, extra_toml, sync_interval,
+                                          container_toml))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def _toml(self, port_range: tuple[int, int], agent_toml: str, extra_toml: str,
-              sync_interval: float | None) -> str:
+              sync_interval: float | None, container_toml: str = "") -> str:
         sync = ("" if sync_interval is None
                 else f"[agent.sync-container-lifecycles]\ninterval = {sync_interval}\n")
         low, high = port_range
@@ -318,6 +320,7 @@ scratch-root = "scratch"
 port-range = [{low}, {high}]
 port-reuse-cooldown-sec = 0
 bind-host = "{LOOPBACK}"
+{container_toml}
 [resource]
 reserved-cpu = 0
 reserved-mem = "256m"

@@ -56,6 +56,7 @@ class ContainerPlan:
     service_ports_label: str
     extra_env: Mapping[str, str]
     loopback_ports: Mapping[int, int] = field(default_factory=dict)  # → 127.0.0.1 port
+    owned_env: frozenset[str] = frozenset()  # plugin variables a spec may not set at all
 
 
 def container_name(kernel_id: str) -> str:
@@ -120,18 +121,22 @@ def kernel_environ(plan: ContainerPlan) -> dict[str, str]:
     """The kernel's env: defaults, then the spec's ``environ``, then the agent's on top.
 
     Agent- and plugin-set variables win over the spec's (the Manager legitimately sends some of
-    them, e.g. ``BACKENDAI_KERNEL_ID``, with the same value); :func:`overridden_environ` names
-    the ones a spec tried to change. Variables on the deny-list never get here: the lifecycle
-    refuses the spec (:mod:`berth.kernel.policy`). ``PATH`` from the spec replaces the image's,
-    as Docker does; the agent's own commands use absolute paths and do not depend on it.
+    them, e.g. ``BACKENDAI_KERNEL_ID``, with the same value), and the spec's value of a
+    variable a loaded plugin owns is dropped even when that plugin set nothing for this kernel;
+    :func:`overridden_environ` names the ones a spec tried to change. Variables on the
+    deny-list never get here: the lifecycle refuses the spec (:mod:`berth.kernel.policy`).
+    ``PATH`` from the spec replaces the image's, as Docker does; the agent's own commands
+    (runner, idle loop, batch fallback) use absolute paths and do not depend on it.
     """
-    return {**KERNEL_ENV_DEFAULTS, **plan.spec.environ, **agent_environ(plan)}
+    user = {k: v for k, v in plan.spec.environ.items() if k not in plan.owned_env}
+    return {**KERNEL_ENV_DEFAULTS, **user, **agent_environ(plan)}
 
 
 def overridden_environ(plan: ContainerPlan) -> list[str]:
-    """Names the spec's ``environ`` set to a value the agent replaced with its own."""
+    """Names the spec's ``environ`` set to a value the agent replaced or dropped."""
     agent = agent_environ(plan)
-    return sorted(k for k, v in plan.spec.environ.items() if k in agent and agent[k] != v)
+    return sorted(k for k, v in plan.spec.environ.items()
+                  if (k in agent and agent[k] != v) or (k in plan.owned_env and k not in agent))
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

@@ -275,7 +275,7 @@ class KernelLifecycle:
             mounts=mounts, port_map=port_map, loopback_ports=kernel.tls_ports,
             bind_host=self.s.bind_host,
             pids_limit=self.s.pids_limit, nofile_limit=self.s.nofile_limit,
-            service_ports_label=label, extra_env={},
+            service_ports_label=label, extra_env={}, owned_env=self.s.policy.owned_environ,
         )
 
     def _container_config(self, kernel: Kernel, plan: ContainerPlan) -> dict[str, Any]:

@@ -12,7 +12,8 @@ So, at create and again at restart:
 Refusals are typed (:class:`~berth.errors.IdentityRefused`,
 :class:`~berth.errors.EnvironRefused`) and name the field or variable, so the Manager sees what
 to fix. Variables the agent or a plugin sets are not refused: they are overridden (see
-:func:`berth.kernel.container_config.kernel_environ`).
+:func:`berth.kernel.container_config.kernel_environ`), and those a loaded plugin declares as
+its own (``owned_environ``) are dropped from the spec even on kernels the plugin gave nothing.
 """
 
 from __future__ import annotations
@@ -34,13 +35,15 @@ class KernelPolicy:
     gid_range: tuple[int, int] = (1, MAX_ID)
     supplementary_gids: frozenset[int] | None = None  # None: any gid in gid_range
     environ_deny: tuple[str, ...] = DEFAULT_ENVIRON_DENY
+    owned_environ: frozenset[str] = frozenset()  # the loaded plugins' variables
 
     @classmethod
-    def from_config(cls, container: ContainerSection) -> KernelPolicy:
+    def from_config(cls, container: ContainerSection,
+                    owned_environ: frozenset[str] = frozenset()) -> KernelPolicy:
         allowed = container.allowed_supplementary_gids
         return cls(uid_range=container.kernel_uid_range, gid_range=container.kernel_gid_range,
                    supplementary_gids=None if allowed is None else frozenset(allowed),
-                   environ_deny=tuple(container.environ_deny_list))
+                   environ_deny=tuple(container.environ_deny_list), owned_environ=owned_environ)
 
 
 def check_kernel_spec(spec: KernelSpec, policy: KernelPolicy) -> None:

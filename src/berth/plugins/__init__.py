@@ -8,6 +8,7 @@ from berth.plugins.base import (
     HardwareInfo,
     Measure,
     merge_docker_args,
+    plugin_env_names,
 )
 from berth.plugins.loader import ENTRY_POINT_GROUP, check_plugin, load_plugins
 
@@ -22,4 +23,5 @@ __all__ = [
     "check_plugin",
     "load_plugins",
     "merge_docker_args",
+    "plugin_env_names",
 ]

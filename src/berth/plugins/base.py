@@ -9,6 +9,11 @@ per-kernel measures.
 
 Slot names of a plugin start with `{key}.` (the intrinsic `cpu` and `mem` are the exception).
 Measure keys start with `{key}_` (`cuda_util`, `cuda_mem`, …).
+
+A plugin may name the variables its `Env` sets in an optional class attribute
+`env_names: ClassVar[frozenset[str]]`: they are then the plugin's on every kernel of the node,
+and a kernel spec's value for one is dropped even when the plugin gave that kernel no device
+(see :func:`plugin_env_names`).
 """
 
 from __future__ import annotations
@@ -98,6 +103,14 @@ class ComputePlugin(Protocol):
     def get_metadata(self) -> dict[str, dict[str, Any]]: ...
 
     def extra_info(self) -> dict[str, str]: ...
+
+
+def plugin_env_names(plugins: Sequence[object]) -> frozenset[str]:
+    """The variables the given plugins declare as theirs (the optional ``env_names``)."""
+    names: set[str] = set()
+    for plugin in plugins:
+        names.update(getattr(plugin, "env_names", ()))
+    return frozenset(names)
 
 
 def allocated_devices(device_alloc: DeviceAlloc) -> list[DeviceId]:

@@ -50,6 +50,8 @@ def sysfs_pci_address(bus_id: str) -> str:
 
 class CUDAPlugin:
     key: ClassVar[str] = "cuda"
+    env_names: ClassVar[frozenset[str]] = frozenset({"CUDA_VISIBLE_DEVICES",
+                                                     "BERTH_CUDA_GLOBAL_DEVICE_IDS"})
     slot_types: ClassVar[Sequence[tuple[SlotName, SlotType]]] = ((SLOT, SlotType.COUNT),)
     require_explicit_allow: ClassVar[bool] = False
 

@@ -74,6 +74,8 @@ def _device(spec: Mapping[str, Any], index: int, model: str) -> ComputeDevice:
 
 class MockPlugin:
     key: ClassVar[str] = "mock"
+    env_names: ClassVar[frozenset[str]] = frozenset({"MOCK_VISIBLE_DEVICES",
+                                                     "BERTH_MOCK_DEVICES"})
     slot_types: ClassVar[Sequence[tuple[SlotName, SlotType]]] = (
         (DEVICE_SLOT, SlotType.COUNT), (SHARES_SLOT, SlotType.COUNT))
     require_explicit_allow: ClassVar[bool] = True

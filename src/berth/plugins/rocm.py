@@ -123,6 +123,8 @@ def measures_from_cards(cards: Mapping[str, Mapping[str, Any]]) -> list[Measure]
 
 class ROCmPlugin:
     key: ClassVar[str] = "rocm"
+    env_names: ClassVar[frozenset[str]] = frozenset({"HIP_VISIBLE_DEVICES",
+                                                     "ROCR_VISIBLE_DEVICES"})
     slot_types: ClassVar[Sequence[tuple[SlotName, SlotType]]] = ((SLOT, SlotType.COUNT),)
     require_explicit_allow: ClassVar[bool] = False
 

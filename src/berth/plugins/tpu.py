@@ -68,6 +68,8 @@ def _numa(sys_root: Path, number: int) -> int | None:
 
 class TPUPlugin:
     key: ClassVar[str] = "tpu"
+    env_names: ClassVar[frozenset[str]] = frozenset({
+        "TPU_VISIBLE_CHIPS", "TPU_CHIPS_PER_PROCESS_BOUNDS", "TPU_PROCESS_BOUNDS"})
     slot_types: ClassVar[Sequence[tuple[SlotName, SlotType]]] = ((SLOT, SlotType.COUNT),)
     require_explicit_allow: ClassVar[bool] = False
 

@@ -118,6 +118,23 @@ def test_spec_repeating_the_agents_value_is_not_reported_as_overridden() -> None
     assert agent_environ(p)["BACKENDAI_KERNEL_ID"] == "k1"
 
 
+def test_plugin_owned_variables_are_dropped_from_the_spec_even_without_a_device() -> None:
+    # A kernel the mock plugin gave nothing: the spec may still not choose its devices.
+    no_device = {"HostConfig": {}, "Env": {}}
+    p = plan(environ={"MOCK_VISIBLE_DEVICES": "mock0,mock1", "CUDA_VISIBLE_DEVICES": "0",
+                      "MY_OWN": "x"},
+             plan={"resource_args": no_device,
+                   "owned_env": frozenset({"MOCK_VISIBLE_DEVICES", "BERTH_MOCK_DEVICES"})})
+    env = kernel_environ(p)
+    assert "MOCK_VISIBLE_DEVICES" not in env and env["MY_OWN"] == "x"
+    assert env["CUDA_VISIBLE_DEVICES"] == "0"  # no loaded plugin owns it here
+    assert overridden_environ(p) == ["MOCK_VISIBLE_DEVICES"]
+    with_device = plan(environ={"MOCK_VISIBLE_DEVICES": "mock0,mock1"},
+                       plan={"resource_args": {"Env": {"MOCK_VISIBLE_DEVICES": "mock1"}},
+                             "owned_env": frozenset({"MOCK_VISIBLE_DEVICES"})})
+    assert kernel_environ(with_device)["MOCK_VISIBLE_DEVICES"] == "mock1"
+
+
 def test_env_base_values_and_layering_without_spec_environ() -> None:
     env = env_of(build_container_config(plan(preopen_ports=[8081], cluster_role="sub",
                                              cluster_idx=2), ["x"]))

@@ -79,6 +79,17 @@ async def test_agent_values_win_in_docker_env_and_environ_txt(
     assert "BACKENDAI_KERNEL_ID, BACKENDAI_SESSION_ID, HOME, LOCAL_USER_ID" in line
 
 
+async def test_plugin_owned_variables_never_come_from_the_spec(tmp_path: Path) -> None:
+    owned = frozenset({"MOCK_VISIBLE_DEVICES"})
+    h = await build(tmp_path, policy=KernelPolicy(owned_environ=owned))
+    try:
+        kid = await h.create(environ={"MOCK_VISIBLE_DEVICES": "mock0,mock1", "MY_VAR": "x"})
+        for env in (container_env(h, kid), environ_txt(h, kid)):
+            assert "MOCK_VISIBLE_DEVICES" not in env and env["MY_VAR"] == "x"
+    finally:
+        await h.lc.close()
+
+
 async def test_restart_applies_the_same_env_and_a_tightened_policy(h: Harness) -> None:
     kid = new_id()
     h.lc.s = dataclasses.replace(h.lc.s, policy=KernelPolicy(environ_deny=()))

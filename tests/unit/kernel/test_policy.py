@@ -160,3 +160,19 @@ def test_refusals_travel_as_typed_errors_with_their_data() -> None:
         assert type(back) is type(exc) and back.data == exc.data and str(back) == str(exc)
     assert rebuild(*describe(EnvironRefused("LD_PRELOAD", pattern="LD_*"))).data[
         "variable"] == "LD_PRELOAD"
+
+
+def test_plugins_declare_the_variables_they_own() -> None:
+    from berth.plugins import plugin_env_names
+    from berth.plugins.cpu import CPUPlugin
+    from berth.plugins.cuda import CUDAPlugin
+    from berth.plugins.mock import MockPlugin
+    from berth.plugins.rocm import ROCmPlugin
+
+    names = plugin_env_names([CPUPlugin, CUDAPlugin, ROCmPlugin, MockPlugin])
+    assert {"CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
+            "MOCK_VISIBLE_DEVICES", "BERTH_MOCK_DEVICES"} <= names
+    p = KernelPolicy.from_config(load_config(env={}, overrides={
+        "agent.rpc-allow-plain": True}).container, owned_environ=names)
+    assert p.owned_environ == names
+    check_kernel_spec(spec(environ={"CUDA_VISIBLE_DEVICES": "0"}), p)  # dropped, not refused
