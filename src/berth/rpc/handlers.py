@@ -9,6 +9,7 @@ accepting the ``agent_id`` keyword the Manager sends.
 from __future__ import annotations
 
 import inspect
+import json
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -96,9 +97,16 @@ class _Handler:
 
 
 def _hwinfo_v2(result: Any) -> Any:
+    """``GatherHwinfoResp``: a device list whose metadata values are strings (the manager's
+    model refuses anything else, so a plugin's number must not fail the whole call)."""
     if not isinstance(result, dict):
         return result
-    return {"devices": [{"device_name": name, **info} for name, info in result.items()]}
+    devices = []
+    for name, info in result.items():
+        metadata = {str(k): v if isinstance(v, str) else json.dumps(v, default=str)
+                    for k, v in (info.get("metadata") or {}).items()}
+        devices.append({"device_name": name, **info, "metadata": metadata})
+    return {"devices": devices}
 
 
 def _kernel_of(bound: inspect.BoundArguments) -> str | None:

@@ -21,7 +21,8 @@ class Facade:
         return {"status": "ok"}
 
     async def gather_hwinfo(self) -> dict[str, Any]:
-        return {"cpu": {"status": "healthy"}}
+        return {"cpu": {"status": "healthy"},
+                "gpu": {"status": "healthy", "metadata": {"count": 2, "model": "X"}}}
 
     def get_status(self) -> None:  # not a coroutine: not served
         return None
@@ -60,7 +61,9 @@ async def test_v3_envelope_falls_back_to_v1_methods() -> None:
     assert await reg.prepare("health_v2", [], {"req": {}, "agent_id": None}).run() == {
         "status": "ok"}
     hw = await reg.prepare("gather_hwinfo_v2", [], {"req": {}, "agent_id": "x"}).run()
-    assert hw == {"devices": [{"device_name": "cpu", "status": "healthy"}]}
+    assert hw == {"devices": [
+        {"device_name": "cpu", "status": "healthy", "metadata": {}},
+        {"device_name": "gpu", "status": "healthy", "metadata": {"count": "2", "model": "X"}}]}
     with pytest.raises(InvalidArgument, match="req"):
         reg.prepare("health_v2", [], {"agent_id": None})
 
