@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build Berth's local kernel images (images/<name>/) that are missing or whose recipe changed.
-# Usage: scripts/build-images.sh [NAME...]   (default: every image under images/)
+# Build Berth's local images (images/<name>/) that are missing or whose recipe changed.
+# Usage: scripts/build-images.sh [NAME...]   (default: every kernel image under images/;
+# name a test image such as bai-compat to build it too)
 # Needs a running dockerd; scripts/setup.sh calls this after starting one.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"

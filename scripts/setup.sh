@@ -6,7 +6,8 @@
 #
 # Usage: scripts/setup.sh [--test-services] [--no-images] [--quiet]
 #   --test-services  also start the local image registry (docker-registry, 127.0.0.1:5000)
-#   --no-images      do not build the kernel images
+#                    and build the test images (berth/bai-compat: Backend.AI for tests/compat)
+#   --no-images      do not build the kernel (or test) images
 #   --quiet          only the one line per step
 #
 # State (logs, pidfiles, service data, caches) lives in $BERTH_STATE_DIR (default ./var).
@@ -58,8 +59,9 @@ main() {
     run_step etcd start_etcd
     if (( test_services )); then run_step registry start_registry; fi
     if (( images )); then
-        local name
-        for name in $(image_names); do
+        local name tiers=(kernel)
+        (( test_services )) && tiers+=(test)
+        for name in $(image_names "${tiers[@]}"); do
             run_step "image:$name" build_image "$name"
         done
     fi

@@ -13,5 +13,8 @@ import hypothesis  # noqa: F401
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if "/tests/integration/" in str(item.fspath):
+        path = str(item.fspath)
+        if "/tests/integration/" in path:
             item.add_marker(pytest.mark.integration)
+        elif "/tests/compat/" in path:
+            item.add_marker(pytest.mark.compat)

@@ -41,6 +41,42 @@ rootfs_busybox() {
     done < <(/bin/busybox --list-full)
 }
 
+# The Debian archive this host's apt uses: the first "deb" source that serves a plain suite
+# (not -security/-updates/-backports), from /etc/apt/sources.list.d/*.sources (deb822
+# "URIs:") or else /etc/apt/sources.list "deb" lines. Recipes name no mirror: the same
+# archive serves every Debian suite, and the image content does not depend on which host
+# served the packages, so the mirror is no part of the recipe hash.
+# Usage: host_debian_mirror [SOURCES_DIR [SOURCES_LIST]]   (tests name other files)
+host_debian_mirror() {
+    local dir=${1:-/etc/apt/sources.list.d} list=${2:-/etc/apt/sources.list} uri=
+    shopt -s nullglob
+    local sources=("$dir"/*.sources)
+    shopt -u nullglob
+    if (( ${#sources[@]} )); then
+        uri=$(awk '
+            function flush() {
+                if (!found && types ~ /(^| )deb( |$)/ && uris != "" && plain) { print uris; found = 1; exit }
+                types = ""; uris = ""; plain = 0
+            }
+            FNR == 1 { flush() }
+            /^[ \t]*#/ { next }
+            /^[ \t]*$/ { flush(); next }
+            tolower($1) == "types:" { types = $0 }
+            tolower($1) == "uris:" { uris = $2 }
+            tolower($1) == "suites:" { for (i = 2; i <= NF; i++) if ($i !~ /-/) plain = 1 }
+            tolower($1) == "enabled:" && tolower($2) == "no" { types = "" }
+            END { flush() }
+        ' "${sources[@]}")
+    fi
+    if [[ -z $uri && -r $list ]]; then
+        # deb [options] URI SUITE COMPONENT...
+        uri=$(sed -E 's/\[[^]]*\]//' "$list" \
+            | awk '$1 == "deb" && $3 !~ /-/ { print $2; exit }')
+    fi
+    [[ -n $uri ]] || die "no Debian archive found in $dir/*.sources or $list"
+    printf '%s\n' "${uri%/}"
+}
+
 # Root filesystem of a minimal Debian with PACKAGES, downloaded through a .deb cache.
 # The merged-usr hook avoids the usrmerge package (and the perl it drags in); eatmydata and
 # unsafe-io skip dpkg's fsyncs, which are most of the build time (rootfs is thrown away on failure).
@@ -97,7 +133,8 @@ rootfs_finish() {
     chmod 1777 "$root/tmp"
 }
 
-# docker import the root filesystem with the recipe's instructions and the recipe hash.
+# docker import the root filesystem with the recipe's instructions and, when HASH is given,
+# the recipe hash label (an intermediate image gets none, so it never passes as built).
 rootfs_import() {
     local root=$1 recipe=$2 image=$3 hash=$4 line
     local changes=()
@@ -105,16 +142,50 @@ rootfs_import() {
         [[ -z $line || $line == \#* ]] && continue
         changes+=(-c "$line")
     done < "$recipe/import.dockerfile"
-    changes+=(-c "LABEL berth.recipe-hash=\"$hash\"")
+    [[ -n $hash ]] && changes+=(-c "LABEL berth.recipe-hash=\"$hash\"")
     tar --numeric-owner -C "$root" -c . \
         | docker import "${changes[@]}" - "$image" >>"$LOG_DIR/image-build.log" 2>&1 \
         || die "docker import of $image failed; see $LOG_DIR/image-build.log"
 }
 
+# image_pip_install BASE RECIPE IMAGE HASH VENV: in a container of BASE, create VENV with the
+# root's python3 (PYTHON) and pip-install the recipe's requirements.txt into it, then commit
+# the container as IMAGE with the recipe hash label. The host's pip configuration
+# (/etc/pip.conf, PIP_*) names local paths that do not exist in the container, so pip runs
+# with its defaults, only trusting the host's CA bundle (the TLS proxy's CA is in it).
+# pip's cache is $CACHE_DIR/pip (kept across builds: wheels built from sdists, and what the
+# index lets pip cache).
+image_pip_install() {
+    local base=$1 recipe=$2 image=$3 hash=$4 venv=$5 python=$6
+    local ca=/etc/ssl/certs/ca-certificates.crt cname=berth-image-build-$$
+    [[ -r $ca ]] || die "$ca is missing (apt-get install ca-certificates)"
+    mkdir -p "$CACHE_DIR/pip"
+    local run=(
+        docker run --name "$cname" --network host
+        -v "$ca:/run/berth-host-ca.crt:ro"
+        -v "$recipe/requirements.txt:/run/berth-requirements.txt:ro"
+        -v "$CACHE_DIR/pip:/root/.cache/pip"
+        -e PIP_CONFIG_FILE=/dev/null -e PIP_CERT=/run/berth-host-ca.crt
+        -e PIP_DISABLE_PIP_VERSION_CHECK=1 -e PIP_DEFAULT_TIMEOUT=180 -e PIP_NO_INPUT=1
+        "$base" /bin/sh -ec
+        "$python -m venv $venv && $venv/bin/pip install -r /run/berth-requirements.txt"
+    )
+    if ! "${run[@]}" >>"$LOG_DIR/image-build.log" 2>&1; then
+        docker rm -f "$cname" >/dev/null 2>&1 || true
+        docker rmi "$base" >/dev/null 2>&1 || true
+        die "pip install into $image failed; see $LOG_DIR/image-build.log"
+    fi
+    docker commit -c "LABEL berth.recipe-hash=\"$hash\"" "$cname" "$image" \
+        >>"$LOG_DIR/image-build.log" 2>&1 || die "docker commit of $image failed; see $LOG_DIR/image-build.log"
+    docker rm "$cname" >/dev/null
+    docker rmi "$base" >/dev/null
+}
+
 # build_image NAME: build images/NAME unless the image with the same recipe hash exists.
 # Prints "up to date" or "built" (+ size) through step_result.
 build_image() {
-    local name=$1 recipe=$IMAGES_DIR/$1 hash IMAGE BASE SUITE MIRROR PACKAGES
+    local name=$1 recipe=$IMAGES_DIR/$1 hash mirror
+    local IMAGE BASE SUITE PACKAGES TIER=kernel VENV= PYTHON=python3
     # shellcheck disable=SC1091
     . "$recipe/recipe.conf"
     hash=$(image_recipe_hash "$name")
@@ -127,21 +198,38 @@ build_image() {
     rm -rf "$root"
     case $BASE in
         busybox) rootfs_busybox "$root" ;;
-        debian) rootfs_debian "$root" "$SUITE" "$MIRROR" "$PACKAGES" ;;
+        debian)
+            mirror=$(host_debian_mirror) || exit 1
+            rootfs_debian "$root" "$SUITE" "$mirror" "$PACKAGES"
+            ;;
         *) die "images/$name/recipe.conf: unknown BASE=$BASE" ;;
     esac
     rootfs_finish "$root" "$recipe"
-    rootfs_import "$root" "$recipe" "$IMAGE" "$hash"
-    rm -rf "$root"
+    if [[ -f $recipe/requirements.txt ]]; then
+        [[ -n $VENV ]] || die "images/$name/recipe.conf: requirements.txt needs VENV"
+        rootfs_import "$root" "$recipe" "$IMAGE-rootfs" ""
+        rm -rf "$root"
+        image_pip_install "$IMAGE-rootfs" "$recipe" "$IMAGE" "$hash" "$VENV" "$PYTHON"
+    else
+        rootfs_import "$root" "$recipe" "$IMAGE" "$hash"
+        rm -rf "$root"
+    fi
     # Replaced images are now untagged; drop those (of this and earlier builds) that no
     # container uses any more. Only images carrying our recipe label are touched.
     docker image prune -f --filter label=berth.recipe-hash >/dev/null 2>&1 || true
     step_result "$IMAGE built ($(docker image inspect --format '{{.Size}}' "$IMAGE" | numfmt --to=iec))"
 }
 
+# image_names [TIER...]: the recipes whose TIER (default "kernel") is one of TIER...
+# ("kernel" when none is given). Kernel images are what the agent runs; "test" images
+# (berth/bai-compat) only serve the test suite and are built by setup.sh --test-services.
 image_names() {
-    local d
+    local tiers=" ${*:-kernel} " d tier
     for d in "$IMAGES_DIR"/*/; do
-        [[ -f $d/recipe.conf ]] && basename "$d"
+        [[ -f $d/recipe.conf ]] || continue
+        # shellcheck disable=SC1091
+        tier=$(TIER=kernel; . "$d/recipe.conf"; echo "$TIER")
+        [[ $tiers == *" $tier "* ]] && basename "$d"
     done
+    return 0
 }

@@ -1,9 +1,10 @@
-"""Fail when an integration test was skipped: in CI a skip there is a failure.
+"""Fail when an integration or compat test was skipped: in CI a skip there is a failure.
 
 Usage: python junit_skips.py JUNIT_XML [--require-integration]
 Reads pytest's JUnit XML; an integration test is one whose classname starts with
-"tests.integration". xfail is not a skip. Exit 1 with the list of skipped tests, or when
---require-integration is given and no integration test ran at all.
+"tests.integration", a compat test (the real Backend.AI manager code against Berth) one
+whose classname starts with "tests.compat". xfail is not a skip. Exit 1 with the list of
+skipped tests, or when --require-integration is given and either tier ran no test at all.
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ from __future__ import annotations
 import sys
 import xml.etree.ElementTree as ET
 
+# tier name -> classname prefix; every test of these tiers must run
+TIERS = {"integration": "tests.integration", "compat": "tests.compat"}
 
-def integration_cases(root: ET.Element) -> list[ET.Element]:
+
+def tier_cases(root: ET.Element, prefix: str) -> list[ET.Element]:
     return [
         case
         for case in root.iter("testcase")
-        if case.get("classname", "").startswith("tests.integration")
+        if case.get("classname", "") == prefix
+        or case.get("classname", "").startswith(prefix + ".")
     ]
 
 
@@ -29,20 +34,21 @@ def skipped(case: ET.Element) -> str | None:
 
 def main(argv: list[str]) -> int:
     root = ET.parse(argv[1]).getroot()
-    cases = integration_cases(root)
-    bad = [(c, reason) for c in cases if (reason := skipped(c)) is not None]
-    for case, reason in bad:
-        print(f"SKIPPED integration test {case.get('classname')}::{case.get('name')}: {reason}")
-    if bad:
-        print(
-            f"{len(bad)} integration test(s) skipped: a skip in the integration tier is a failure"
-        )
-        return 1
-    if "--require-integration" in argv and not cases:
-        print("no integration test ran: the integration tier must run")
-        return 1
-    print(f"integration tests: {len(cases)} ran, none skipped")
-    return 0
+    rc = 0
+    for tier, prefix in TIERS.items():
+        cases = tier_cases(root, prefix)
+        bad = [(c, reason) for c in cases if (reason := skipped(c)) is not None]
+        for case, reason in bad:
+            print(f"SKIPPED {tier} test {case.get('classname')}::{case.get('name')}: {reason}")
+        if bad:
+            print(f"{len(bad)} {tier} test(s) skipped: a skip in the {tier} tier is a failure")
+            rc = 1
+        elif "--require-integration" in argv and not cases:
+            print(f"no {tier} test ran: the {tier} tier must run")
+            rc = 1
+        else:
+            print(f"{tier} tests: {len(cases)} ran, none skipped")
+    return rc
 
 
 if __name__ == "__main__":

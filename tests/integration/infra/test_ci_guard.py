@@ -1,4 +1,4 @@
-"""scripts/lib/junit_skips.py turns a skipped integration test into a CI failure."""
+"""scripts/lib/junit_skips.py turns a skipped integration or compat test into a CI failure."""
 
 from __future__ import annotations
 
@@ -24,6 +24,11 @@ XFAIL_INT = (
     '<testcase classname="tests.integration.x.test_a" name="test_x">'
     '<skipped type="pytest.xfail" message="known"/></testcase>'
 )
+PASSED_COMPAT = '<testcase classname="tests.compat.test_c" name="test_ok"/>'
+SKIPPED_COMPAT = (
+    '<testcase classname="tests.compat.test_c" name="test_s">'
+    '<skipped type="pytest.skip" message="no image"/></testcase>'
+)
 SKIPPED_UNIT = (
     '<testcase classname="tests.unit.x.test_b" name="test_s">'
     '<skipped type="pytest.skip" message="linux only"/></testcase>'
@@ -33,9 +38,13 @@ SKIPPED_UNIT = (
 @pytest.mark.parametrize(
     ("xml", "args", "rc"),
     [
-        (junit(PASSED_INT, SKIPPED_UNIT), [], 0),
-        (junit(PASSED_INT, XFAIL_INT), ["--require-integration"], 0),
+        (junit(PASSED_INT, PASSED_COMPAT, SKIPPED_UNIT), [], 0),
+        (junit(PASSED_INT, PASSED_COMPAT, XFAIL_INT), ["--require-integration"], 0),
         (junit(PASSED_INT, SKIPPED_INT), [], 1),
+        (junit(PASSED_INT, SKIPPED_COMPAT), [], 1),
+        (junit(PASSED_INT, PASSED_COMPAT, SKIPPED_COMPAT), ["--require-integration"], 1),
+        (junit(PASSED_INT, SKIPPED_UNIT), ["--require-integration"], 1),
+        (junit(PASSED_COMPAT), ["--require-integration"], 1),
         (junit(SKIPPED_UNIT), ["--require-integration"], 1),
         (junit(SKIPPED_UNIT), [], 0),
     ],
