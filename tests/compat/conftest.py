@@ -84,7 +84,7 @@ class CompatNode:
 
 
 def run_script(script: str, *args: str, env: Mapping[str, str], keys: Path,
-               timeout: float = 180) -> dict[str, Any]:
+               timeout: float = 90) -> dict[str, Any]:
     """Run ``tests/compat/scripts/SCRIPT ARGS`` with the image's Python (Backend.AI's venv)
     in a ``--rm`` container on the host network, the scripts and ``keys`` mounted read-only;
     return the JSON object on the script's last stdout line. A non-zero exit, a timeout or a
@@ -179,12 +179,16 @@ def compat_node(tmp_path_factory: pytest.TempPathFactory, compat_keys: Path
 
 @pytest.fixture
 def run_in_image(compat_node: CompatNode) -> RunInImage:
-    """``run_in_image(script, *args, env=None, timeout=180) -> dict``: :func:`run_script`
-    with the node's ``BERTH_*`` variables (``env`` adds to or overrides them) and keys."""
+    """``run_in_image(script, *args, env=None, timeout=90) -> dict``: :func:`run_script`
+    with the node's ``BERTH_*`` variables (``env`` adds to or overrides them) and keys; a
+    failure also shows the end of the agent's log."""
 
     def run(script: str, *args: str, env: Mapping[str, str] | None = None,
-            timeout: float = 180) -> dict[str, Any]:
-        return run_script(script, *args, env={**compat_node.script_env(), **(env or {})},
-                          keys=compat_node.keys, timeout=timeout)
+            timeout: float = 90) -> dict[str, Any]:
+        try:
+            return run_script(script, *args, env={**compat_node.script_env(), **(env or {})},
+                              keys=compat_node.keys, timeout=timeout)
+        except pytest.fail.Exception as exc:
+            pytest.fail(f"{exc}\n--- agent log ---\n{compat_node.agent.log()[-3000:]}")
 
     return run
