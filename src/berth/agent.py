@@ -23,6 +23,7 @@ from berth.backend.docker import DockerBackend
 from berth.bgtask import TaskStatus
 from berth.config import AgentConfig, parse_host_port
 from berth.errors import BackendError, BerthError, ImagePullFailed
+from berth.image_commit import ImageCommitService
 from berth.images import ImageService
 from berth.kernel.ledger import Ledger
 from berth.kernel.lifecycle import KernelLifecycle, LifecycleSettings
@@ -31,6 +32,7 @@ from berth.kernel.reconcile import Reconciler
 from berth.kernel.registry import KernelRegistry
 from berth.kernel.spec import KernelSpec
 from berth.manager_link import ManagerLink
+from berth.networks import LocalNetworks
 from berth.plugins import load_plugins, plugin_env_names
 from berth.ports import PortPool
 from berth.resources.affinity import AffinityPolicy
@@ -77,6 +79,8 @@ class Agent:
         self.resources: ResourceManager
         self.link: ManagerLink
         self.images: ImageService
+        self.commits: ImageCommitService
+        self.networks: LocalNetworks
         self.telemetry: Telemetry
         self.lifecycle: KernelLifecycle
         self.reconciler: Reconciler
@@ -98,6 +102,11 @@ class Agent:
         self.images = ImageService(self.backend, self.link.tasks, self.link.emitter,
                                    agent_id=self.agent_id,
                                    pull_timeout=self.config.api.pull_timeout)
+        self.commits = ImageCommitService(
+            self.backend, self.link.tasks, self.config.agent.image_commit_path,
+            commit_timeout=self.config.api.commit_timeout,
+            push_timeout=self.config.api.push_timeout)
+        self.networks = LocalNetworks(self.backend, self.agent_id)
         self.telemetry = self._build_telemetry()
         self.telemetry.plugins.resources = self.resources
         self.tls_proxy = self._build_tls_proxy()

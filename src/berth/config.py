@@ -117,6 +117,7 @@ class AgentSection(_Section):
     kernel_creation_concurrency: int = Field(4, ge=1, le=32)
     var_base_path: Path = Path("./var/lib/berth")
     ipc_base_path: Path = Path("./var/run/berth")
+    image_commit_path: Path = Path("./var/lib/berth/commit")  # where commits are exported
     pid_file: Path | None = None
     allow_compute_plugins: list[str] | None = None
     block_compute_plugins: list[str] = Field(default_factory=list)
@@ -230,6 +231,8 @@ class KernelLifecyclesSection(_Section):
 
 class ApiSection(_Section):
     pull_timeout: float = Field(7200.0, gt=0)
+    commit_timeout: float | None = Field(None, gt=0)
+    push_timeout: float | None = Field(None, gt=0)
     max_upload_size: int = 64 * 2**20
     max_download_size: int = 64 * 2**20
 
@@ -402,8 +405,8 @@ def _resolve_paths(config: AgentConfig, base_dir: Path) -> AgentConfig:
         return None if p is None or p.is_absolute() else (base_dir / p)
 
     agent_updates: dict[str, Any] = {
-        name: fixed for name in ("var_base_path", "ipc_base_path", "pid_file",
-                                 "rpc_auth_agent_keypair")
+        name: fixed for name in ("var_base_path", "ipc_base_path", "image_commit_path",
+                                 "pid_file", "rpc_auth_agent_keypair")
         if (fixed := fix(getattr(config.agent, name))) is not None
     }
     log_file = fix(config.logging.file)

@@ -22,7 +22,8 @@
     │   └── PortPoolExhausted
     ├── ImageError
     │   ├── ImageNotAvailable
-    │   └── ImagePullFailed
+    │   ├── ImagePullFailed
+    │   └── ImagePushFailed
     ├── BackendError                     container engine failure (DockerError mapped once)
     │   ├── ContainerNotFound            404
     │   └── ContainerConflict            409
@@ -182,6 +183,10 @@ class ImageNotAvailable(ImageError):
 
 
 class ImagePullFailed(ImageError):
+    pass
+
+
+class ImagePushFailed(ImageError):
     pass
 
 

@@ -7,6 +7,7 @@ in the lifecycle and the subsystems, not here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import platform
 import time
@@ -20,6 +21,7 @@ from berth.errors import (
     AgentIdMismatch,
     InvalidArgument,
     KernelNotFound,
+    KernelStateError,
     RunnerUnavailable,
 )
 from berth.kernel.container_config import has_runner
@@ -194,11 +196,37 @@ class AgentFacade:
         if len(raw_kernel_ids) != len(raw_configs):
             raise InvalidArgument("raw_kernel_ids and raw_configs differ in length",
                                   field="raw_configs")
-        results = []
-        for kid, config in zip(raw_kernel_ids, raw_configs):
-            results.append(await self.agent.lifecycle.create(config, str(kid),
-                                                             str(raw_session_id)))
-        return results
+        cluster = dict(raw_cluster_info) if raw_cluster_info is not None else None
+
+        async def create_one(kid: str, config: dict[str, Any]) -> dict[str, Any]:
+            if cluster is not None and isinstance(config, dict):
+                config = {**config, "cluster_info": cluster}
+            return await self.agent.lifecycle.create(config, str(kid), str(raw_session_id))
+
+        # All at once (the lifecycle's semaphore bounds the concurrency): a failing kernel
+        # must not keep the others from being created and reporting their own events.
+        outcomes = await asyncio.gather(
+            *(create_one(k, c) for k, c in zip(raw_kernel_ids, raw_configs)),
+            return_exceptions=True)
+        failed = [(k, o) for k, o in zip(raw_kernel_ids, outcomes)
+                  if isinstance(o, BaseException)]
+        for kid, exc in failed[1:]:
+            log.warning("kernel %s of session %s failed too: %r", kid, raw_session_id, exc)
+        if failed:
+            raise failed[0][1]
+        return [o for o in outcomes if not isinstance(o, BaseException)]
+
+    async def create_local_network(self, network_name: str,
+                                   agent_id: str | None = None) -> None:
+        """The bridge a multi-kernel single-node session's kernels share (idempotent)."""
+        self._check_agent(agent_id)
+        await self.agent.networks.create(network_name)
+
+    async def destroy_local_network(self, network_ref_name: str,
+                                    agent_id: str | None = None) -> None:
+        """Remove it; a network already gone is success."""
+        self._check_agent(agent_id)
+        await self.agent.networks.destroy(network_ref_name)
 
     async def create_kernel(self, session_id: str, kernel_id: str, config: dict[str, Any],
                             cluster_info: dict[str, Any] | None = None,
@@ -257,6 +285,34 @@ class AgentFacade:
                 log.warning("kernel %s is unknown to the manager; destroying", kernel.kernel_id)
                 await self.agent.lifecycle.destroy(kernel.kernel_id,
                                                    TerminationReason.NOT_FOUND_IN_MANAGER)
+
+    # ---------------------------------------------------------------- customised images
+    async def commit(self, kernel_id: str, email: str, *, canonical: str | None = None,
+                     extra_labels: dict[str, str] | None = None, filename: str | None = None,
+                     agent_id: str | None = None) -> dict[str, str]:
+        """Commit the kernel's container (to ``canonical`` and/or a file) as a background task."""
+        kernel = self._kernel(kernel_id, agent_id)
+        if kernel.state != KernelState.RUNNING or not kernel.container_id:
+            raise KernelStateError(f"kernel {kernel_id} is {kernel.state}, not RUNNING",
+                                   kernel_id=kernel_id)
+        task_id = self.agent.commits.start_commit(
+            kernel_id=kernel.kernel_id, container_id=kernel.container_id, subdir=email,
+            base_image=kernel.spec.image.canonical, image_labels=kernel.image_labels,
+            canonical=canonical, extra_labels=extra_labels, filename=filename)
+        return {"bgtask_id": task_id, "kernel": kernel.kernel_id,
+                "path": str(self.agent.commits.commit_root / email)}
+
+    async def get_commit_status(self, kernel_id: str, subdir: str = "",
+                                agent_id: str | None = None) -> dict[str, str]:
+        self._check_agent(agent_id)
+        return {"kernel": kernel_id, "status": self.agent.commits.status(kernel_id)}
+
+    async def push_image(self, image_ref: Any, registry: dict[str, Any] | None = None,
+                         agent_id: str | None = None) -> dict[str, str]:
+        """Push a local image to its registry as a background task."""
+        self._check_agent(agent_id)
+        task_id = self.agent.commits.start_push(image_ref, registry)
+        return {"bgtask_id": task_id}
 
     # ---------------------------------------------------------------- code and services
     async def execute(self, session_id: str, kernel_id: str, api_version: int, run_id: str | None,

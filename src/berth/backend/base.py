@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["ContainerBackend", "ContainerEvent", "ContainerInfo", "ExecResult", "ImageInfo"]
+__all__ = ["ContainerBackend", "ContainerEvent", "ContainerInfo", "ExecResult", "ImageInfo",
+           "NetworkInfo"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,15 @@ class ImageInfo:
     digests: Sequence[str] = ()
     architecture: str = ""
     size: int = 0
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    id: str
+    name: str
+    labels: Mapping[str, str]
+    driver: str = "bridge"
+    containers: Sequence[str] = ()  # ids of the containers attached to it
 
 
 @dataclass(frozen=True)
@@ -87,3 +97,32 @@ class ContainerBackend(Protocol):
 
     def image_pull(self, ref: str, auth: Mapping[str, str] | None = None
                    ) -> AsyncIterator[dict[str, Any]]: ...
+
+    def image_push(self, ref: str, auth: Mapping[str, str] | None = None
+                   ) -> AsyncIterator[dict[str, Any]]:
+        """Docker's push-stream objects; an error the engine reports raises BackendError."""
+        ...
+
+    def image_export(self, ref: str) -> AsyncIterator[bytes]:
+        """The image as a ``docker save`` tarball, in chunks."""
+        ...
+
+    async def commit(self, container_id: str, *, repository: str | None = None,
+                     tag: str | None = None, labels: Mapping[str, str] | None = None,
+                     author: str | None = None) -> str:
+        """Snapshot a container into an image (tagged ``repository:tag`` when given) whose
+        labels are the container's with ``labels`` set over them; returns the image id."""
+        ...
+
+    async def network_create(self, name: str, *, labels: Mapping[str, str],
+                             driver: str = "bridge") -> NetworkInfo:
+        """Create a network; a name already taken raises ContainerConflict."""
+        ...
+
+    async def network_inspect(self, name: str) -> NetworkInfo | None: ...
+
+    async def network_list(self, labels: Mapping[str, str]) -> builtins.list[NetworkInfo]: ...
+
+    async def network_remove(self, name: str) -> None:
+        """Remove a network; a missing one raises ContainerNotFound."""
+        ...

@@ -16,7 +16,7 @@ from typing import Any
 import aiodocker
 from aiodocker.exceptions import DockerError
 
-from berth.backend.base import ContainerEvent, ContainerInfo, ExecResult, ImageInfo
+from berth.backend.base import ContainerEvent, ContainerInfo, ExecResult, ImageInfo, NetworkInfo
 from berth.errors import BackendError, ContainerConflict, ContainerNotFound, ImageNotAvailable
 
 __all__ = ["DockerBackend"]
@@ -72,6 +72,29 @@ def _image(data: Mapping[str, Any]) -> ImageInfo:
         architecture=data.get("Architecture", ""),
         size=int(data.get("Size") or 0),
     )
+
+
+def _network(data: Mapping[str, Any]) -> NetworkInfo:
+    return NetworkInfo(
+        id=data["Id"], name=data.get("Name", ""), labels=data.get("Labels") or {},
+        driver=data.get("Driver", ""), containers=tuple(data.get("Containers") or {}),
+    )
+
+
+def _split_ref(ref: str) -> tuple[str, str | None]:
+    """``repo:tag`` → (repo, tag); a registry port is not a tag."""
+    repo, sep, tag = ref.rpartition(":")
+    if not sep or "/" in tag:
+        return ref, None
+    return repo, tag
+
+
+def label_changes(labels: Mapping[str, str]) -> list[str]:
+    """Dockerfile ``LABEL`` lines for a commit, quoted so that spaces, quotes and ``$`` (which
+    the engine would substitute) stay literal."""
+    def quote(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+    return [f"LABEL {quote(k)}={quote(v)}" for k, v in labels.items()]
 
 
 class DockerBackend:
@@ -201,3 +224,67 @@ class DockerBackend:
                     yield event
         except ContainerNotFound as exc:
             raise ImageNotAvailable(f"image {ref} not found in its registry", image=ref) from exc
+
+    async def image_push(self, ref: str, auth: Mapping[str, str] | None = None
+                         ) -> AsyncIterator[dict[str, Any]]:
+        repo, tag = _split_ref(ref)
+        with _translate(f"push {ref}"):
+            async for event in self._docker.images.push(
+                repo, tag=tag, auth=dict(auth) if auth else None, stream=True,
+            ):
+                yield event
+
+    async def image_export(self, ref: str) -> AsyncIterator[bytes]:
+        try:
+            with _translate(f"export {ref}"):
+                async with self._docker.images.export_image(ref) as stream:
+                    while chunk := await stream.read(1 << 20):
+                        yield bytes(chunk)
+        except ContainerNotFound as exc:
+            raise ImageNotAvailable(f"image {ref} not found", image=ref) from exc
+
+    async def commit(self, container_id: str, *, repository: str | None = None,
+                     tag: str | None = None, labels: Mapping[str, str] | None = None,
+                     author: str | None = None) -> str:
+        with _translate(f"commit {container_id[:12]}"):
+            result = await self._docker.containers.container(container_id).commit(
+                repository=repository, tag=tag, author=author,
+                changes=label_changes(labels) if labels else None, pause=True)
+            return str(result["Id"])
+
+    async def network_create(self, name: str, *, labels: Mapping[str, str],
+                             driver: str = "bridge") -> NetworkInfo:
+        with _translate(f"create network {name}"):
+            network = await self._docker.networks.create({
+                "Name": name, "Driver": driver, "CheckDuplicate": True, "Labels": dict(labels),
+            })
+            return _network(await network.show())
+
+    async def network_inspect(self, name: str) -> NetworkInfo | None:
+        try:
+            with _translate(f"inspect network {name}"):
+                network = await self._docker.networks.get(name)
+                return _network(await network.show())
+        except ContainerNotFound:
+            return None
+
+    async def network_list(self, labels: Mapping[str, str]) -> builtins.list[NetworkInfo]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        found = []
+        with _translate("list networks"):
+            for data in await self._docker.networks.list(filters=filters):
+                try:  # the listing leaves out the attached containers
+                    found.append(_network(await self._show_network(data["Id"])))
+                except DockerError as exc:
+                    if exc.status != 404:  # removed between list and inspect
+                        raise
+        return found
+
+    async def _show_network(self, network_id: str) -> dict[str, Any]:
+        network = await self._docker.networks.get(network_id)
+        return await network.show()
+
+    async def network_remove(self, name: str) -> None:
+        with _translate(f"remove network {name}"):
+            network = await self._docker.networks.get(name)
+            await network.delete()

@@ -14,7 +14,12 @@ Fidelity notes: ``stop`` of a running container ends it with ``stop_exit_code`` 
 under ``Init``) and is a no-op on a stopped one (Docker's 304); ``remove`` is ``force=True`` as in
 the real seam, so a running container dies with 137 first; ``host_ports`` is empty while a
 container is not running, as in ``NetworkSettings.Ports``; events carry only ``ai.backend.*``
-labels, as the real seam keeps.
+labels, as the real seam keeps. Networks: a container whose ``HostConfig.NetworkMode`` names a
+user network joins it (with ``NetworkingConfig`` aliases) and leaves it on removal; creating a
+taken name is a ``ContainerConflict``, removing a network with members a 403 ``BackendError``.
+``commit`` makes an image of the container's labels over its image's; ``image_push`` needs the
+image locally and, for a registry host in :attr:`FakeBackend.registry_auth`, those credentials;
+a pushed image becomes pullable.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from berth.backend.base import ContainerEvent, ContainerInfo, ExecResult, ImageInfo
+from berth.backend.base import ContainerEvent, ContainerInfo, ExecResult, ImageInfo, NetworkInfo
 from berth.errors import BackendError, ContainerConflict, ContainerNotFound, ImageNotAvailable
 
 __all__ = ["ExecHandler", "FakeBackend", "FakeContainer", "RemoteImage"]
@@ -39,8 +44,10 @@ ExecHandler = Callable[["FakeContainer", Sequence[str], "str | None", Mapping[st
 
 VERBS = frozenset({
     "ping", "create", "start", "stop", "remove", "inspect", "list", "logs", "exec", "events",
-    "image_inspect", "image_list", "image_remove", "image_pull",
+    "image_inspect", "image_list", "image_remove", "image_pull", "image_push", "image_export",
+    "commit", "network_create", "network_inspect", "network_list", "network_remove",
 })
+_BUILTIN_NETWORKS = frozenset({"", "default", "bridge", "host", "none"})
 _EVENT_LABEL_PREFIX = "ai.backend."
 T = TypeVar("T")
 
@@ -63,6 +70,7 @@ class FakeContainer:
     finished_at: str = "0001-01-01T00:00:00Z"
     stop_exit_code: int = 143
     log: str = ""
+    networks: dict[str, list[str]] = field(default_factory=dict)  # network id → aliases
 
     @property
     def running(self) -> bool:
@@ -76,6 +84,18 @@ class FakeContainer:
             finished_at=self.finished_at,
             host_ports=dict(self.port_bindings) if self.running else {},
         )
+
+
+@dataclass
+class FakeNetwork:
+    id: str
+    name: str
+    labels: dict[str, str]
+    driver: str = "bridge"
+
+    def info(self, members: Sequence[str]) -> NetworkInfo:
+        return NetworkInfo(id=self.id, name=self.name, labels=dict(self.labels),
+                           driver=self.driver, containers=tuple(members))
 
 
 @dataclass
@@ -164,6 +184,9 @@ class FakeBackend:
         self.images: dict[str, ImageInfo] = {}  # image id → info (tags live in the info)
         self.remote: dict[str, RemoteImage] = {}  # normalised ref → what a pull brings
         self.pulls: list[tuple[str, Mapping[str, str] | None]] = []
+        self.pushes: list[tuple[str, Mapping[str, str] | None]] = []
+        self.networks: dict[str, FakeNetwork] = {}  # network id → network
+        self.registry_auth: dict[str, Mapping[str, str]] = {}  # registry host → credentials
         self.calls: list[tuple[str, str]] = []
         self.exec_handler: ExecHandler = exec_handler or _no_such_command
         self.closed = False
@@ -246,10 +269,18 @@ class FakeBackend:
         image_ref = str(config.get("Image") or "")
         if self._find_image(image_ref) is None:
             raise ContainerNotFound(f"create {name}: No such image: {image_ref}", status=404)
+        mode = str((config.get("HostConfig") or {}).get("NetworkMode") or "")
+        networks: dict[str, list[str]] = {}
+        if mode not in _BUILTIN_NETWORKS and not mode.startswith("container:"):
+            network = self._find_network(mode)
+            if network is None:
+                raise ContainerNotFound(f"create {name}: network {mode} not found", status=404)
+            endpoints = (config.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+            networks[network.id] = list((endpoints.get(mode) or {}).get("Aliases") or [])
         container = FakeContainer(
             id=_hex_id(f"container:{name}:{next(self._serial)}"), name=name,
             config=dict(config), labels=dict(config.get("Labels") or {}), image=image_ref,
-            port_bindings=_bindings(config, lambda: next(self._ephemeral)))
+            port_bindings=_bindings(config, lambda: next(self._ephemeral)), networks=networks)
         self.containers[container.id] = container
         return await self._leave("create", container.id)
 
@@ -359,6 +390,108 @@ class FakeBackend:
         yield {"status": f"Status: Downloaded newer image for {tag}"}
         await self._leave("image_pull", None)
 
+    def image_push(self, ref: str, auth: Mapping[str, str] | None = None
+                   ) -> AsyncIterator[dict[str, Any]]:
+        return self._push(ref, auth)
+
+    async def _push(self, ref: str, auth: Mapping[str, str] | None
+                    ) -> AsyncIterator[dict[str, Any]]:
+        await self._enter("image_push", ref)
+        self.pushes.append((ref, dict(auth) if auth else None))
+        tag = normalise_ref(ref)
+        info = self._find_image(tag)
+        if info is None:
+            raise ContainerNotFound(f"push {ref}: An image does not exist locally with the "
+                                    f"tag: {tag.rsplit(':', 1)[0]}", status=404)
+        yield {"status": f"The push refers to repository [{tag.rsplit(':', 1)[0]}]"}
+        wanted = self.registry_auth.get(tag.split("/", 1)[0])
+        if wanted is not None and {k: (auth or {}).get(k) for k in ("username", "password")
+                                   } != {k: wanted.get(k) for k in ("username", "password")}:
+            raise BackendError(f"push {ref}: unauthorized: authentication required")
+        remote = RemoteImage(replace(info, tags=(tag,)))
+        for event in _layer_events(remote, push=True):
+            await asyncio.sleep(0)
+            yield event
+        digest = f"sha256:{_hex_id('digest:' + info.id)}"
+        self.remote[tag] = replace(remote, info=replace(
+            remote.info, digests=(f"{tag.rsplit(':', 1)[0]}@{digest}",)))
+        yield {"status": f"{tag.rsplit(':', 1)[1]}: digest: {digest} size: 527"}
+        await self._leave("image_push", None)
+
+    def image_export(self, ref: str) -> AsyncIterator[bytes]:
+        return self._export(ref)
+
+    async def _export(self, ref: str) -> AsyncIterator[bytes]:
+        await self._enter("image_export", ref)
+        info = self._find_image(ref)
+        if info is None:
+            raise ImageNotAvailable(f"image {ref} not found", image=ref)
+        body = f"fake image tarball of {info.id} ({', '.join(info.tags)})\n".encode() * 64
+        for start in range(0, len(body), 1024):
+            await asyncio.sleep(0)
+            yield body[start:start + 1024]
+        await self._leave("image_export", None)
+
+    async def commit(self, container_id: str, *, repository: str | None = None,
+                     tag: str | None = None, labels: Mapping[str, str] | None = None,
+                     author: str | None = None) -> str:
+        await self._enter("commit", container_id)
+        container = self._get(container_id)
+        base = self._find_image(container.image)
+        merged = {**(base.labels if base else {}), **container.labels, **(labels or {})}
+        image_id = f"sha256:{_hex_id(f'commit:{container.id}:{next(self._serial)}')}"
+        info = ImageInfo(id=image_id, tags=(), labels=merged,
+                         architecture=base.architecture if base else "amd64")
+        self.images[image_id] = info
+        if repository:
+            self.add_image(f"{repository}:{tag or 'latest'}", labels=merged, image_id=image_id)
+        return await self._leave("commit", image_id)
+
+    # ------------------------------------------------------------------ networks
+    async def network_create(self, name: str, *, labels: Mapping[str, str],
+                             driver: str = "bridge") -> NetworkInfo:
+        await self._enter("network_create", name)
+        if name in _BUILTIN_NETWORKS or self._find_network(name) is not None:
+            raise ContainerConflict(f"create network {name}: network with name {name} "
+                                    "already exists", status=409)
+        network = FakeNetwork(_hex_id(f"network:{name}:{next(self._serial)}"), name,
+                              dict(labels), driver)
+        self.networks[network.id] = network
+        return await self._leave("network_create", network.info(()))
+
+    async def network_inspect(self, name: str) -> NetworkInfo | None:
+        await self._enter("network_inspect", name)
+        network = self._find_network(name)
+        info = network.info(self._members(network)) if network else None
+        return await self._leave("network_inspect", info)
+
+    async def network_list(self, labels: Mapping[str, str]) -> builtins.list[NetworkInfo]:
+        await self._enter("network_list", ",".join(f"{k}={v}" for k, v in labels.items()))
+        found = [n.info(self._members(n)) for n in self.networks.values()
+                 if _matches(n.labels, labels)]
+        return await self._leave("network_list", found)
+
+    async def network_remove(self, name: str) -> None:
+        await self._enter("network_remove", name)
+        network = self._find_network(name)
+        if network is None:
+            raise ContainerNotFound(f"remove network {name}: network {name} not found",
+                                    status=404)
+        if self._members(network):
+            raise BackendError(f"remove network {name}: error while removing network: "
+                               f"network {name} id {network.id} has active endpoints",
+                               status=403)
+        del self.networks[network.id]
+        await self._leave("network_remove", None)
+
+    def _find_network(self, ref: str) -> FakeNetwork | None:
+        if ref in self.networks:
+            return self.networks[ref]
+        return next((n for n in self.networks.values() if n.name == ref), None)
+
+    def _members(self, network: FakeNetwork) -> builtins.list[str]:
+        return [c.id for c in self.containers.values() if network.id in c.networks]
+
     # ------------------------------------------------------------------ insides
     async def _enter(self, verb: str, target: str) -> None:
         self.calls.append((verb, target))
@@ -438,11 +571,21 @@ def _no_such_command(container: FakeContainer, cmd: Sequence[str], user: str | N
     return ExecResult(127, b"", f"exec: {name!r}: not found (no exec handler set)\n".encode())
 
 
-def _layer_events(remote: RemoteImage) -> list[dict[str, Any]]:
+def _layer_events(remote: RemoteImage, *, push: bool = False) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     total = remote.layer_size
     for n in range(remote.layers):
         layer = f"{_hex_id(f'{remote.info.id}:{n}')[:12]}"
+        if push:
+            events += [
+                {"status": "Preparing", "progressDetail": {}, "id": layer},
+                {"status": "Pushing", "progressDetail": {"current": total // 2, "total": total},
+                 "id": layer},
+                {"status": "Pushing", "progressDetail": {"current": total, "total": total},
+                 "id": layer},
+                {"status": "Pushed", "progressDetail": {}, "id": layer},
+            ]
+            continue
         events += [
             {"status": "Pulling fs layer", "progressDetail": {}, "id": layer},
             {"status": "Downloading", "progressDetail": {"current": total // 2, "total": total},
