@@ -57,6 +57,9 @@ class ContainerPlan:
     extra_env: Mapping[str, str]
     loopback_ports: Mapping[int, int] = field(default_factory=dict)  # → 127.0.0.1 port
     owned_env: frozenset[str] = frozenset()  # plugin variables a spec may not set at all
+    default_env: Mapping[str, str] = field(default_factory=dict)  # below the spec's environ
+    network_name: str | None = None  # a user network to join instead of the default bridge
+    network_aliases: Sequence[str] = ()  # names the kernel answers to on that network
 
 
 def container_name(kernel_id: str) -> str:
@@ -129,7 +132,7 @@ def kernel_environ(plan: ContainerPlan) -> dict[str, str]:
     (runner, idle loop, batch fallback) use absolute paths and do not depend on it.
     """
     user = {k: v for k, v in plan.spec.environ.items() if k not in plan.owned_env}
-    return {**KERNEL_ENV_DEFAULTS, **user, **agent_environ(plan)}
+    return {**KERNEL_ENV_DEFAULTS, **plan.default_env, **user, **agent_environ(plan)}
 
 
 def overridden_environ(plan: ContainerPlan) -> list[str]:
@@ -172,6 +175,11 @@ def build_container_config(plan: ContainerPlan, command: Sequence[str]) -> dict[
     if spec.shmem is not None:
         host_config["ShmSize"] = spec.shmem
     host_config = _merge(host_config, plan.resource_args.get("HostConfig") or {})
+    networking: dict[str, Any] = {}
+    if plan.network_name:
+        host_config["NetworkMode"] = plan.network_name
+        networking = {"EndpointsConfig": {
+            plan.network_name: {"Aliases": list(plan.network_aliases)}}}
     labels = {
         OWNER_LABEL: plan.agent_id,
         AGENT_ID_LABEL: plan.agent_id,
@@ -182,7 +190,7 @@ def build_container_config(plan: ContainerPlan, command: Sequence[str]) -> dict[
         "ai.backend.service-ports": plan.service_ports_label,
         "ai.backend.internal.block-service-ports": "0",
     }
-    return {
+    config: dict[str, Any] = {
         "Image": plan.image_ref,
         "Cmd": list(command),
         "Entrypoint": [],
@@ -197,6 +205,9 @@ def build_container_config(plan: ContainerPlan, command: Sequence[str]) -> dict[
         "OpenStdin": False,
         "HostConfig": host_config,
     }
+    if networking:
+        config["NetworkingConfig"] = networking
+    return config
 
 
 def resource_txt(spec: KernelSpec, allocation: Mapping[str, Any]) -> str:

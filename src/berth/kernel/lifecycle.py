@@ -31,6 +31,7 @@ from berth.errors import (
     KernelStartupFailed,
     KernelStateError,
 )
+from berth.kernel.cluster import cluster_default_environ, cluster_environ, write_ssh_files
 from berth.kernel.container_config import (
     ContainerPlan,
     build_container_config,
@@ -275,7 +276,12 @@ class KernelLifecycle:
             mounts=mounts, port_map=port_map, loopback_ports=kernel.tls_ports,
             bind_host=self.s.bind_host,
             pids_limit=self.s.pids_limit, nofile_limit=self.s.nofile_limit,
-            service_ports_label=label, extra_env={}, owned_env=self.s.policy.owned_environ,
+            service_ports_label=label, owned_env=self.s.policy.owned_environ,
+            extra_env=cluster_environ(spec.cluster_info, spec.local_rank),
+            default_env=cluster_default_environ(spec.cluster_info, spec.cluster_role,
+                                                spec.hostname()),
+            network_name=spec.cluster_info.network_name,
+            network_aliases=(spec.hostname(),) if spec.cluster_info.network_name else (),
         )
 
     def _container_config(self, kernel: Kernel, plan: ContainerPlan) -> dict[str, Any]:
@@ -293,6 +299,7 @@ class KernelLifecycle:
         (layout.config_dir / "environ.txt").write_text(text)
         (layout.config_dir / "resource.txt").write_text(resource_txt(spec, kernel.allocation))
         os.chown(layout.ipc_dir, kernel.uid, kernel.gid)
+        write_ssh_files(layout.config_dir, spec.cluster_info, uid=kernel.uid, gid=kernel.gid)
         if spec.bootstrap_script:
             path = layout.work_dir / "bootstrap.sh"
             path.write_text(spec.bootstrap_script)

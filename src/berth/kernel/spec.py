@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from berth.config import MAX_ID, parse_binary_size
 from berth.errors import InvalidKernelSpec
+from berth.kernel.cluster import ClusterSpec
 
 __all__ = [
     "ImageConfig",
@@ -72,6 +73,9 @@ class KernelSpec(BaseModel):
     cluster_role: str = "main"
     cluster_idx: int = 1
     cluster_hostname: str | None = None
+    local_rank: int = Field(0, ge=0)
+    # ClusterInfo of the create_kernels call (kernel/cluster.py); the facade puts it here.
+    cluster_info: ClusterSpec = Field(default_factory=ClusterSpec)
     resource_slots: dict[str, Decimal]
     resource_opts: dict[str, Any] = Field(default_factory=dict)
     environ: dict[str, str] = Field(default_factory=dict)

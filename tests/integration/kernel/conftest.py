@@ -40,6 +40,7 @@ def agent_config(root: Path, agent_id: str, **overrides: Any) -> AgentConfig:
         "agent.internal-addr": "127.0.0.1:0",
         "agent.var-base-path": str(root / "var"),
         "agent.ipc-base-path": str(root / "ipc"),
+        "agent.image-commit-path": str(root / "commit"),
         "container.scratch-root": str(root / "scratch"),
         "container.port-range": free_port_range(),
         "container.port-reuse-cooldown-sec": 0,
