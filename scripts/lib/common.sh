@@ -38,10 +38,10 @@ run_step() {
     rm -f "$STEP_RESULT"
     local elapsed=$(( $(now_ms) - start ))
     if (( rc != 0 )); then
-        printf '%-14s FAILED (exit %d) %d.%02ds\n' "$name" "$rc" $((elapsed / 1000)) $((elapsed % 1000 / 10)) >&2
+        printf '%-16s FAILED (exit %d) %d.%02ds\n' "$name" "$rc" $((elapsed / 1000)) $((elapsed % 1000 / 10)) >&2
         exit "$rc"
     fi
-    printf '%-14s %-44s %d.%02ds\n' "$name" "${result:-ok}" $((elapsed / 1000)) $((elapsed % 1000 / 10))
+    printf '%-16s %-44s %d.%02ds\n' "$name" "${result:-ok}" $((elapsed / 1000)) $((elapsed % 1000 / 10))
 }
 
 step_result() {
