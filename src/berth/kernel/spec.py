@@ -51,6 +51,16 @@ class ImageConfig(BaseModel):
             raise ValueError("image canonical name is empty")
         return value.strip()
 
+    @property
+    def ref(self) -> str:
+        """The name the engine knows the image by. A local image (``is_local``: registered
+        from a node's own engine, never pulled) is known by its short name, the canonical
+        without the registry part (``local/berth/python:3.11`` runs ``berth/python:3.11``)."""
+        registry = str(self.registry.get("name") or "")
+        if self.is_local and registry and self.canonical.startswith(registry + "/"):
+            return self.canonical[len(registry) + 1:]
+        return self.canonical
+
 
 class MountSpec(BaseModel):
     model_config = ConfigDict(extra="allow")

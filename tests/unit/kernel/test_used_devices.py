@@ -1,0 +1,31 @@
+"""kernel_started's ``used_devices`` in the manager's shape, from an allocation's JSON."""
+
+from __future__ import annotations
+
+from berth.kernel.lifecycle import used_devices
+from berth.kernel.spec import ImageConfig
+
+
+def test_used_devices_groups_slots_per_device_and_drops_empty_ones() -> None:
+    allocation = {"devices": {
+        "cpu": {"cpu": {"0": "1", "1": "0"}},
+        "cuda": {"cuda.shares": {"gpu0": "0.5"}, "cuda.mem": {"gpu0": "1073741824"}},
+    }}
+    blank = {"model_name": None, "processing_units": None, "memory_size": None}
+    assert used_devices(allocation) == {"units": {
+        "cpu": {"0": {**blank, "used": {"cpu": "1"}}},
+        "cuda": {"gpu0": {**blank, "used": {"cuda.shares": "0.5", "cuda.mem": "1073741824"}}},
+    }}
+
+
+def test_no_allocation_is_an_empty_units_map() -> None:
+    assert used_devices({}) == {"units": {}}
+
+
+def test_a_local_image_runs_by_its_short_name() -> None:
+    local = ImageConfig(canonical="local/berth/python:3.11", is_local=True,
+                        registry={"name": "local"})
+    remote = ImageConfig(canonical="127.0.0.1:5000/berth/python:3.11",
+                         registry={"name": "127.0.0.1:5000"})
+    assert local.ref == "berth/python:3.11"
+    assert remote.ref == remote.canonical
