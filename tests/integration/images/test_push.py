@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.request
 import uuid
@@ -14,6 +15,11 @@ from berth.backend.docker import DockerBackend
 from berth.bgtask import BackgroundTaskManager, TaskStatus
 from berth.events import BgtaskFailedEvent, BgtaskUpdatedEvent, RecordingEmitter
 from berth.image_commit import ImageCommitService
+
+
+def tags(host: str, repo: str) -> list[str]:
+    with urllib.request.urlopen(f"http://{host}/v2/{repo}/tags/list", timeout=5) as resp:
+        return list(json.load(resp)["tags"])
 
 
 async def test_push_sends_a_local_image_to_its_registry(
@@ -37,9 +43,7 @@ async def test_push_sends_a_local_image_to_its_registry(
             progress = [(e.current_progress, e.total_progress) for e in em.events
                         if isinstance(e, BgtaskUpdatedEvent) and e.total_progress > 0]
             assert progress and progress[-1][0] == progress[-1][1] > 0, progress
-            with urllib.request.urlopen(f"http://{server.host}/v2/{repo}/tags/list",
-                                        timeout=5) as resp:
-                assert json.load(resp)["tags"] == ["v1"]
+            assert await asyncio.to_thread(tags, server.host, repo) == ["v1"]
             docker("rmi", ref)
             docker("pull", ref)  # and it comes back from there
             assert docker("image", "inspect", "-f", "{{.Id}}", ref) == docker(

@@ -57,8 +57,9 @@ def network_exists(name: str) -> bool:
 
 
 def member(role: str, rank: int) -> dict[str, Any]:
-    return kernel_config(PYTHON, cluster_role=role, cluster_idx=1, cluster_hostname=f"{role}1",
-                         local_rank=rank)
+    config: dict[str, Any] = kernel_config(PYTHON, cluster_role=role, cluster_idx=1,
+                                           cluster_hostname=f"{role}1", local_rank=rank)
+    return config
 
 
 async def test_two_kernels_reach_each_other_on_the_session_network(

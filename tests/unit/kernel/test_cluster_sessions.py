@@ -40,8 +40,10 @@ def cluster_info(**over: Any) -> dict[str, Any]:
 
 
 def member(role: str, idx: int, rank: int, **extra: Any) -> dict[str, Any]:
-    return kernel_config(cluster_role=role, cluster_idx=idx, cluster_hostname=f"{role}{idx}",
-                         local_rank=rank, uid=4242, main_gid=4242, **extra)
+    config: dict[str, Any] = kernel_config(
+        cluster_role=role, cluster_idx=idx, cluster_hostname=f"{role}{idx}", local_rank=rank,
+        uid=4242, main_gid=4242, **extra)
+    return config
 
 
 def env_of(config: dict[str, Any]) -> dict[str, str]:
@@ -83,7 +85,8 @@ async def test_two_kernels_share_the_session_network_env_and_keys(h: Harness) ->
         environ_txt = (h.scratch.root / kid / "config" / "environ.txt").read_text()
         assert f"BACKENDAI_CLUSTER_HOST={host}\n" in environ_txt
         # the private key stays out of the ledger (and so out of status replies)
-        assert "PRIVATE KEY" not in json.dumps(h.ledger.read(kid).spec)  # type: ignore[union-attr]
+        entry = h.ledger.read(kid)
+        assert entry is not None and "PRIVATE KEY" not in json.dumps(entry.spec)
     # the kernels hold the network; it goes once they are gone
     await facade.destroy_kernel(main, "sess-1")
     await facade.destroy_kernel(sub, "sess-1")
