@@ -114,6 +114,7 @@ class Agent:
         self.lifecycle = self._build_lifecycle()
         self.reconciler = Reconciler(self.lifecycle, self.agent_id)
         report = await self.reconciler.at_start()
+        await self.networks.remove_strays()
         await self.link.start(self.resources, self.images,
                               on_beat=self.telemetry.metrics.heartbeat)
         self._stack.push_async_callback(self.link.close)

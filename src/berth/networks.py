@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from berth.backend.base import NetworkInfo
-from berth.errors import ContainerConflict, ContainerNotFound, InvalidArgument
+from berth.errors import BerthError, ContainerConflict, ContainerNotFound, InvalidArgument
 from berth.types import OWNER_LABEL
 
 __all__ = ["CLUSTER_NETWORK_LABEL", "LocalNetworks", "NetworkBackend", "check_network_name"]
@@ -39,6 +39,8 @@ class NetworkBackend(Protocol):
     async def network_inspect(self, name: str) -> NetworkInfo | None: ...
 
     async def network_remove(self, name: str) -> None: ...
+
+    async def network_list(self, labels: Mapping[str, str]) -> list[NetworkInfo]: ...
 
 
 def check_network_name(name: str, *, field: str = "network_name") -> str:
@@ -101,3 +103,25 @@ class LocalNetworks:
                 return False
             log.info("removed local network %s", name)
             return True
+
+    async def remove_strays(self) -> list[str]:
+        """At start, before any RPC: remove this agent's session networks that no container
+        uses (their session ended while the agent was down). Docker's default address pools
+        hold only a few dozen bridges, so leaks would soon stop new sessions."""
+        removed = []
+        async with self._lock:
+            for network in await self._backend.network_list(
+                    {OWNER_LABEL: self.agent_id, CLUSTER_NETWORK_LABEL: "1"}):
+                if network.containers:
+                    continue
+                try:
+                    await self._backend.network_remove(network.id)
+                except ContainerNotFound:
+                    continue
+                except BerthError as exc:  # a container joined meanwhile: not a stray
+                    log.warning("could not remove stray network %s: %s", network.name, exc)
+                    continue
+                log.warning("removed stray local network %s (no container uses it)",
+                            network.name)
+                removed.append(network.name)
+        return removed

@@ -15,6 +15,7 @@ import json
 import subprocess
 import tarfile
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ from berth.agent import Agent
 from berth.bgtask import TaskStatus
 from berth.facade import AgentFacade
 
-from .conftest import PYTHON, exec_in, kernel_config
+from .conftest import PYTHON, agent_config, assert_clean, exec_in, kernel_config
 
 KEYS = {"public_key": "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 berth@cluster",
         "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\n"
@@ -164,3 +165,22 @@ async def test_commit_makes_a_labelled_image_and_exports_it(agent: Agent,
         if agent.registry.find(kid) is not None:
             await facade.destroy_kernel(kid, kid)
         docker("rmi", "-f", tag, check=False)
+
+
+async def test_an_agent_starting_removes_its_unused_session_networks(
+        tmp_path: Path, agent_id: str) -> None:
+    stray, foreign = (f"bai-singlenode-{uuid.uuid4()}" for _ in range(2))
+    docker("network", "create", "--label", f"ai.backend.owner={agent_id}",
+           "--label", "ai.backend.cluster-network=1", stray)
+    docker("network", "create", "--label", "ai.backend.owner=someone-else",
+           "--label", "ai.backend.cluster-network=1", foreign)
+    agent = Agent(agent_config(tmp_path, agent_id))
+    try:
+        await agent.startup()
+        assert not network_exists(stray)
+        assert network_exists(foreign)
+    finally:
+        await agent.shutdown()
+        docker("network", "rm", stray, check=False)
+        docker("network", "rm", foreign, check=False)
+        assert_clean(tmp_path / "scratch")

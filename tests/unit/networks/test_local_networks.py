@@ -85,3 +85,17 @@ async def test_rpc_methods_are_served(backend: FakeBackend) -> None:
     await call.run()
     await call.run()  # the Manager's retry after success
     assert await backend.network_inspect(NAME) is None
+
+
+async def test_strays_are_empty_networks_of_this_agent_only(backend: FakeBackend) -> None:
+    nets = LocalNetworks(backend, AGENT)
+    await nets.create("bai-singlenode-stray")
+    await nets.create("bai-singlenode-in-use")
+    await backend.network_create("bai-singlenode-foreign",
+                                 labels={OWNER_LABEL: "other", CLUSTER_NETWORK_LABEL: "1"})
+    await backend.network_create("plain-of-ours", labels={OWNER_LABEL: AGENT})
+    await backend.create("k1", {"Image": "berth/busybox:latest",
+                                "HostConfig": {"NetworkMode": "bai-singlenode-in-use"}})
+    assert await nets.remove_strays() == ["bai-singlenode-stray"]
+    assert sorted(n.name for n in backend.networks.values()) == [
+        "bai-singlenode-foreign", "bai-singlenode-in-use", "plain-of-ours"]
