@@ -11,7 +11,7 @@ import asyncio
 import logging
 import resource
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from decimal import Decimal
 from pathlib import Path
@@ -235,10 +235,30 @@ class Agent:
             runner_factory=RunnerClient, events=EventAdapter(self.link.emitter),
             on_phase=self.telemetry.metrics.observe_start_phase, tls_proxy=self.tls_proxy,
             extra_host_config=self._blkio, puller=self._pull_image,
-            log_sink=self.link.ship_logs if self.link.store is not None else None,
+            log_sink=self._container_log_sink(),
             oom_counter=OomCounterAdapter(self.telemetry.reader, self.telemetry.collector),
             on_worker_death=self.telemetry.metrics.observe_worker_death,
         )
+
+    def _container_log_sink(self) -> Callable[[str, str, str], Awaitable[None]] | None:
+        """Where a kernel's container output goes before its container is removed: Loki (with
+        ``[logging] loki-endpoint``, never blocking) and Redis (the Manager's containerlog keys)."""
+        sinks: list[Callable[[str, str, str], Awaitable[None]]] = []
+        if self.config.logging.loki_endpoint:
+            from berth.logshipping import ContainerOutputShipper
+
+            shipper = ContainerOutputShipper(self.config.logging.loki_endpoint, self.agent_id)
+            self._stack.push_async_callback(shipper.close)
+            sinks.append(shipper.ship)
+        if self.link.store is not None:
+            sinks.append(self.link.ship_logs)
+        if not sinks:
+            return None
+
+        async def ship(kernel_id: str, container_id: str, logs: str) -> None:
+            for sink in sinks:
+                await sink(kernel_id, container_id, logs)
+        return ship
 
     def _public_key(self) -> str | None:
         path = self.config.agent.rpc_auth_agent_keypair

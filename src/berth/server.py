@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from berth import logctx
 from berth.agent import Agent
 from berth.config import AgentConfig, load_config
 from berth.errors import BerthError, ConfigError
@@ -39,10 +40,14 @@ def configure_logging(config: AgentConfig) -> None:
     for handler in handlers:
         handler.setFormatter(formatter)
     if config.logging.loki_endpoint:
-        from berth.logshipping import LokiHandler
+        from berth.logshipping import JSONFormatter, LokiHandler
 
         # Batched from its own thread with a bounded queue: logging never blocks the agent.
-        handlers.append(LokiHandler(config.logging.loki_endpoint, config.agent.id))
+        loki = LokiHandler(config.logging.loki_endpoint, config.agent.id)
+        loki.setFormatter(JSONFormatter())
+        handlers.append(loki)
+    for handler in handlers:  # every record carries the kernel/session/method it is about
+        logctx.install(handler)
     logging.basicConfig(level=config.logging.level, handlers=handlers, force=True)
 
 

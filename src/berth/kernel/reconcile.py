@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from berth import logctx
 from berth.backend.base import ContainerBackend, ContainerInfo
 from berth.errors import ContainerNotFound, StorageError
 from berth.kernel.deps import ScratchLayout
@@ -64,6 +65,18 @@ class RemoveStrayScratch:
 
 
 Action = Adopt | CleanDead | RemoveStrayContainer | RemoveStrayScratch
+
+
+def _kernel_of(action: Action) -> str | None:
+    """The kernel an action is about (its log lines carry it)."""
+    match action:
+        case Adopt(entry, _):
+            return entry.kernel_id
+        case CleanDead() | RemoveStrayScratch():
+            return action.kernel_id
+        case RemoveStrayContainer(container):
+            return container.labels.get(KERNEL_ID_LABEL)
+    return None
 
 
 def plan_reconcile(entries: Mapping[str, LedgerEntry | None],
@@ -142,7 +155,8 @@ class Reconciler:
             entries[kid] = self.ledger.read(kid)
         async with self.lc.registry.lock:
             for action in plan_reconcile(entries, containers):
-                await self._apply(action, layouts, report)
+                with logctx.bound(kernel_id=_kernel_of(action)):
+                    await self._apply(action, layouts, report)
         report.seconds = time.monotonic() - started
         log.info("reconcile: %d adopted, %d cleaned, %d stray containers, %d stray scratch dirs "
                  "(%.0f ms)", len(report.adopted), len(report.cleaned),

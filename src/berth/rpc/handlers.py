@@ -52,6 +52,7 @@ class PreparedCall:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     convert: Callable[[Any], Any] | None = None
+    session_id: str | None = None
 
     async def run(self) -> Any:
         result = await self.func(*self.args, **self.kwargs)
@@ -119,6 +120,11 @@ def _kernel_of(bound: inspect.BoundArguments) -> str | None:
     return None
 
 
+def _session_of(bound: inspect.BoundArguments) -> str | None:
+    value = bound.arguments.get("session_id") or bound.arguments.get("raw_session_id")
+    return str(value) if value else None
+
+
 class HandlerRegistry:
     """Maps wire method names to the facade's coroutine methods of the same name."""
 
@@ -144,7 +150,8 @@ class HandlerRegistry:
         if handler is None:
             raise MethodNotFound(f"unknown RPC method {method!r}", method=method)
         bound = handler.bind(args, kwargs)
-        return PreparedCall(method, _kernel_of(bound), handler.func, bound.args, bound.kwargs)
+        return PreparedCall(method, _kernel_of(bound), handler.func, bound.args, bound.kwargs,
+                            session_id=_session_of(bound))
 
     def _prepare_v3(self, method: str, args: list[Any], kwargs: dict[str, Any]) -> PreparedCall:
         v1 = V3_FALLBACKS[method]

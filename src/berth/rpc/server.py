@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol, Self
 
+from berth import logctx
 from berth.errors import BerthError, ConfigError, ProtocolError, RequestTooLarge, RPCTimeout
 from berth.rpc import codec, failure
 from berth.rpc.codec import Header, MsgType
@@ -170,6 +171,8 @@ class RPCServer:
         try:
             call = self._decode(header, raw_body)
             kernel_id = call.kernel_id
+            # this request's task: its records name the kernel, session and method
+            logctx.bind(kernel_id=kernel_id, session_id=call.session_id, rpc_method=call.method)
             reply = await self._run(call, header)
             self._finish(header.meth, kernel_id, time.perf_counter() - started, None)
             await self._send([peer, codec.UPPER, *reply])

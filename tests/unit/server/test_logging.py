@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 
 from berth.config import load_config
+from berth.logctx import ContextFilter
 from berth.logshipping import JSONFormatter, LokiHandler
 from berth.server import configure_logging
 
@@ -17,8 +18,8 @@ def test_loki_and_json_logging_follow_the_config() -> None:
         configure_logging(config)
         loki = [h for h in root.handlers if isinstance(h, LokiHandler)]
         assert len(loki) == 1 and loki[0].push_url == "http://127.0.0.1:9/loki/api/v1/push"
-        assert all(isinstance(h.formatter, JSONFormatter) for h in root.handlers
-                   if not isinstance(h, LokiHandler))
+        assert all(isinstance(h.formatter, JSONFormatter) for h in root.handlers)
+        assert all(any(isinstance(f, ContextFilter) for f in h.filters) for h in root.handlers)
     finally:
         for handler in root.handlers:
             if handler not in saved[0]:
