@@ -106,6 +106,7 @@ class Agent:
             self.backend, self.link.tasks, self.config.agent.image_commit_path,
             commit_timeout=self.config.api.commit_timeout,
             push_timeout=self.config.api.push_timeout)
+        self.link.committing = lambda: list(self.commits.ongoing)
         self.networks = LocalNetworks(self.backend, self.agent_id)
         self.telemetry = self._build_telemetry()
         self.telemetry.plugins.resources = self.resources

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import platform
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from berth import __version__
@@ -69,6 +69,8 @@ class ManagerLink:
         self.tasks = BackgroundTaskManager(self.emitter)
         self.heartbeat: Heartbeat | None = None
         self.announcer: ServiceAnnouncer | None = None
+        # Kernels with a commit running (the agent wires its commit service in).
+        self.committing: Callable[[], Iterable[str]] = tuple
         self._on_beat: Callable[[], None] | None = None
 
     async def start(self, resources: ResourceManager, images: Any, *,
@@ -191,3 +193,5 @@ class ManagerLink:
             await self.store.write_kernel_stats(kernel_id, stats.to_wire())
         await self.store.write_container_count(len(snapshot.kernels))
         await self.mark_presence(list(snapshot.kernels))
+        await self.store.mark_commits(list(self.committing()),
+                                      ttl=max(13, int(3 * self.config.debug.stats_interval)))

@@ -332,6 +332,19 @@ class ManagerStore:
         if kernel_ids:
             await self._call("kernel presence", write)
 
+    async def mark_commits(self, kernel_ids: Sequence[str], ttl: int = 13) -> None:
+        """``kernel.{kernel_id}.commit`` ← ``ongoing`` while a commit of the kernel runs (the
+        manager reads a missing key as ``ready``); refreshed faster than ``ttl`` expires it."""
+        r = self._clients["stat"]
+
+        async def write() -> None:
+            async with r.pipeline(transaction=False) as pipe:
+                for kernel_id in kernel_ids:
+                    pipe.set(f"kernel.{kernel_id}.commit", "ongoing", ex=ttl)
+                await pipe.execute()
+        if kernel_ids:
+            await self._call("commit status", write)
+
     async def write_service_record(self, record: ServiceRecord, ttl: int = 180) -> None:
         """``service_discovery.{group}.{id}`` ← hash of JSON values, expiring after ``ttl``."""
         r = self._clients["stat"]

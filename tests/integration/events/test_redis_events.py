@@ -154,6 +154,7 @@ async def test_manager_store_keys(redis_server: RedisProcess) -> None:
     await store.write_node_stats({"node": {}, "devices": {}}, ttl=120)
     await store.write_container_count(3)
     await store.mark_kernel_presence(["k1", "k2"])
+    await store.mark_commits(["k3"])
     record = ServiceRecord("agent-s", "0.1.0", "127.0.0.1", 6003, "http", 10.0, 70.0)
     await store.write_service_record(record)
     await store.write_slot_metadata({"cpu": {"slot_name": "cpu", "display_unit": "Core"}})
@@ -172,6 +173,8 @@ async def test_manager_store_keys(redis_server: RedisProcess) -> None:
             mark = await live.hgetall(f"kernel:presence:{kid}")
             assert mark[b"presence"] == b"1"
             assert abs(int(mark[b"last_presence"]) - time.time()) < 5  # int() as the manager
+        assert await stat.get("kernel.k3.commit") == b"ongoing"
+        assert 0 < await stat.ttl("kernel.k3.commit") <= 13
         sd_key = f"service_discovery.agent.{record.service_id}"
         sd = {k.decode(): json.loads(v) for k, v in (await stat.hgetall(sd_key)).items()}
         assert sd["id"] == str(uuid.uuid5(uuid.NAMESPACE_DNS, "agent/127.0.0.1:6003"))
