@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from decimal import Decimal
@@ -54,6 +55,11 @@ class ScratchLayout(Protocol):
     @property
     def ipc_dir(self) -> Path: ...
 
+    @property
+    def runner_socket(self) -> Path:
+        """Host path of the runner's socket, in a directory the kernel cannot write once sealed."""
+        ...
+
 
 class ScratchRole(Protocol):
     async def create(self, kernel_id: str, uid: int, gid: int) -> ScratchLayout: ...
@@ -63,6 +69,14 @@ class ScratchRole(Protocol):
         ...
 
     async def remove(self, kernel_id: str) -> None: ...
+
+    def seal(self, kernel_id: str) -> os.stat_result | None:
+        """Take the runner socket's directory from the kernel user; what the socket is now."""
+        ...
+
+    def unseal(self, kernel_id: str, uid: int, gid: int) -> None:
+        """Drop the old socket and give its directory back, for a new container."""
+        ...
 
     def scan(self) -> AbstractSet[str]: ...
 

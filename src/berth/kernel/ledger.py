@@ -3,22 +3,26 @@
 An entry is written atomically (temp file, fsync, rename, fsync of the directory) before the
 container exists, rewritten when the container id or state changes, and disappears with the
 scratch directory, which is removed last. No pickle: plain JSON that any tool can read.
+
+Every access goes through `storage.nofollow` below the scratch root: a link at the kernel dir,
+`config/` or the file itself is refused, never followed; reads are bounded.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from berth.errors import StorageError
+from berth.errors import BerthError, StorageError
+from berth.storage import nofollow
 
 __all__ = ["LEDGER_FILENAME", "Ledger", "LedgerEntry"]
 
 LEDGER_FILENAME = "berth-ledger.json"
 _VERSION = 1
+MAX_LEDGER_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -59,30 +63,21 @@ class Ledger:
     def path(self, kernel_id: str) -> Path:
         return self._root / kernel_id / "config" / LEDGER_FILENAME
 
+    def _parts(self, kernel_id: str) -> tuple[str, ...]:
+        return (kernel_id, "config", LEDGER_FILENAME)
+
     def write(self, entry: LedgerEntry) -> None:
-        target = self.path(entry.kernel_id)
-        tmp = target.with_suffix(".tmp")
         payload = json.dumps(entry.to_json(), sort_keys=True).encode()
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, payload)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, target)
-            dir_fd = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError as exc:
+            nofollow.write_file(self._root, self._parts(entry.kernel_id), payload, mode=0o600)
+        except (OSError, BerthError) as exc:
             raise StorageError(f"cannot write ledger for {entry.kernel_id}: {exc}",
                                kernel_id=entry.kernel_id) from exc
 
     def read(self, kernel_id: str) -> LedgerEntry | None:
         """The entry, or None when absent or unreadable (a torn write never renames in)."""
         try:
-            return LedgerEntry.from_json(json.loads(self.path(kernel_id).read_bytes()))
-        except (OSError, ValueError, TypeError):
+            raw = nofollow.read_file(self._root, self._parts(kernel_id), MAX_LEDGER_BYTES)
+            return LedgerEntry.from_json(json.loads(raw))
+        except (OSError, ValueError, TypeError, BerthError):
             return None

@@ -3,6 +3,10 @@
 Every transitional state runs under its own deadline; exceeding it ends the kernel with a
 recorded reason. Teardown is one idempotent task per kernel: a second trigger (the RPC and the
 Docker ``die`` event, say) awaits the first instead of cleaning twice.
+
+Files in the kernel's scratch are written, probed and removed through `storage.nofollow` (the
+kernel's user can put links in `work/` and `config/ipc/`); the runner's socket directory is
+sealed once the runner is ready and on adoption, and unsealed only for a new container.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import logging
 import os
 import signal
+import stat
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from berth import logctx
 from berth.backend.base import ContainerBackend, ImageInfo
 from berth.errors import (
     BackendError,
@@ -62,6 +66,7 @@ from berth.kernel.policy import KernelPolicy, check_kernel_spec
 from berth.kernel.registry import Kernel, KernelRegistry, Termination
 from berth.kernel.spec import KernelSpec, parse_kernel_spec, parse_service_ports
 from berth.kernel.state import classify_exit
+from berth.storage import nofollow
 from berth.tasks import TaskSupervisor
 from berth.types import KernelState, TerminationReason
 
@@ -131,11 +136,6 @@ class KernelLifecycle:
     # ---------------------------------------------------------------- create
     async def create(self, raw_config: Mapping[str, Any], kernel_id: str,
                      session_id: str) -> dict[str, Any]:
-        with logctx.bound(kernel_id=kernel_id, session_id=session_id):
-            return await self._create_kernel(raw_config, kernel_id, session_id)
-
-    async def _create_kernel(self, raw_config: Mapping[str, Any], kernel_id: str,
-                             session_id: str) -> dict[str, Any]:
         spec = parse_kernel_spec(dict(raw_config), kernel_id=kernel_id, session_id=session_id)
         check_kernel_spec(spec, self.s.policy)  # refused before anything exists
         kernel = Kernel(
@@ -302,30 +302,47 @@ class KernelLifecycle:
         # The whole env, agent values included (as Backend.AI writes it): the runner loads it
         # over the container's env, so it must not carry the spec's values over the agent's.
         text = "".join(f"{k}={v}\n" for k, v in sorted(environ.items()))
-        (layout.config_dir / "environ.txt").write_text(text)
-        (layout.config_dir / "resource.txt").write_text(resource_txt(spec, kernel.allocation))
-        os.chown(layout.ipc_dir, kernel.uid, kernel.gid)
+        kdir = layout.kernel_dir
+        nofollow.write_file(kdir, _rel(layout, layout.config_dir, "environ.txt"), text.encode())
+        nofollow.write_file(kdir, _rel(layout, layout.config_dir, "resource.txt"),
+                            resource_txt(spec, kernel.allocation).encode())
+        with nofollow.open_dir(kdir, _rel(layout, layout.ipc_dir)) as ipc:
+            os.fchown(ipc, kernel.uid, kernel.gid)
         write_ssh_files(layout.config_dir, spec.cluster_info, uid=kernel.uid, gid=kernel.gid)
+        self.scratch.unseal(kernel.kernel_id, kernel.uid, kernel.gid)
         if spec.bootstrap_script:
-            path = layout.work_dir / "bootstrap.sh"
-            path.write_text(spec.bootstrap_script)
-            os.chmod(path, 0o755)
-            os.chown(path, kernel.uid, kernel.gid)
+            nofollow.write_file(kdir, _rel(layout, layout.work_dir, "bootstrap.sh"),
+                                spec.bootstrap_script.encode(), mode=0o755,
+                                uid=kernel.uid, gid=kernel.gid)
 
     async def _wait_ready(self, kernel: Kernel, layout: ScratchLayout) -> None:
         if has_runner(kernel.image_labels):
-            runner = self.runner_factory(layout.ipc_dir / "runner.sock")
+            runner = self.runner_factory(layout.runner_socket)
             self.runners[kernel.kernel_id] = runner
             await self._until_ready(kernel, runner)
+            self._seal(kernel)
             return
         if kernel.spec.bootstrap_script:
-            marker = layout.ipc_dir / "bootstrap.exit"
+            marker = _rel(layout, layout.ipc_dir, "bootstrap.exit")
             checks = 0
-            while not marker.exists():
+            while not _is_file(layout.kernel_dir, marker):
                 if checks % 20 == 0:  # the marker is a cheap stat; ask Docker once a second
                     await self._ensure_alive(kernel)
                 checks += 1
                 await asyncio.sleep(0.05)
+
+    def _seal(self, kernel: Kernel) -> None:
+        """The runner's socket dir becomes root's: the kernel can no longer swap the socket."""
+        try:
+            st = self.scratch.seal(kernel.kernel_id)
+        except OSError as exc:
+            log.warning("kernel %s: cannot seal its runner socket directory: %s",
+                        kernel.kernel_id, exc)
+            return
+        if st is None or not stat.S_ISSOCK(st.st_mode) or st.st_uid != kernel.uid:
+            log.warning("kernel %s: its runner socket is missing or was replaced; the agent "
+                        "connects only to a socket there, never through a link",
+                        kernel.kernel_id)
 
     async def _until_ready(self, kernel: Kernel, runner: RunnerRole) -> None:
         while True:
@@ -394,8 +411,8 @@ class KernelLifecycle:
         await self._stop_and_remove(old)
         layout = self.layouts.get(kernel.kernel_id) or await self.scratch.open(kernel.kernel_id)
         self.layouts[kernel.kernel_id] = layout
-        (layout.ipc_dir / "runner.sock").unlink(missing_ok=True)
-        (layout.ipc_dir / "bootstrap.exit").unlink(missing_ok=True)
+        self.scratch.unseal(kernel.kernel_id, kernel.uid, kernel.gid)
+        nofollow.unlink_at(layout.kernel_dir, _rel(layout, layout.ipc_dir, "bootstrap.exit"))
         config = self._container_config(kernel, self._plan(kernel, layout))
         kernel.container_id = await self.backend.create(container_name(kernel.kernel_id), config)
         self._write_ledger(kernel)
@@ -415,12 +432,6 @@ class KernelLifecycle:
 
     async def on_container_exit(self, container_id: str) -> None:
         """A container ended on its own (Docker ``die`` event or the periodic sync)."""
-        kernel = self.registry.by_container(container_id)
-        with logctx.bound(kernel_id=kernel.kernel_id if kernel else None,
-                          session_id=kernel.session_id if kernel else None):
-            await self._on_container_exit(container_id)
-
-    async def _on_container_exit(self, container_id: str) -> None:
         kernel = self.registry.by_container(container_id)
         if kernel is None or kernel.state in (KernelState.RESTARTING, KernelState.TERMINATING,
                                               KernelState.TERMINATED):
@@ -444,10 +455,9 @@ class KernelLifecycle:
                          exit_code: int | None = None, stop: bool = True, detail: str = "") -> None:
         task = self._teardowns.get(kernel.kernel_id)
         if task is None:
-            with logctx.bound(kernel_id=kernel.kernel_id, session_id=kernel.session_id):
-                task = self._tasks.spawn(  # the task keeps the context it was spawned in
-                    self._teardown(kernel, reason, exit_code, stop, detail),
-                    name=f"teardown-{kernel.kernel_id}")
+            task = self._tasks.spawn(
+                self._teardown(kernel, reason, exit_code, stop, detail),
+                name=f"teardown-{kernel.kernel_id}")
             self._teardowns[kernel.kernel_id] = task
         await asyncio.shield(task)
 
@@ -558,7 +568,8 @@ class KernelLifecycle:
         self.registry.add(kernel)
         self.layouts[kernel.kernel_id] = layout
         if has_runner(kernel.image_labels):
-            self.runners[kernel.kernel_id] = self.runner_factory(layout.ipc_dir / "runner.sock")
+            self._seal(kernel)
+            self.runners[kernel.kernel_id] = self.runner_factory(layout.runner_socket)
         return kernel
 
     # ---------------------------------------------------------------- OOM kills, worker deaths
@@ -587,9 +598,8 @@ class KernelLifecycle:
         if kernel is None or kernel.state != KernelState.RUNNING:
             return
         if kernel.oom.on_oom_event():
-            with logctx.bound(kernel_id=kernel.kernel_id, session_id=kernel.session_id):
-                self._tasks.spawn(self._judge_oom(kernel, container_id),
-                                  name=f"oom-{kernel.kernel_id}")
+            self._tasks.spawn(self._judge_oom(kernel, container_id),
+                              name=f"oom-{kernel.kernel_id}")
 
     async def _judge_oom(self, kernel: Kernel, container_id: str) -> None:
         await asyncio.sleep(OOM_SETTLE_SECONDS)
@@ -690,6 +700,20 @@ class KernelLifecycle:
         await self._tasks.close()
         for kernel_id in list(self.runners):
             await self._close_runner(kernel_id)
+
+
+def _rel(layout: ScratchLayout, directory: Path, *names: str) -> tuple[str, ...]:
+    """Components of a scratch path below the kernel dir, for `storage.nofollow`."""
+    return directory.relative_to(layout.kernel_dir).parts + names
+
+
+def _is_file(base: Path, rel: tuple[str, ...]) -> bool:
+    """A regular file there (a link in its place, or on the way, is not one)."""
+    try:
+        st = nofollow.lstat_at(base, rel)
+    except OSError:
+        return False
+    return st is not None and stat.S_ISREG(st.st_mode)
 
 
 def _with_host_config(args: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

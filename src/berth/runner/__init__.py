@@ -3,7 +3,7 @@
 The directory holding this package's stdlib-only runner files (`RUNNER_DIR`) is bind-mounted
 read-only at `CONTAINER_RUNNER_DIR`; `runner_command()` builds the container's command. The
 agent then talks to the runner with `RunnerClient` over the Unix socket the runner binds in the
-kernel's `config/ipc/` directory; images without a usable interpreter get `BatchExecFallback`.
+kernel's `config/sock/` directory (sealed by the agent once bound; logs stay in `config/ipc/`); images without a usable interpreter get `BatchExecFallback`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ __all__ = [
     "CONTAINER_IPC_DIR",
     "CONTAINER_RUNNER_DIR",
     "CONTAINER_SOCKET",
+    "CONTAINER_SOCK_DIR",
     "RUNNER_DIR",
     "SOCKET_NAME",
     "BatchExecFallback",
@@ -35,8 +36,9 @@ __all__ = [
 RUNNER_DIR = Path(__file__).resolve().parent
 CONTAINER_RUNNER_DIR = "/opt/berth/runner"
 CONTAINER_IPC_DIR = "/home/config/ipc"
+CONTAINER_SOCK_DIR = "/home/config/sock"
 SOCKET_NAME = "runner.sock"
-CONTAINER_SOCKET = f"{CONTAINER_IPC_DIR}/{SOCKET_NAME}"
+CONTAINER_SOCKET = f"{CONTAINER_SOCK_DIR}/{SOCKET_NAME}"
 SERVICE_DEFS_DIR = "/etc/backend.ai/service-defs"
 
 
@@ -45,7 +47,7 @@ def runner_command(runtime_path: str, *, bootstrap: str | None = None,
                    exec_timeout: float | None = None) -> list[str]:
     """The container's Cmd: the image's interpreter running the mounted krunner.py."""
     cmd = [runtime_path, f"{CONTAINER_RUNNER_DIR}/krunner.py", "--socket", CONTAINER_SOCKET,
-           "--work", "/home/work", "--config", "/home/config"]
+           "--ipc", CONTAINER_IPC_DIR, "--work", "/home/work", "--config", "/home/config"]
     if bootstrap:
         cmd += ["--bootstrap", bootstrap]
     if service_defs:

@@ -3,6 +3,12 @@
 The client connects lazily and reconnects after a failure, so an agent restart or a runner
 that is still starting is only a retry away. Requests carry ids; several may be in flight on
 the one connection (an `interrupt` while an `execute` waits for output).
+
+The socket lives in the kernel's scratch, where the kernel's user may have put a link in its
+place. The client never connects by name: it pins the socket inode with an
+``O_PATH | O_NOFOLLOW`` descriptor, checks that it is a socket (not a link, not another file),
+and connects through ``/proc/self/fd/N`` -- so what it reaches is the inode it checked, even if
+the name is swapped in between (see storage.nofollow). The path is never longer than sun_path.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any, Self
 from berth.errors import RunnerError, RunnerUnavailable
 from berth.runner import protocol
 from berth.runner.results import next_result
+from berth.storage.nofollow import open_socket
 
 log = logging.getLogger(__name__)
 
@@ -91,19 +98,17 @@ class _Connection:
             pass
 
 
-_SUN_PATH_MAX = 107
-
-
 async def _open_unix(path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connect even when the path is longer than sun_path allows (deep scratch roots):
-    go through ``/proc/self/fd/N`` of the socket's directory, which is always short."""
-    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
-        return await asyncio.open_unix_connection(path)
-    dir_fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    """Connect to the socket inode named `path`, refusing a link or a non-socket there."""
+    dir_fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        return await asyncio.open_unix_connection(f"/proc/self/fd/{dir_fd}/{path.name}")
+        sock_fd = open_socket(dir_fd, path.name)
     finally:
         os.close(dir_fd)
+    try:
+        return await asyncio.open_unix_connection(f"/proc/self/fd/{sock_fd}")
+    finally:
+        os.close(sock_fd)
 
 
 class RunnerClient:

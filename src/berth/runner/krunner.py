@@ -2,12 +2,16 @@
 
 Standard library only, Python >= 3.8 (it runs on the image's own interpreter):
 
-    <runtime-path> /opt/berth/runner/krunner.py --socket /home/config/ipc/runner.sock \
-        --work /home/work --config /home/config [--bootstrap /home/work/bootstrap.sh] \
-        [--service-defs /etc/backend.ai/service-defs] [--exec-timeout SECONDS]
+    <runtime-path> /opt/berth/runner/krunner.py --socket /home/config/sock/runner.sock \
+        --ipc /home/config/ipc --work /home/work --config /home/config \
+        [--bootstrap /home/work/bootstrap.sh] [--service-defs /etc/backend.ai/service-defs] \
+        [--exec-timeout SECONDS]
 
 Startup: bind the socket (status answers `ready: false` meanwhile), run the bootstrap script to
-completion (output in `<socket dir>/bootstrap.log`), then answer `ready: true`. Runs execute one
+completion (output in `<ipc dir>/bootstrap.log`), then answer `ready: true`. The socket's
+directory is the runner's only until it has bound: the agent then makes it root's, so the
+runner writes nothing else there (logs and service state go to `--ipc`, by default the
+socket's directory). Runs execute one
 at a time in submission order: query code in the REPL worker (persistent globals), batch steps
 as shell commands. The framing is in protocol.py; replies are documented on each `op_*`.
 """
@@ -85,7 +89,7 @@ class Runner:
         self.started_at = time.time()
         self.ready = False
         self.bootstrap_exit: int | None = None
-        self.ipc_dir = os.path.dirname(os.path.abspath(args.socket))
+        self.ipc_dir = args.ipc or os.path.dirname(os.path.abspath(args.socket))
         self.env = user_environment(dict(os.environ), os.path.join(args.config, "environ.txt"),
                                     args.work)
         self.worker = ReplWorker(sys.executable, self.env, args.work)
@@ -118,7 +122,7 @@ class Runner:
         return 0
 
     async def _bind(self) -> asyncio.AbstractServer:
-        os.makedirs(self.ipc_dir, exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(self.args.socket)), exist_ok=True)
         _unlink(self.args.socket)
         server = await asyncio.start_unix_server(self._serve_connection, path=self.args.socket)
         os.chmod(self.args.socket, 0o660)
@@ -294,13 +298,14 @@ class Runner:
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except OSError:  # gone, or its directory was sealed by the agent
         pass
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="krunner", description=__doc__.splitlines()[0])
     parser.add_argument("--socket", required=True)
+    parser.add_argument("--ipc", default=None)
     parser.add_argument("--work", default="/home/work")
     parser.add_argument("--config", default="/home/config")
     parser.add_argument("--bootstrap", default=None)

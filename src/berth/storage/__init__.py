@@ -4,13 +4,13 @@ from berth.storage.files import (
     DEFAULT_MAX_DOWNLOAD_BYTES,
     DEFAULT_MAX_UPLOAD_BYTES,
     FileEntry,
-    FileTooLarge,
     KernelFileNotFound,
     KernelFiles,
     list_files_reply,
     locate,
 )
 from berth.storage.mounter import CommandFailed, MountEntry, Mounter, SystemMounter
+from berth.storage.nofollow import FileTooLarge
 from berth.storage.scratch import (
     ScratchLost,
     ScratchManager,

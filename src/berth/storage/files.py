@@ -33,19 +33,18 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypedDict
 
 from berth.errors import FileAccessDenied, InvalidArgument, QuotaExceeded, StorageError
+from berth.storage.nofollow import DIR_FLAGS as _DIR_FLAGS
+from berth.storage.nofollow import READ_FLAGS as _READ_FLAGS
+from berth.storage.nofollow import FileTooLarge
+from berth.storage.nofollow import open_dir as _nofollow_dir
+from berth.storage.nofollow import read_bounded as _read_all
 from berth.storage.vfolders import WORK, VFolderMount
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 DEFAULT_MAX_DOWNLOAD_BYTES = 1024 * 1024  # Backend.AI's download_file limit
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _TMP_PREFIX = ".berth-upload-"
-
-
-class FileTooLarge(FileAccessDenied):
-    pass
 
 
 class KernelFileNotFound(InvalidArgument):
@@ -126,15 +125,9 @@ def _fd(fd: int) -> Iterator[int]:
 @contextmanager
 def _open_dir(target: Target, parts: Sequence[str]) -> Iterator[int]:
     """Descriptor of base/parts, each component opened without following links."""
-    fd = os.open(target.base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for name in parts:
-            nxt = _open_at(target, name, fd, _DIR_FLAGS)
-            os.close(fd)
-            fd = nxt
+    with _nofollow_dir(target.base, parts,
+                       open_at=lambda name, fd, flags: _open_at(target, name, fd, flags)) as fd:
         yield fd
-    finally:
-        os.close(fd)
 
 
 @contextmanager
@@ -152,23 +145,6 @@ def _open_target(target: Target) -> Iterator[int]:
 def _entry(name: str, st: os.stat_result) -> FileEntry:
     return FileEntry(mode=stat.filemode(st.st_mode), size=st.st_size, ctime=st.st_ctime,
                      mtime=st.st_mtime, atime=st.st_atime, filename=name)
-
-
-def _read_all(fd: int, limit: int, path: str) -> bytes:
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        raise InvalidArgument(f"{path}: not a regular file", field="path", path=path)
-    if st.st_size > limit:
-        raise FileTooLarge(f"{path}: {st.st_size} bytes exceed the limit of {limit}",
-                           path=path, size=st.st_size, limit=limit)
-    chunks, total = [], 0
-    while chunk := os.read(fd, 1 << 20):
-        total += len(chunk)
-        if total > limit:
-            raise FileTooLarge(f"{path}: grew past the limit of {limit}", path=path,
-                               limit=limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class _TarBuilder:

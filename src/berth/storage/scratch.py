@@ -1,4 +1,4 @@
-"""Per-kernel scratch storage: `{root}/{kernel_id}/{config,config/ipc,work}` with a quota.
+"""Per-kernel scratch storage: `{root}/{kernel_id}/{config,config/ipc,config/sock,work}`.
 
 Types (environment §10; the kernel here has no ext4/XFS project quota):
   hostdir   a plain directory, no quota (size must be 0).
@@ -11,6 +11,12 @@ Types (environment §10; the kernel here has no ext4/XFS project quota):
 `create` is "ensure": every step checks what exists, so it completes a half-made scratch
 and never wipes an intact one (restart keeps scratch). `open` adopts an existing one and
 refuses to invent it. `remove` is idempotent and safe on any half-created state.
+
+The kernel's user can write `work/`, `config/ipc/` and, until the runner has bound its socket,
+`config/sock/`; everything here touches those through `storage.nofollow` (no component below
+the kernel dir is followed if it is a link) and walks them by descriptor. `seal` hands
+`config/sock/` to root (0755) once the runner's socket is in it, so the kernel cannot rename or
+replace the socket the agent connects to; `unseal` gives it back for a new container.
 """
 
 from __future__ import annotations
@@ -20,12 +26,15 @@ import logging
 import os
 import re
 import shutil
+import stat
+from contextlib import suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import NamedTuple
 
 from berth.errors import ConfigError, InvalidArgument, StorageError
+from berth.storage import nofollow
 from berth.storage.mounter import CommandFailed, Mounter, SystemMounter, mounts_under
 from berth.types import KernelId
 
@@ -35,6 +44,7 @@ MIN_QUOTA_BYTES = 8 * 1024 * 1024
 USAGE_WALK_LIMIT = 100_000
 _KERNEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _IMG, _IMG_TMP = ".img", ".img.tmp"
+SOCKET_NAME = "runner.sock"
 
 
 class ScratchType(StrEnum):
@@ -55,6 +65,11 @@ class ScratchPaths:
     ipc_dir: Path
     work_dir: Path
     image: Path | None
+    sock_dir: Path  # the runner's socket; sealed (root-owned) once the socket is bound
+
+    @property
+    def runner_socket(self) -> Path:
+        return self.sock_dir / SOCKET_NAME
 
 
 class ScratchUsage(NamedTuple):
@@ -98,7 +113,7 @@ class ScratchManager:
         kdir = self.root / kid
         image = self.root / f"{kid}{_IMG}" if self.scratch_type is ScratchType.HOSTFILE else None
         return ScratchPaths(kid, kdir, kdir / "config", kdir / "config" / "ipc",
-                            kdir / "work", image)
+                            kdir / "work", image, kdir / "config" / "sock")
 
     def _lock(self, kernel_id: str) -> asyncio.Lock:
         return self._locks.setdefault(kernel_id, asyncio.Lock())
@@ -125,10 +140,34 @@ class ScratchManager:
         async with self._lock(paths.kernel_id):
             await self._mount_backing(paths, fresh_ok=False)
             for d in (paths.config_dir, paths.ipc_dir, paths.work_dir):
-                if not d.is_dir() or d.is_symlink():
+                if not _is_real_dir(paths.kernel_dir, d):
                     raise StorageError(f"scratch of kernel {paths.kernel_id} is incomplete: "
                                        f"{d} missing", kernel_id=paths.kernel_id, path=str(d))
         return paths
+
+    # --- the runner's socket directory ---------------------------------------------------
+
+    def seal(self, kernel_id: str) -> os.stat_result | None:
+        """Make `config/sock/` root's (0755): the kernel can no longer rename, replace or add
+        entries there. Returns what `runner.sock` is now (lstat), None when absent."""
+        paths = self.paths(kernel_id)
+        with nofollow.open_dir(paths.kernel_dir, ("config", "sock")) as fd:
+            os.fchown(fd, os.geteuid(), os.getegid())
+            os.fchmod(fd, 0o755)
+            try:
+                return os.lstat(SOCKET_NAME, dir_fd=fd)
+            except FileNotFoundError:
+                return None
+
+    def unseal(self, kernel_id: str, uid: int | None, gid: int | None) -> None:
+        """For a new container: drop the old socket, give `config/sock/` to the kernel user."""
+        paths = self.paths(kernel_id)
+        with nofollow.open_dir(paths.kernel_dir, ("config",)) as config:
+            _ensure_dir(config, "sock", 0o700, uid, gid)
+            with nofollow.open_dir(config, ("sock",)) as fd:
+                with suppress(FileNotFoundError):
+                    os.unlink(SOCKET_NAME, dir_fd=fd)
+                _own(fd, 0o700, uid, gid)
 
     async def ensure_mounted(self, kernel_id: str) -> None:
         """Re-mount the backing store if it is not mounted (hostfile after a reboot)."""
@@ -205,6 +244,8 @@ class ScratchManager:
             for img in (image, image.with_name(image.name + ".tmp")):
                 await self._detach_loops(img)
             if kdir.is_dir() and not kdir.is_symlink():
+                if not shutil.rmtree.avoids_symlink_attacks:  # fd-based rmtree (Linux)
+                    raise StorageError("this platform's rmtree may follow links", path=str(kdir))
                 await asyncio.to_thread(shutil.rmtree, kdir)
             for path in (kdir, image, image.with_name(image.name + ".tmp")):
                 if path.is_symlink() or path.is_file():
@@ -235,16 +276,42 @@ class ScratchManager:
 
 
 def _make_layout(paths: ScratchPaths, uid: int | None, gid: int | None) -> None:
-    """config/ (0755, root), config/ipc/ (0770, kernel user), work/ (0755, kernel user)."""
-    for d, mode, owned in ((paths.config_dir, 0o755, False), (paths.ipc_dir, 0o770, True),
-                           (paths.work_dir, 0o755, True)):
-        if d.is_symlink():
-            raise StorageError(f"refusing symlinked scratch dir {d}", path=str(d))
-        if not d.is_dir():
-            d.mkdir(mode=mode)
-            os.chmod(d, mode)  # mkdir's mode is filtered by the umask
-            if owned and (uid is not None or gid is not None):
-                os.chown(d, -1 if uid is None else uid, -1 if gid is None else gid)
+    """config/ (0755, root), config/ipc/ (0770) and config/sock/ (0700) and work/ (0755) of
+    the kernel user. Made and owned through descriptors: a link in their place is refused."""
+    with nofollow.open_dir(paths.kernel_dir, ()) as kdir:
+        _ensure_dir(kdir, "config", 0o755, None, None)
+        with nofollow.open_dir(kdir, ("config",)) as config:
+            _ensure_dir(config, "ipc", 0o770, uid, gid)
+            _ensure_dir(config, "sock", 0o700, uid, gid)
+        _ensure_dir(kdir, "work", 0o755, uid, gid)
+
+
+def _ensure_dir(parent: int, name: str, mode: int, uid: int | None, gid: int | None) -> None:
+    """Create `name` in `parent` with mode and owner; an existing directory is left as it is."""
+    try:
+        os.mkdir(name, mode, dir_fd=parent)
+    except FileExistsError:
+        st = os.lstat(name, dir_fd=parent)
+        if not stat.S_ISDIR(st.st_mode):
+            raise StorageError(f"refusing scratch dir {name!r}: not a directory (a link?)",
+                               path=name) from None
+        return
+    with nofollow.open_dir(parent, (name,)) as fd:
+        _own(fd, mode, uid, gid)
+
+
+def _own(fd: int, mode: int, uid: int | None, gid: int | None) -> None:
+    if uid is not None or gid is not None:
+        os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+    os.fchmod(fd, mode)  # mkdir's mode is filtered by the umask
+
+
+def _is_real_dir(kernel_dir: Path, d: Path) -> bool:
+    try:
+        st = nofollow.lstat_at(kernel_dir, d.relative_to(kernel_dir).parts)
+    except OSError:
+        return False
+    return st is not None and stat.S_ISDIR(st.st_mode)
 
 
 def _sparse_file(path: Path, size: int) -> None:
@@ -253,15 +320,16 @@ def _sparse_file(path: Path, size: int) -> None:
 
 
 def _walk_usage(top: Path) -> int:
-    """Allocated bytes under top, stopping after USAGE_WALK_LIMIT entries (a lower bound)."""
+    """Allocated bytes under top, stopping after USAGE_WALK_LIMIT entries (a lower bound).
+    Walked by descriptor (os.fwalk): a directory swapped for a link is never entered."""
     total, seen = 0, 0
-    for dirpath, dirnames, filenames in os.walk(top):
+    for _dirpath, dirnames, filenames, dir_fd in os.fwalk(top):
         for name in dirnames + filenames:
             seen += 1
             if seen > USAGE_WALK_LIMIT:
                 return total
             try:
-                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+                total += os.lstat(name, dir_fd=dir_fd).st_blocks * 512
             except OSError:
                 continue
     return total

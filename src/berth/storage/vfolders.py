@@ -33,6 +33,7 @@ from berth.storage.scratch import ScratchPaths
 WORK = PurePosixPath("/home/work")
 CONFIG = PurePosixPath("/home/config")
 IPC = CONFIG / "ipc"
+SOCK = CONFIG / "sock"
 RUNNER = PurePosixPath("/opt/berth/runner")
 
 _RESERVED_TREES = tuple(PurePosixPath(p) for p in (
@@ -162,6 +163,7 @@ def intrinsic_mounts(paths: ScratchPaths, runner_dir: Path) -> list[dict[str, An
     return [
         bind_mount(paths.config_dir, CONFIG, read_only=True),
         bind_mount(paths.ipc_dir, IPC, read_only=False),
+        bind_mount(paths.sock_dir, SOCK, read_only=False),  # sealed root's once bound
         bind_mount(paths.work_dir, WORK, read_only=False),
         bind_mount(runner_dir, RUNNER, read_only=True),
     ]

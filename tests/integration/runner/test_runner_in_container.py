@@ -1,7 +1,8 @@
 """The runner inside a real container of `berth/python:3.11`, driven over its socket from the host.
 
 The container is set up the way the agent does it: runner dir bind-mounted read-only at
-/opt/berth/runner, `config/` read-only at /home/config with `config/ipc` read-write on top,
+/opt/berth/runner, `config/` read-only at /home/config with `config/ipc` and `config/sock` (the
+runner's socket) read-write on top,
 `work/` at /home/work, Docker's init, a non-root user. Everything is labelled berth.test=1.
 """
 
@@ -45,17 +46,17 @@ class Kernel:
     def __init__(self, root: Path, container: str) -> None:
         self.root = root
         self.container = container
-        self.socket = root / "config" / "ipc" / "runner.sock"
+        self.socket = root / "config" / "sock" / "runner.sock"
 
 
 @pytest.fixture
 def kernel(image: str) -> Iterator[Kernel]:
     root = Path(tempfile.mkdtemp(prefix="berth-rt-"))
-    for sub in ("work", "config/ipc"):
+    for sub in ("work", "config/ipc", "config/sock"):
         (root / sub).mkdir(parents=True)
     (root / "config" / "environ.txt").write_text("KERNEL_TAG=itest\n")
     (root / "work" / "bootstrap.sh").write_text("echo prepared > /home/work/prepared.txt\n")
-    for sub in ("work", "config/ipc"):
+    for sub in ("work", "config/ipc", "config/sock"):
         os.chown(root / sub, UID, UID)
     os.chown(root / "work" / "bootstrap.sh", UID, UID)
     name = f"berth-test-runner-{uuid.uuid4().hex[:8]}"
@@ -65,6 +66,7 @@ def kernel(image: str) -> Iterator[Kernel]:
            "-v", f"{RUNNER_DIR}:/opt/berth/runner:ro",
            "-v", f"{root / 'config'}:/home/config:ro",
            "-v", f"{root / 'config' / 'ipc'}:/home/config/ipc:rw",
+           "-v", f"{root / 'config' / 'sock'}:/home/config/sock:rw",
            "-v", f"{root / 'work'}:/home/work:rw",
            image, *cmd)
     try:

@@ -113,5 +113,6 @@ def test_next_result_shapes() -> None:
 def test_runner_command() -> None:
     assert runner_command("/usr/bin/python3", bootstrap="/home/work/bootstrap.sh") == [
         "/usr/bin/python3", "/opt/berth/runner/krunner.py", "--socket",
-        "/home/config/ipc/runner.sock", "--work", "/home/work", "--config", "/home/config",
+        "/home/config/sock/runner.sock", "--ipc", "/home/config/ipc", "--work", "/home/work",
+        "--config", "/home/config",
         "--bootstrap", "/home/work/bootstrap.sh", "--service-defs", "/etc/backend.ai/service-defs"]

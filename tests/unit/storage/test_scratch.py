@@ -28,10 +28,11 @@ async def test_create_lays_out_dirs_with_modes_and_owner(tmp_path: Path) -> None
     paths = await hostdir(tmp_path).create("k1", UID, GID)
     assert paths.kernel_dir == (tmp_path / "scratch" / "k1").resolve()
     modes = {d.name: stat.S_IMODE(d.stat().st_mode)
-             for d in (paths.config_dir, paths.ipc_dir, paths.work_dir)}
-    assert modes == {"config": 0o755, "ipc": 0o770, "work": 0o755}
+             for d in (paths.config_dir, paths.ipc_dir, paths.sock_dir, paths.work_dir)}
+    assert modes == {"config": 0o755, "ipc": 0o770, "sock": 0o700, "work": 0o755}
     assert (paths.work_dir.stat().st_uid, paths.work_dir.stat().st_gid) == (UID, GID)
     assert (paths.ipc_dir.stat().st_uid, paths.ipc_dir.stat().st_gid) == (UID, GID)
+    assert (paths.sock_dir.stat().st_uid, paths.sock_dir.stat().st_gid) == (UID, GID)
     assert paths.config_dir.stat().st_uid == os.geteuid()
 
 
@@ -134,7 +135,7 @@ async def test_hostfile_crash_after_mount_before_dirs_is_completed_or_removed(
         tmp_path: Path) -> None:
     mgr, fake = mounted(tmp_path, "hostfile")
     paths = await mgr.create("k1", None, None)
-    for d in (paths.ipc_dir, paths.config_dir, paths.work_dir):
+    for d in (paths.ipc_dir, paths.sock_dir, paths.config_dir, paths.work_dir):
         d.rmdir()  # as if the agent died right after mounting
     with pytest.raises(StorageError):
         await mgr.open("k1")

@@ -124,6 +124,7 @@ async def test_intrinsic_mounts(tmp_path: Path) -> None:
     assert got == {
         "/home/config": (str(paths.config_dir), True),
         "/home/config/ipc": (str(paths.ipc_dir), False),
+        "/home/config/sock": (str(paths.sock_dir), False),
         "/home/work": (str(paths.work_dir), False),
         "/opt/berth/runner": (str(tmp_path / "runner"), True),
     }
