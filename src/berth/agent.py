@@ -293,14 +293,23 @@ class Agent:
             await etcd.wait_for_manager()
 
     async def _announce(self) -> None:
-        if self.etcd is None:
-            return
-        await self.etcd.mark_running(self.agent_id)
-        announce = self.config.agent.announce_internal_addr or self.config.agent.internal_addr
+        """Mark the node running in etcd (removed again at a clean stop) and announce the
+        metrics endpoint for service discovery: events, Redis and, with etcd, etcd."""
         from berth import __version__
+        from berth.events.discovery import Publisher, ServiceRecord
 
-        path = await self.etcd.register_service(self.agent_id, announce, version=__version__)
-        self._stack.push_async_callback(self.etcd.unregister, path)
+        announce = self.config.agent.announce_internal_addr or self.config.agent.internal_addr
+        host, port = parse_host_port(announce)
+        now = time.time()
+        record = ServiceRecord(self.agent_id, __version__, host, port, "http", now, now)
+        extra: list[Publisher] = []
+        if self.etcd is not None:
+            etcd = self.etcd
+            await etcd.mark_running(self.agent_id)
+            self._stack.push_async_callback(etcd.deregister_agent, self.agent_id)
+            extra.append(etcd.register_service)
+            self._stack.push_async_callback(etcd.unregister_service, record)
+        await self.link.announce(record, extra)
 
     # ---------------------------------------------------------------- watchers
     async def _readiness(self) -> list[str]:

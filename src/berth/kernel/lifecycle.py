@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from berth import logctx
 from berth.backend.base import ContainerBackend, ImageInfo
 from berth.errors import (
     BackendError,
@@ -136,6 +137,11 @@ class KernelLifecycle:
     # ---------------------------------------------------------------- create
     async def create(self, raw_config: Mapping[str, Any], kernel_id: str,
                      session_id: str) -> dict[str, Any]:
+        with logctx.bound(kernel_id=kernel_id, session_id=session_id):
+            return await self._create_kernel(raw_config, kernel_id, session_id)
+
+    async def _create_kernel(self, raw_config: Mapping[str, Any], kernel_id: str,
+                             session_id: str) -> dict[str, Any]:
         spec = parse_kernel_spec(dict(raw_config), kernel_id=kernel_id, session_id=session_id)
         check_kernel_spec(spec, self.s.policy)  # refused before anything exists
         kernel = Kernel(
@@ -433,6 +439,12 @@ class KernelLifecycle:
     async def on_container_exit(self, container_id: str) -> None:
         """A container ended on its own (Docker ``die`` event or the periodic sync)."""
         kernel = self.registry.by_container(container_id)
+        with logctx.bound(kernel_id=kernel.kernel_id if kernel else None,
+                          session_id=kernel.session_id if kernel else None):
+            await self._on_container_exit(container_id)
+
+    async def _on_container_exit(self, container_id: str) -> None:
+        kernel = self.registry.by_container(container_id)
         if kernel is None or kernel.state in (KernelState.RESTARTING, KernelState.TERMINATING,
                                               KernelState.TERMINATED):
             return
@@ -455,9 +467,10 @@ class KernelLifecycle:
                          exit_code: int | None = None, stop: bool = True, detail: str = "") -> None:
         task = self._teardowns.get(kernel.kernel_id)
         if task is None:
-            task = self._tasks.spawn(
-                self._teardown(kernel, reason, exit_code, stop, detail),
-                name=f"teardown-{kernel.kernel_id}")
+            with logctx.bound(kernel_id=kernel.kernel_id, session_id=kernel.session_id):
+                task = self._tasks.spawn(  # the task keeps the context it was spawned in
+                    self._teardown(kernel, reason, exit_code, stop, detail),
+                    name=f"teardown-{kernel.kernel_id}")
             self._teardowns[kernel.kernel_id] = task
         await asyncio.shield(task)
 
@@ -598,8 +611,9 @@ class KernelLifecycle:
         if kernel is None or kernel.state != KernelState.RUNNING:
             return
         if kernel.oom.on_oom_event():
-            self._tasks.spawn(self._judge_oom(kernel, container_id),
-                              name=f"oom-{kernel.kernel_id}")
+            with logctx.bound(kernel_id=kernel.kernel_id, session_id=kernel.session_id):
+                self._tasks.spawn(self._judge_oom(kernel, container_id),
+                                  name=f"oom-{kernel.kernel_id}")
 
     async def _judge_oom(self, kernel: Kernel, container_id: str) -> None:
         await asyncio.sleep(OOM_SETTLE_SECONDS)
