@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,6 +33,7 @@ from berth.kernel.reconcile import Reconciler
 from berth.kernel.registry import KernelRegistry
 from berth.kernel.spec import KernelSpec
 from berth.manager_link import ManagerLink
+from berth.metrics import Holdings
 from berth.networks import LocalNetworks
 from berth.plugins import load_plugins, plugin_env_names
 from berth.ports import PortPool
@@ -64,7 +66,7 @@ class Agent:
     def __init__(self, config: AgentConfig, *, backend: ContainerBackend | None = None) -> None:
         self.config = config
         self.agent_id = config.agent.id
-        self.backend: ContainerBackend = backend or DockerBackend()
+        self.backend: ContainerBackend = backend or DockerBackend(config.container.docker_host)
         self.registry = KernelRegistry()
         self.started_at = time.time()
         self.ready = False
@@ -114,6 +116,8 @@ class Agent:
         self.blkio_device = await self._blkio_device()
         self.lifecycle = self._build_lifecycle()
         self.reconciler = Reconciler(self.lifecycle, self.agent_id)
+        self.reconciler.on_reaped = self.telemetry.metrics.observe_reaped
+        self.telemetry.metrics.set_holdings_source(self._holdings)
         report = await self.reconciler.at_start()
         await self.networks.remove_strays()
         await self.link.start(self.resources, self.images,
@@ -310,6 +314,16 @@ class Agent:
             extra.append(etcd.register_service)
             self._stack.push_async_callback(etcd.unregister_service, record)
         await self.link.announce(record, extra)
+
+    def _holdings(self) -> Holdings:
+        """What the node holds, for the leak gauges (scrape time; listdir and counters only)."""
+        kernels = self.scratch.scan()
+        ledgers = sum(1 for kid in kernels if os.path.lexists(self.lifecycle.ledger.path(kid)))
+        return Holdings(
+            containers=self.reconciler.containers_owned, ledgers=ledgers,
+            scratch_dirs=len(kernels),
+            host_ports=self.ports.last - self.ports.first + 1 - self.ports.free_count,
+            slots={str(k): v for k, v in self.resources.used_slots().items()})
 
     # ---------------------------------------------------------------- watchers
     async def _readiness(self) -> list[str]:

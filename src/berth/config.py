@@ -137,6 +137,9 @@ class AgentSection(_Section):
 
 
 class ContainerSection(_Section):
+    # The engine's API: "unix:///path/docker.sock" or "tcp://host:port"; None: DOCKER_HOST,
+    # else the default socket.
+    docker_host: str | None = None
     bind_host: str = "0.0.0.0"
     advertised_host: str | None = None
     port_range: tuple[int, int] = (30000, 31000)

@@ -24,6 +24,19 @@ Names, types, labels and buckets follow Backend.AI's agent so its dashboards kee
         workers (the interpreter of an interactive kernel) killed by the OOM killer
         (reason="oom-killed") or by SIGBUS on a full /dev/shm (reason="shm-exhausted")
 
+What the node holds, so that drift shows instead of being guessed (Berth's own, read at scrape
+time; containers from the janitor's last listing):
+
+    berth_node_containers_owned{agent_id}                         gauge: containers with the
+        agent's owner label at the last reconcile/sync listing
+    berth_node_ledgers{agent_id}                                  gauge: kernel ledgers on disk
+    berth_node_scratch_dirs{agent_id}                             gauge: kernel scratch dirs
+    berth_node_host_ports_reserved{agent_id}                      gauge: host ports out of the pool
+    berth_node_slots_allocated{agent_id, slot}                    gauge: slot amounts allocated
+    berth_janitor_reaped_total{agent_id, kind}                    counter: what reconcile (at
+        start) and the periodic sync removed: kind="kernel" (a dead kernel cleaned),
+        "container" (a container no kernel owns), "scratch" (a scratch dir no ledger owns)
+
 Container and device series are produced at scrape time from the latest snapshot, so the
 series of a terminated kernel disappear as soon as it leaves the snapshot.
 """
@@ -33,6 +46,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -52,7 +66,58 @@ CONTAINER_LABELS = ("container_metric_name", "agent_id", "kernel_id", "session_i
                     "project_id", "value_type")
 DEVICE_LABELS = ("device_metric_name", "agent_id", "device_id", "value_type")
 
+REAPED_KINDS = ("kernel", "container", "scratch")
+
 SnapshotSource = Callable[[], StatsSnapshot]
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """What the node holds right now; ``containers`` is None until the first listing."""
+
+    containers: int | None = None
+    ledgers: int = 0
+    scratch_dirs: int = 0
+    host_ports: int = 0
+    slots: dict[str, Decimal] = field(default_factory=dict)
+
+
+HoldingsSource = Callable[[], Holdings]
+
+
+class HoldingsCollector(Collector):
+    """The leak gauges, read from ``source`` at scrape time."""
+
+    def __init__(self, agent_id: str, source: HoldingsSource | None = None) -> None:
+        self.agent_id = agent_id
+        self.source = source
+
+    def describe(self) -> Iterable[PromMetric]:
+        return []
+
+    def collect(self) -> Iterable[PromMetric]:
+        if self.source is None:
+            return
+        held = self.source()
+        for name, doc, value in (
+            ("berth_node_containers_owned",
+             "Containers with this agent's owner label at the last reconcile/sync listing",
+             held.containers),
+            ("berth_node_ledgers", "Kernel ledgers on disk", held.ledgers),
+            ("berth_node_scratch_dirs", "Kernel scratch directories", held.scratch_dirs),
+            ("berth_node_host_ports_reserved", "Host ports taken from the pool", held.host_ports),
+        ):
+            if value is None:
+                continue
+            family = GaugeMetricFamily(name, doc, labels=["agent_id"])
+            family.add_metric([self.agent_id], float(value))
+            yield family
+        slots = GaugeMetricFamily("berth_node_slots_allocated",
+                                  "Resource slot amounts allocated to kernels",
+                                  labels=["agent_id", "slot"])
+        for slot, amount in sorted(held.slots.items()):
+            slots.add_metric([self.agent_id, slot], float(amount))
+        yield slots
 
 
 def _values(metric: Metric) -> Iterator[tuple[str, float]]:
@@ -133,6 +198,8 @@ class BerthMetrics:
         self._clock = clock
         self._snapshot = SnapshotCollector(agent_id, snapshot)
         self.registry.register(self._snapshot)
+        self._holdings = HoldingsCollector(agent_id)
+        self.registry.register(self._holdings)
         self._rpc()
         self._tasks()
         self._agent()
@@ -175,9 +242,23 @@ class BerthMetrics:
         self.worker_deaths = Counter("berth_kernel_worker_deaths",
                                      "Code workers of kernels killed by OOM or SIGBUS",
                                      ["agent_id", "reason"], registry=r)
+        self.reaped = Counter("berth_janitor_reaped",
+                              "What reconcile and the periodic sync removed",
+                              ["agent_id", "kind"], registry=r)
+        for kind in REAPED_KINDS:  # every series exists from the start, at zero
+            self.reaped.labels(self.agent_id, kind)
 
     def set_snapshot_source(self, source: SnapshotSource) -> None:
         self._snapshot.source = source
+
+    def set_holdings_source(self, source: HoldingsSource) -> None:
+        self._holdings.source = source
+
+    def observe_reaped(self, kind: str, count: int = 1) -> None:
+        if kind not in REAPED_KINDS:
+            raise ValueError(f"kind must be one of {REAPED_KINDS}, not {kind!r}")
+        if count:
+            self.reaped.labels(self.agent_id, kind).inc(count)
 
     def observe_rpc(self, method: str, duration: float, exc: BaseException | None = None) -> None:
         self.rpc_requests.labels(method).inc()

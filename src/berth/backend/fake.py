@@ -8,7 +8,8 @@ every verb answers the way the Docker seam does after its error translation (unk
 Test helpers: :meth:`FakeBackend.kill` makes a container die by itself, :meth:`add_image` and
 :meth:`add_remote` stock the local store and the "registry", :meth:`fail_next` injects one
 failure into the next call of a verb, :meth:`hold` keeps the next reply of a verb back until
-the test releases it, and :attr:`FakeBackend.calls` records every call as ``(verb, target)``.
+the test releases it, :meth:`inject_faults` makes random calls fail the ways a real engine does
+(see :class:`Faults`), and :attr:`FakeBackend.calls` records every call as ``(verb, target)``.
 
 Fidelity notes: ``stop`` of a running container ends it with ``stop_exit_code`` (143, SIGTERM
 under ``Init``) and is a no-op on a stopped one (Docker's 304); ``remove`` is ``force=True`` as in
@@ -28,6 +29,7 @@ import asyncio
 import builtins
 import hashlib
 import itertools
+import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -37,7 +39,7 @@ from typing import Any, TypeVar
 from berth.backend.base import ContainerEvent, ContainerInfo, ExecResult, ImageInfo, NetworkInfo
 from berth.errors import BackendError, ContainerConflict, ContainerNotFound, ImageNotAvailable
 
-__all__ = ["ExecHandler", "FakeBackend", "FakeContainer", "RemoteImage"]
+__all__ = ["FAULT_KINDS", "ExecHandler", "FakeBackend", "FakeContainer", "Faults", "RemoteImage"]
 
 ExecHandler = Callable[["FakeContainer", Sequence[str], "str | None", Mapping[str, str]],
                        "ExecResult | Awaitable[ExecResult]"]
@@ -47,6 +49,7 @@ VERBS = frozenset({
     "image_inspect", "image_list", "image_remove", "image_pull", "image_push", "image_export",
     "commit", "network_create", "network_inspect", "network_list", "network_remove",
 })
+FAULT_KINDS = ("error", "timeout", "lost", "hang")
 _BUILTIN_NETWORKS = frozenset({"", "default", "bridge", "host", "none"})
 _EVENT_LABEL_PREFIX = "ai.backend."
 T = TypeVar("T")
@@ -106,6 +109,42 @@ class RemoteImage:
     layers: int = 2
     layer_size: int = 1 << 20
     auth: Mapping[str, str] | None = None  # credentials the registry insists on
+
+
+@dataclass
+class Faults:
+    """Random engine faults: each call of a verb in ``verbs`` fails with probability ``rate``,
+    in one of ``kinds`` drawn from ``rng`` (seeded by the test, so a failure replays):
+
+    ``error``   a 500 from the engine before anything changed (BackendError, status 500);
+    ``timeout`` the request timed out before anything changed (BackendError, no status);
+    ``lost``    the engine did the work but the reply was lost (BackendError after the change:
+                a container created, started or removed all the same);
+    ``hang``    the call hangs ``hang_seconds`` before anything changes, then times out as the
+                seam's HTTP client would.
+
+    ``injected`` records ``(verb, target, kind)`` for every fault.
+    """
+
+    rng: random.Random
+    rate: float
+    kinds: tuple[str, ...] = FAULT_KINDS
+    verbs: frozenset[str] = VERBS
+    hang_seconds: float = 300.0
+    injected: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if unknown := set(self.kinds) - set(FAULT_KINDS):
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}; one of {FAULT_KINDS}")
+        for verb in self.verbs:
+            _check_verb(verb)
+
+    def draw(self, verb: str, target: str) -> str | None:
+        if verb not in self.verbs or self.rng.random() >= self.rate:
+            return None
+        kind = self.rng.choice(self.kinds)
+        self.injected.append((verb, target, kind))
+        return kind
 
 
 @dataclass
@@ -193,6 +232,8 @@ class FakeBackend:
         self._subscribers: list[_EventStream] = []
         self._failures: dict[str, deque[BaseException]] = {}
         self._holds: dict[str, deque[_Hold]] = {}
+        self.faults: Faults | None = None
+        self._lost: set[tuple[int, str]] = set()  # (task, verb) whose reply is to be lost
         self._serial = itertools.count(1)
         self._pids = itertools.count(10_000)
         self._ephemeral = itertools.count(49_153)
@@ -201,6 +242,18 @@ class FakeBackend:
     def fail_next(self, verb: str, exc: BaseException) -> None:
         """The next call of ``verb`` raises ``exc`` before it changes anything."""
         self._failures.setdefault(_check_verb(verb), deque()).append(exc)
+
+    def inject_faults(self, rng: random.Random, rate: float, *,
+                      kinds: Sequence[str] = FAULT_KINDS, verbs: Sequence[str] | None = None,
+                      hang_seconds: float = 300.0) -> Faults:
+        """From now on, random calls fail (see :class:`Faults`); :meth:`heal` stops it."""
+        self.faults = Faults(rng, rate, tuple(kinds),
+                             frozenset(verbs) if verbs is not None else VERBS, hang_seconds)
+        return self.faults
+
+    def heal(self) -> None:
+        """No more injected faults (the ones already hanging finish their hang)."""
+        self.faults = None
 
     def hold(self, verb: str) -> _Hold:
         """The next call of ``verb`` does its work, sets ``reached``, then waits for ``release()``."""
@@ -258,7 +311,10 @@ class FakeBackend:
             stream.queue.put_nowait(None)
 
     async def ping(self) -> bool:
-        await self._enter("ping", "")
+        try:
+            await self._enter("ping", "")
+        except BackendError:  # the seam's ping answers False for any failure
+            return False
         return not self.closed
 
     async def create(self, name: str, config: Mapping[str, Any]) -> str:
@@ -498,8 +554,25 @@ class FakeBackend:
         failures = self._failures.get(verb)
         if failures:
             raise failures.popleft()
+        key = (id(asyncio.current_task()), verb)
+        self._lost.discard(key)  # a call that raised before _leave must not lose a later reply
+        kind = self.faults.draw(verb, target) if self.faults is not None else None
+        if kind == "error":
+            raise BackendError(f"{verb} {target[:12]}: 500 Server Error (injected)", status=500)
+        if kind == "timeout":
+            raise BackendError(f"{verb} {target[:12]}: TimeoutError() (injected)")
+        if kind == "hang":
+            assert self.faults is not None
+            await asyncio.sleep(self.faults.hang_seconds)
+            raise BackendError(f"{verb} {target[:12]}: TimeoutError() (injected hang)")
+        if kind == "lost":
+            self._lost.add(key)
 
     async def _leave(self, verb: str, result: T) -> T:
+        key = (id(asyncio.current_task()), verb)
+        if key in self._lost:
+            self._lost.discard(key)
+            raise BackendError(f"{verb}: TimeoutError() (injected: done, reply lost)")
         holds = self._holds.get(verb)
         if holds:
             gate = holds.popleft()

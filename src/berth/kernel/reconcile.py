@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -130,6 +130,10 @@ class Reconciler:
     def __init__(self, lifecycle: KernelLifecycle, agent_id: str) -> None:
         self.lc = lifecycle
         self.agent_id = agent_id
+        # For the leak gauges: the owned containers at the last listing (less what the pass
+        # removed), and a callback told what each pass reaped ("kernel", "container", "scratch").
+        self.containers_owned: int | None = None
+        self.on_reaped: Callable[[str, int], None] = lambda kind, count: None
 
     @property
     def backend(self) -> ContainerBackend:
@@ -158,6 +162,12 @@ class Reconciler:
                 with logctx.bound(kernel_id=_kernel_of(action)):
                     await self._apply(action, layouts, report)
         report.seconds = time.monotonic() - started
+        self.containers_owned = len(containers) - len(report.stray_containers) - sum(
+            1 for kid in report.cleaned for c in containers
+            if c.labels.get(KERNEL_ID_LABEL) == kid)
+        self.on_reaped("kernel", len(report.cleaned))
+        self.on_reaped("container", len(report.stray_containers))
+        self.on_reaped("scratch", len(report.stray_scratch))
         log.info("reconcile: %d adopted, %d cleaned, %d stray containers, %d stray scratch dirs "
                  "(%.0f ms)", len(report.adopted), len(report.cleaned),
                  len(report.stray_containers), len(report.stray_scratch), report.seconds * 1000)
@@ -218,4 +228,7 @@ class Reconciler:
         for c in strays:
             log.warning("sync: removing container %s that no kernel owns", c.id[:12])
             await self._remove(c.id)
+        self.containers_owned = len(containers) - len(strays)
+        self.on_reaped("kernel", len(dead))
+        self.on_reaped("container", len(strays))
         return len(dead) + len(strays)
