@@ -57,6 +57,8 @@ def flow(compat_node: CompatNode, tmp_path_factory: pytest.TempPathFactory
             except pytest.fail.Exception as exc:
                 pytest.fail(f"{exc}\n--- agent log ---\n{compat_node.agent.log()[-3000:]}")
             result["registry"] = registry.host
+            result["commit_files"] = sorted(
+                p.name for p in compat_node.agent.root.rglob("*.tar.gz"))
             result["catalog"] = docker_registry_tags(registry.host, "berth/compat-commit")
             result["images_after"] = {ref: image_present(ref) for ref in (purge, commit)}
             result["networks_after"] = docker(
@@ -310,6 +312,22 @@ def test_commit_with_label_name_keys_ends_in_bgtask_done(flow: dict[str, Any]) -
     assert outcome["event"]["name"] == "bgtask_done", outcome
     assert outcome["cached"] is not None and "error" not in outcome["cached"], outcome
     assert outcome["cached"]["body"]["task_id"] == task_id
+
+
+def test_commit_status_reads_ready_once_the_commit_is_done(flow: dict[str, Any]) -> None:
+    ok(flow, "commit")
+    assert flow["commit_status_during"] in {"ongoing", "ready"}, flow["commit_status_during"]
+    assert flow["commit_status_after"] == "ready"
+
+
+def test_commit_to_file_as_commit_session_to_file_sends_it(flow: dict[str, Any]) -> None:
+    reply = ok(flow, "commit_to_file")
+    assert isinstance(reply, dict), reply
+    outcome = flow.get("commit_to_file_bgtask")
+    if outcome is not None:  # a background task: it must end as the manager reads bgtasks
+        assert outcome["event"] is not None and outcome["event"]["name"] == "bgtask_done", (
+            outcome)
+    assert list(flow["commit_files"]) == [flow["commit_filename"]]
 
 
 def test_push_image_to_the_registry_ends_in_bgtask_done(flow: dict[str, Any]) -> None:

@@ -33,9 +33,12 @@ import traceback
 import urllib.request
 import uuid
 from collections.abc import Awaitable
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from ai.backend.common.clients.valkey_client.valkey_stat.client import ValkeyStatClient
+from ai.backend.common.defs import REDIS_STATISTICS_DB
 from ai.backend.common.docker import ImageRef, LabelName
 from ai.backend.common.dto.agent.response import CodeCompletionResp, PurgeImageResp, PurgeImagesResp
 from ai.backend.common.dto.manager.rpc_request import PurgeImagesReq
@@ -43,6 +46,7 @@ from ai.backend.common.events.event_types.kernel.types import KernelLifecycleEve
 from ai.backend.common.types import (
     AutoPullBehavior,
     ClusterInfo,
+    CommitStatus,
     ImageRegistry,
     KernelCreationConfig,
     KernelId,
@@ -53,8 +57,9 @@ from ai.backend.common.types import (
 from ai.backend.manager.views.sokovan.image import ImageConfigData
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from dateutil.tz import tzutc
 from harness import agent_client, env, main
-from mq import ManagerQueue
+from mq import ManagerQueue, valkey_target
 
 steps: dict[str, dict[str, Any]] = {}
 
@@ -176,6 +181,17 @@ def tar_members(blob: bytes) -> dict[str, bytes]:
     with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
         return {m.name: (tar.extractfile(m).read() if m.isfile() else b"")  # type: ignore[union-attr]
                 for m in tar.getmembers()}
+
+
+async def commit_status(kid: KernelId) -> str:
+    """registry.get_commit_status: the Valkey key the agent keeps, READY when absent."""
+    stat = await ValkeyStatClient.create(valkey_target(), db_id=REDIS_STATISTICS_DB,
+                                         human_readable_name="compat-stat")
+    try:
+        [raw] = await stat.get_kernel_commit_statuses([str(kid)])
+    finally:
+        await stat.close()
+    return str(raw, "utf-8") if raw is not None else CommitStatus.READY.value
 
 
 async def bgtask_outcome(mq: ManagerQueue, task_id: str, timeout: float) -> dict[str, Any]:
@@ -364,8 +380,25 @@ async def body() -> dict[str, Any]:
             main_kid, "compat_example.org", canonical=commit_ref.canonical,
             extra_labels=labels))  # type: ignore[arg-type]  # the manager passes LabelName keys
         if commit is not None:
+            out["commit_status_during"] = await commit_status(main_kid)
             out["commit_bgtask"] = await bgtask_outcome(mq, str(commit["bgtask_id"]), 120)
+            out["commit_status_after"] = await commit_status(main_kid)
             steps["commit"]["reply"] = {k: str(v) for k, v in commit.items()}
+        # commit_session_to_file: the file name and canonical as registry.py builds them;
+        # the reply goes to the REST caller as it is
+        registry_name, _, filtered = local_ref.canonical.partition("/")
+        image_name = filtered.partition("/")[2]
+        now = datetime.now(tzutc()).strftime("%Y-%m-%dT%HH%MM%SS")
+        filename = f"{now}_compat_{image_name}.tar.gz".replace(":", "-")
+        out["commit_filename"] = filename
+        to_file = await step("commit_to_file", client.commit(
+            main_kid, "compat_example.org", filename=filename, extra_labels={},
+            canonical=ImageRef.parse_image_str(local_ref.canonical, registry_name).canonical))
+        if to_file is not None:
+            steps["commit_to_file"]["reply"] = json.loads(json.dumps(dict(to_file), default=str))
+            if "bgtask_id" in to_file:
+                out["commit_to_file_bgtask"] = await bgtask_outcome(
+                    mq, str(to_file["bgtask_id"]), 180)
         registry: ImageRegistry = {"name": registry_host, "url": f"http://{registry_host}",
                                    "username": None, "password": None}  # type: ignore[typeddict-item]
         push = await step("push_image", client.push_image(
