@@ -41,7 +41,8 @@ from berth.resources.affinity import AffinityPolicy
 from berth.resources.allocator import ResourceManager
 from berth.service_tls import TLSServiceProxy
 from berth.stats import BlockDevice, blkio_host_config, block_device_of
-from berth.storage import ScratchManager
+from berth.stats.blkio import LOOP_MAJOR
+from berth.storage import ScratchManager, ScratchType
 from berth.tasks import TaskSupervisor
 from berth.telemetry import Telemetry
 from berth.types import OWNER_LABEL, SlotName
@@ -193,10 +194,22 @@ class Agent:
 
     def _blkio(self, spec: KernelSpec) -> dict[str, Any]:
         """Throttle rules from resource_opts io_read_bps/io_write_bps; a very high rule
-        otherwise, since cgroup v1 counts a container's I/O only under some rule."""
-        if self.blkio_device is None:
-            return {}
-        return dict(blkio_host_config(spec.resource_opts, self.blkio_device))
+        otherwise, since cgroup v1 counts a container's I/O only under some rule. The rules
+        go on the disk under the data root and on the kernel's scratch loop device, if any."""
+        devices = [d for d in (self.blkio_device, self._scratch_device(spec.kernel_id)) if d]
+        return dict(blkio_host_config(spec.resource_opts, *devices))
+
+    def _scratch_device(self, kernel_id: str | None) -> BlockDevice | None:
+        """The loop device a hostfile scratch is mounted from (made before the container)."""
+        if kernel_id is None or self.scratch.scratch_type is not ScratchType.HOSTFILE:
+            return None
+        try:
+            device = block_device_of(self.scratch.paths(kernel_id).kernel_dir)
+        except (OSError, ValueError, BerthError) as exc:
+            log.warning("no loop device behind the scratch of %s: /home/work is not "
+                        "throttled (%s)", kernel_id, exc)
+            return None
+        return device if device.major == LOOP_MAJOR else None
 
     async def _pull_image(self, image_config: Mapping[str, Any]) -> None:
         """PULLING: the same background task check_and_pull uses, awaited."""
@@ -211,7 +224,8 @@ class Agent:
             self.agent_id, self.config.agent.internal_addr, self.registry,
             interval=self.config.debug.stats_interval, readiness=self._readiness,
             scratch_quota=c.scratch_size or None,
-            info={"agent_id": self.agent_id})
+            info={"agent_id": self.agent_id},
+            scratch_dir=lambda kid: self.scratch.paths(kid).kernel_dir)
 
     def _build_lifecycle(self) -> KernelLifecycle:
         from berth.runner.client import RunnerClient

@@ -9,6 +9,13 @@ Names, types, labels and buckets follow Backend.AI's agent so its dashboards kee
         user_id, project_id, value_type}                          gauge, from the stats snapshot
     backendai_device_utilization{device_metric_name, agent_id, device_id, value_type}
                                                                   gauge, from the stats snapshot
+    backendai_process_utilization{process_metric_name, agent_id, kernel_id, session_id,
+        user_id, project_id, container_id, pid, value_type}      gauge, from the stats snapshot
+
+The names the seed lists (CONTAINER_METRICS, DEVICE_METRICS) come first; every other metric
+the snapshot holds is exported too: io_read / io_write / io_scratch_size / pids / mem_* per
+kernel, net_rx / net_tx per node (device "node"), and each accelerator plugin's keys
+(cuda_*, rocm_*, tpu_*, mock_*) per device and per kernel.
     backendai_sync_container_lifecycle_{trigger,success}_count_total{agent_id}
     backendai_sync_container_lifecycle_failure_count_total{agent_id, exception}
     backendai_stat_task_{trigger,success}_count_total{agent_id, stat_scope}
@@ -61,10 +68,13 @@ STAT_TASK_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
 PHASE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
 CONTAINER_METRICS = ("cpu_used", "cpu_util", "mem", "cuda_mem", "cuda_util", "net_rx", "net_tx")
 DEVICE_METRICS = ("cpu_util", "mem", "cuda_mem", "cuda_util", "cuda_temp", "cuda_power")
+PROCESS_METRICS = ("cpu_util", "cpu_used", "mem", "io_read", "io_write")
 STAT_SCOPES = ("node", "container", "process")
 CONTAINER_LABELS = ("container_metric_name", "agent_id", "kernel_id", "session_id", "user_id",
                     "project_id", "value_type")
 DEVICE_LABELS = ("device_metric_name", "agent_id", "device_id", "value_type")
+PROCESS_LABELS = ("process_metric_name", "agent_id", "kernel_id", "session_id", "user_id",
+                  "project_id", "container_id", "pid", "value_type")
 
 REAPED_KINDS = ("kernel", "container", "scratch")
 
@@ -129,6 +139,12 @@ def _values(metric: Metric) -> Iterator[tuple[str, float]]:
         yield "pct", float(pct)
 
 
+def _ordered(present: Iterable[str], first: tuple[str, ...]) -> list[str]:
+    """The seed's names that are present, in its order, then every other key, sorted."""
+    keys = set(present)
+    return [k for k in first if k in keys] + sorted(keys - set(first))
+
+
 class SnapshotCollector(Collector):
     """Container, device and agent-usage series over the latest stats snapshot."""
 
@@ -143,15 +159,15 @@ class SnapshotCollector(Collector):
         snapshot = self.source()
         yield self._containers(snapshot)
         yield self._devices(snapshot)
+        yield self._processes(snapshot)
         yield from self._agent(snapshot)
 
     def _containers(self, snapshot: StatsSnapshot) -> GaugeMetricFamily:
         family = GaugeMetricFamily("backendai_container_utilization",
                                    "Per-kernel container utilization", labels=CONTAINER_LABELS)
         for kernel in snapshot.kernels.values():
-            for name in CONTAINER_METRICS:
-                if (metric := kernel.metrics.get(name)) is None:
-                    continue
+            for name in _ordered(kernel.metrics, CONTAINER_METRICS):
+                metric = kernel.metrics[name]
                 for value_type, value in _values(metric):
                     family.add_metric([name, self.agent_id, kernel.kernel_id, kernel.session_id,
                                        kernel.user_id, kernel.project_id, value_type], value)
@@ -161,10 +177,22 @@ class SnapshotCollector(Collector):
         family = GaugeMetricFamily("backendai_device_utilization",
                                    "Per-device utilization of the node", labels=DEVICE_LABELS)
         devices = snapshot.node.devices if snapshot.node is not None else {}
-        for name in DEVICE_METRICS:
-            for device_id, metric in devices.get(name, {}).items():
+        for name in _ordered(devices, DEVICE_METRICS):
+            for device_id, metric in devices[name].items():
                 for value_type, value in _values(metric):
                     family.add_metric([name, self.agent_id, device_id, value_type], value)
+        return family
+
+    def _processes(self, snapshot: StatsSnapshot) -> GaugeMetricFamily:
+        family = GaugeMetricFamily("backendai_process_utilization",
+                                   "Per-process utilization inside kernels", labels=PROCESS_LABELS)
+        for procs in snapshot.processes.values():
+            for pid, metrics in procs.pids.items():
+                for name in _ordered(metrics, PROCESS_METRICS):
+                    for value_type, value in _values(metrics[name]):
+                        family.add_metric([name, self.agent_id, procs.kernel_id,
+                                           procs.session_id, procs.user_id, procs.project_id,
+                                           procs.container_id, str(pid), value_type], value)
         return family
 
     def _agent(self, snapshot: StatsSnapshot) -> Iterator[GaugeMetricFamily]:
@@ -229,6 +257,11 @@ class BerthMetrics:
                                     [*s, "exception"], registry=r)
         self.stat_duration = Histogram("backendai_stat_task_duration_sec", "Stat task duration",
                                        s, buckets=STAT_TASK_BUCKETS, registry=r)
+        # Zero series from the start (no exception: label empty), so failure rates read 0
+        # instead of "no data" on a healthy agent.
+        self.sync_failure.labels(self.agent_id, "")
+        for scope in STAT_SCOPES:
+            self.stat_failure.labels(self.agent_id, scope, "")
 
     def _agent(self) -> None:
         r, a = self.registry, ["agent_id"]

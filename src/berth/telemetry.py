@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -26,6 +27,7 @@ from berth.stats import (
     KernelTarget,
     Metric,
     NodeCollector,
+    ProcessCollector,
     StatsCollector,
     StatsSnapshot,
 )
@@ -88,10 +90,12 @@ class Telemetry:
     def __init__(self, agent_id: str, internal_addr: str, registry: KernelRegistry, *,
                  interval: float,
                  readiness: Callable[[], Awaitable[list[str]]],
-                 scratch_quota: int | None, info: dict[str, Any]) -> None:
+                 scratch_quota: int | None, info: dict[str, Any],
+                 scratch_dir: Callable[[str], Path] | None = None) -> None:
         self.registry = registry
         self.interval = interval
         self.scratch_quota = scratch_quota
+        self.scratch_dir = scratch_dir  # kernel id → its scratch dir, for io_scratch_size
         self.reader = CgroupReader()
         self.plugins = PluginMeasures()
         self.collector = StatsCollector(
@@ -100,6 +104,7 @@ class Telemetry:
                          mem_total=psutil.virtual_memory().total),
             kernel_sources=[self.plugins.kernel_metrics])
         self.node = NodeCollector(device_sources=[self.plugins.device_metrics])
+        self.processes = ProcessCollector(self.reader.read_pids)
         self.metrics = BerthMetrics(agent_id, lambda: self.collector.latest)
         self.server = InternalServer(internal_addr, self.metrics, readiness=readiness, info=info)
         self.sinks: list[StatsSink] = []
@@ -121,13 +126,18 @@ class Telemetry:
                 container_id=ContainerId(kernel.container_id), pid=kernel.pid,
                 session_id=kernel.session_id, user_id=kernel.spec.owner_user_id or "",
                 project_id=kernel.spec.owner_project_id or "",
+                scratch_path=self.scratch_dir(kernel.kernel_id) if self.scratch_dir else None,
                 scratch_quota=self.scratch_quota))
         return out
 
     async def collect_once(self) -> StatsSnapshot:
         await self.plugins.refresh()
+        targets = self.targets()
         with self.metrics.stat_task("container"):
-            await self.collector.collect(self.targets())
+            await self.collector.collect(targets)
+        with self.metrics.stat_task("process"):
+            self.collector.set_processes(
+                await asyncio.to_thread(self.processes.collect, targets))
         with self.metrics.stat_task("node"):
             self.collector.set_node(await asyncio.to_thread(self.node.collect))
         self.metrics.set_kernel_count(len(self.registry))

@@ -209,8 +209,13 @@ class EtcdServer(ServerProcess):
         return f"{LOOPBACK}:{self.port}"
 
 
+# The target label Backend.AI's service discovery gives agents (its queries filter on it).
+SERVICE_GROUP = "berth"
+
+
 class PrometheusServer(ServerProcess):
-    """Prometheus scraping ``127.0.0.1:target_port`` every second (job ``berth-agent``)."""
+    """Prometheus scraping ``127.0.0.1:target_port`` every second (job ``berth-agent``,
+    target label ``service_group``)."""
 
     name = package = "prometheus"
     start_timeout = 30.0
@@ -225,7 +230,8 @@ class PrometheusServer(ServerProcess):
         config.write_text(
             "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
             "scrape_configs:\n  - job_name: berth-agent\n"
-            f"    static_configs: [{{targets: ['{LOOPBACK}:{self.target_port}']}}]\n")
+            f"    static_configs: [{{targets: ['{LOOPBACK}:{self.target_port}'],"
+            f" labels: {{service_group: {SERVICE_GROUP}}}}}]\n")
         return [exe, f"--config.file={config}", f"--storage.tsdb.path={self.workdir / 'data'}",
                 f"--web.listen-address={LOOPBACK}:{self.port}"]
 

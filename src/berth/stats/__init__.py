@@ -19,11 +19,13 @@ from berth.stats.models import (
     KernelTarget,
     Metric,
     NodeStats,
+    ProcessStats,
     SampleSource,
     StatsSnapshot,
 )
 from berth.stats.moving import MovingStatistics
 from berth.stats.node import DeviceSource, NodeCollector
+from berth.stats.process import ProcessCollector
 from berth.stats.scratch import scratch_usage
 
 __all__ = [
@@ -43,6 +45,8 @@ __all__ = [
     "MovingStatistics",
     "NodeCollector",
     "NodeStats",
+    "ProcessCollector",
+    "ProcessStats",
     "SampleReader",
     "SampleSource",
     "StatsCollector",

@@ -3,6 +3,13 @@
 cgroup v1 gotcha (environment §9): `blkio.throttle.io_service_bytes` stays at 0 until a
 throttle rule exists on the device, so with `always_count=True` a kernel without a configured
 limit still gets a rule so high it never throttles, only to make the counters count.
+
+A kernel with a loop-device scratch (`scratch-type = "hostfile"`) gets the same rules on its
+loop device too: its `/home/work` I/O enters the block layer there, in its own task (so in its
+blkio cgroup), and the loop worker re-issues it to the backing disk. With the loop device in
+direct-I/O mode (storage.mounter) that re-issue carries the kernel's cgroup as well, so the
+disk rule and the disk counters see it; the loop device's own counters are then a second
+view of the same bytes and are left out of the sums (stats.cgroup, LOOP_MAJOR).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any
 from berth.errors import InvalidArgument
 
 COUNTING_RATE = 1 << 40          # 1 TiB/s: never throttles, makes v1 counters count
+LOOP_MAJOR = 7                   # block major of loop devices (Documentation/admin-guide/devices)
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -60,15 +68,17 @@ def block_device_of(path: Path, *, sys_root: Path = Path("/sys")) -> BlockDevice
     return BlockDevice(info["DEVNAME"], int(info["MAJOR"]), int(info["MINOR"]))
 
 
-def blkio_host_config(resource_opts: Mapping[str, Any], device: BlockDevice, *,
+def blkio_host_config(resource_opts: Mapping[str, Any], *devices: BlockDevice,
                       always_count: bool = True) -> dict[str, list[dict[str, Any]]]:
-    """`BlkioDeviceReadBps` / `BlkioDeviceWriteBps` entries for Docker's HostConfig."""
+    """`BlkioDeviceReadBps` / `BlkioDeviceWriteBps` entries for Docker's HostConfig: the same
+    rate on each of `devices` (the disk under the data root, the kernel's scratch loop device)."""
     config: dict[str, list[dict[str, Any]]] = {}
+    unique = list(dict.fromkeys(devices))
     for opt, key in (("io_read_bps", "BlkioDeviceReadBps"), ("io_write_bps", "BlkioDeviceWriteBps")):
         raw = resource_opts.get(opt)
         rate = parse_rate(raw, field=f"resource_opts.{opt}") if raw is not None else None
         if not rate and always_count:
             rate = COUNTING_RATE
-        if rate:
-            config[key] = [{"Path": device.path, "Rate": rate}]
+        if rate and unique:
+            config[key] = [{"Path": d.path, "Rate": rate} for d in unique]
     return config

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from berth.stats.blkio import LOOP_MAJOR
 from berth.stats.models import (
     CgroupVersion,
     ContainerSample,
@@ -68,12 +69,19 @@ def parse_keyed(text: str) -> dict[str, int]:
     return result
 
 
+def _loop_device(field: str) -> bool:
+    """A `MAJ:MIN` of a loop device: its bytes reach the backing disk again, counted there
+    under the same cgroup (stats.blkio), so they are not summed twice."""
+    return field.split(":", 1)[0] == str(LOOP_MAJOR)
+
+
 def parse_blkio_v1(text: str) -> IoCounters:
-    """`MAJ:MIN Read|Write|... N` lines summed over devices; the bare `Total N` line is skipped."""
+    """`MAJ:MIN Read|Write|... N` lines summed over devices; the bare `Total N` line and loop
+    devices are skipped."""
     read = write = 0
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) != 3:
+        if len(parts) != 3 or _loop_device(parts[0]):
             continue
         if parts[1] == "Read":
             read += int(parts[2])
@@ -83,9 +91,11 @@ def parse_blkio_v1(text: str) -> IoCounters:
 
 
 def parse_io_stat_v2(text: str) -> IoCounters:
-    """`MAJ:MIN rbytes=N wbytes=N ...` lines (v2 io.stat) summed over devices."""
+    """`MAJ:MIN rbytes=N wbytes=N ...` lines (v2 io.stat) summed over devices but loops."""
     read = write = 0
     for line in text.splitlines():
+        if _loop_device(line.split(" ", 1)[0]):
+            continue
         for field in line.split()[1:]:
             key, _, value = field.partition("=")
             if key == "rbytes":

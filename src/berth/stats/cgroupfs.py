@@ -86,6 +86,14 @@ class CgroupReader:
             return cgroup.sample_v2(files, taken_at=at, net=net)
         return cgroup.sample_v1(files, clk_tck=self._clk_tck, taken_at=at, net=net)
 
+    def read_pids(self, target: KernelTarget) -> list[int]:
+        """Host PIDs of the processes in the container's cgroup (`docker exec`ed ones too)."""
+        dirs = self.locate(target.container_id, target.pid)
+        v2 = dirs.version is CgroupVersion.V2
+        base = dirs.dirs.get("") if v2 else dirs.dirs.get("pids") or dirs.dirs.get("memory")
+        text = _read(base / "cgroup.procs" if base is not None else None)
+        return sorted({int(line) for line in (text or "").split() if line.isdigit()})
+
     def oom_kill_count(self, container_id: str, pid: int = 0) -> int | None:
         """The memory cgroup's oom_kill counter now; None when the cgroup is gone or silent."""
         dirs = self.locate(container_id, pid)

@@ -23,6 +23,7 @@ from berth.stats.models import (
     KernelTarget,
     Metric,
     NodeStats,
+    ProcessStats,
     StatsSnapshot,
 )
 from berth.stats.scratch import scratch_usage
@@ -68,14 +69,20 @@ class StatsCollector:
         self._history: dict[KernelId, KernelHistory] = {}
         self._kernels: dict[KernelId, KernelStats] = {}
         self._node: NodeStats | None = None
+        self._processes: dict[KernelId, ProcessStats] = {}
         self._oom: dict[ContainerId, int] = {}
 
     @property
     def latest(self) -> StatsSnapshot:
-        return StatsSnapshot(kernels=dict(self._kernels), node=self._node)
+        live = self._kernels.keys()
+        return StatsSnapshot(kernels=dict(self._kernels), node=self._node,
+                             processes={k: p for k, p in self._processes.items() if k in live})
 
     def set_node(self, node: NodeStats) -> None:
         self._node = node
+
+    def set_processes(self, processes: Mapping[KernelId, ProcessStats]) -> None:
+        self._processes = dict(processes)
 
     def last_oom_kill_count(self, container_id: ContainerId) -> int | None:
         """The oom_kill counter seen at the last successful read (survives the cgroup's removal)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from berth.stats.blkio import LOOP_MAJOR
 from berth.stats.models import (
     ContainerSample,
     CpuCounters,
@@ -45,6 +46,8 @@ def _io(doc: Mapping[str, Any]) -> IoCounters:
     read = write = 0
     for entry in doc.get("blkio_stats", {}).get("io_service_bytes_recursive") or []:
         op = str(entry.get("op", "")).lower()
+        if entry.get("major") == LOOP_MAJOR:
+            continue  # counted again on the backing disk (stats.blkio)
         if op == "read":
             read += int(entry.get("value", 0))
         elif op == "write":

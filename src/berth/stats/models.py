@@ -192,11 +192,30 @@ class NodeStats:
 
 
 @dataclass(frozen=True)
+class ProcessStats:
+    """The processes of one kernel: `pids[pid][metric_key]`."""
+
+    kernel_id: KernelId
+    container_id: ContainerId
+    session_id: str
+    user_id: str
+    project_id: str
+    pids: Mapping[int, Mapping[str, Metric]]
+
+    def to_wire(self) -> dict[str, dict[str, object]]:
+        """Backend.AI's `{pid: {metric: MetricValue}}` (pids as strings)."""
+        return {str(pid): {k: m.to_wire() for k, m in metrics.items()}
+                for pid, metrics in self.pids.items()}
+
+
+
+@dataclass(frozen=True)
 class StatsSnapshot:
     """The latest stats of the node and of each live kernel (what metrics and get_status read)."""
 
     kernels: Mapping[KernelId, KernelStats] = field(default_factory=dict)
     node: NodeStats | None = None
+    processes: Mapping[KernelId, ProcessStats] = field(default_factory=dict)
 
 
 EMPTY_SNAPSHOT = StatsSnapshot()

@@ -84,7 +84,10 @@ class NodeCollector:
         cpu, per_core = self._cpu(at)
         mem = self._mem(at)
         metrics = {m.key: m for m in (cpu, mem, self._disk(at), *self._net(at))}
-        devices: dict[str, dict[str, Metric]] = {"cpu_util": per_core, "mem": {"root": mem}}
+        # Backend.AI's node measures: net_rx / net_tx also per device, the node as one device.
+        devices: dict[str, dict[str, Metric]] = {
+            "cpu_util": per_core, "mem": {"root": mem},
+            **{key: {"node": metrics[key]} for key in ("net_rx", "net_tx")}}
         for source in self._device_sources:
             for key, per_device in source().items():
                 devices.setdefault(key, {}).update(per_device)

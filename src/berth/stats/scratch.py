@@ -7,6 +7,19 @@ from pathlib import Path
 
 
 def scratch_usage(path: Path) -> int:
+    """Bytes used by a kernel's scratch: a file system of its own (hostfile's loop-mounted
+    image, memory's tmpfs) is asked with statvfs, at once; a plain directory is walked."""
+    try:
+        own_fs = os.lstat(path).st_dev != os.lstat(path.parent).st_dev
+    except FileNotFoundError:
+        return 0
+    if own_fs:
+        st = os.statvfs(path)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize
+    return allocated_under(path)
+
+
+def allocated_under(path: Path) -> int:
     """Bytes allocated under `path` (st_blocks × 512, hard links counted once, no symlinks).
 
     Walked by descriptor (os.fwalk): the kernel can write parts of its scratch, and a directory

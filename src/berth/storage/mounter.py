@@ -95,6 +95,16 @@ class SystemMounter:
 
     async def mount_loop(self, image: Path, target: Path) -> None:
         await _run(["mount", "-o", "loop,nosuid,nodev", str(image), str(target)])
+        # Direct I/O: the loop worker then writes the image in the submitting kernel's blkio
+        # cgroup instead of through the host's page cache (flushed by nobody's cgroup), so
+        # the kernel's block-I/O rules and counters on the backing disk see its /home/work.
+        for device in await self.loop_devices(image):
+            try:
+                await _run(["losetup", "--direct-io=on", device])
+            except CommandFailed as e:
+                log.warning("loop device %s of %s stays buffered (%s): its I/O is throttled "
+                            "on the loop device only and not counted", device, image,
+                            e.stderr.strip())
 
     async def mount_tmpfs(self, target: Path, size_bytes: int) -> None:
         opts = f"size={size_bytes},mode=0755,nosuid,nodev"

@@ -1,6 +1,8 @@
-"""Issue 6 through the wired agent: a real Prometheus scrapes a real agent process whose kernels
-burn CPU and move network bytes; every dashboard panel and the seed's PromQL examples return
-data, and a destroyed kernel's series leave /metrics."""
+"""Issues 6 and 12 through the wired agent: a real Prometheus scrapes a real agent process whose
+kernels burn CPU and move network bytes; every dashboard panel and every one of the seed's
+example PromQL queries (as written, support.promql.SEED_EXAMPLES) returns data — node network
+per device, the process stat scope and per-process series included — and a destroyed kernel's
+series leave /metrics."""
 
 from __future__ import annotations
 
@@ -12,19 +14,23 @@ from collections.abc import Callable
 
 import aiohttp
 import pytest
-from support.promql import dashboard_queries, query, wait_for_data
+from support.procs import SERVICE_GROUP
+from support.promql import SEED_EXAMPLES, dashboard_queries, query, seed_examples, wait_for_data
 
 from berth.errors import KernelNotFound
 
 from .conftest import AgentFactory, AgentProcess, RedisServer, eventually, kernel_config
 
-SEED_EXAMPLES = (
+MORE = (
     "rate(backendai_rpc_requests_total[1m])",
     'backendai_container_utilization{container_metric_name="cpu_util",value_type="pct"}',
     'backendai_container_utilization{container_metric_name="net_rx",value_type="current"}',
     'backendai_container_utilization{container_metric_name="net_tx",value_type="current"}',
     "backendai_kernel_count",
     "rate(backendai_rpc_request_duration_seconds_count[1m])",
+    'backendai_device_utilization{device_metric_name="net_rx",value_type="current"}',
+    'backendai_stat_task_success_count_total{stat_scope="process"} > 0',
+    'backendai_process_utilization{process_metric_name="cpu_util",value_type="current"}',
 )
 GPU_NAMES = ("cuda_", "gpu_usage")
 AGENT = 'allow-compute-plugins = ["cpu", "mem", "mock"]'
@@ -77,8 +83,10 @@ async def test_every_panel_and_example_query_returns_data_from_the_agent(
         with pytest.raises(KernelNotFound):
             await c.destroy_kernel(str(uuid.uuid4()), "nobody")  # one counted RPC failure
     base = prometheus(agent.internal_port)
-    queries = dashboard_queries() + list(SEED_EXAMPLES)
-    assert len(queries) >= 25
+    seed = seed_examples(SERVICE_GROUP)
+    assert len(seed) == len(SEED_EXAMPLES) == 20
+    queries = dashboard_queries() + seed + list(MORE)
+    assert len(queries) >= 45
     gpu = [q for q in queries if any(g in q for g in GPU_NAMES)]
     plain = await wait_for_data(base, [q for q in queries if q not in gpu], timeout=90)
     assert not plain, f"queries without data: {sorted(plain)}\n{agent.log()}"
@@ -90,10 +98,17 @@ async def test_every_panel_and_example_query_returns_data_from_the_agent(
         rx = await query(http, base, 'backendai_container_utilization'
                                       '{container_metric_name="net_rx",value_type="current"}')
         age = await query(http, base, "time() - backendai_agent_heartbeat")
+        node_rx = await query(http, base, seed[12])
+        procs = await query(http, base, 'backendai_process_utilization'
+                                         '{process_metric_name="cpu_util",value_type="current"}')
     assert age and float(age[0]["value"][1]) < 10, age  # type: ignore[index]
     assert {s["metric"]["kernel_id"] for s in cpu} == set(kids)  # type: ignore[index]
     assert all(float(s["value"][1]) > 1 for s in cpu), cpu  # type: ignore[index]
     assert all(float(s["value"][1]) > 0 for s in rx), rx  # type: ignore[index]
+    assert node_rx and float(node_rx[0]["value"][1]) > 0, node_rx  # type: ignore[index]
+    # the busy loop of each kernel shows as one of its processes
+    busy = {s["metric"]["kernel_id"] for s in procs if float(s["value"][1]) > 1}  # type: ignore[index]
+    assert busy == set(kids), procs
 
     async with agent.client() as c:
         await c.destroy_kernel(kids[0], kids[0])

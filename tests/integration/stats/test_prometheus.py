@@ -1,5 +1,6 @@
 """A real Prometheus (Debian's binary, started here on a free loopback port) scrapes web.py
-serving live container stats; every PromQL query of the Grafana dashboard returns data."""
+serving live container stats; every PromQL query of the Grafana dashboard and every one of the
+seed's example queries (support.promql.SEED_EXAMPLES, as written) returns data."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from support.procs import prometheus_servers
-from support.promql import dashboard_queries, query, wait_for_data
+from support.procs import SERVICE_GROUP, prometheus_servers
+from support.promql import dashboard_queries, query, seed_examples, wait_for_data
 
 from berth.errors import KernelNotFound
 from berth.metrics import BerthMetrics
@@ -22,6 +23,7 @@ from berth.stats import (
     KernelTarget,
     Metric,
     NodeCollector,
+    ProcessCollector,
     StatsCollector,
 )
 from berth.types import ContainerId, KernelId
@@ -45,14 +47,17 @@ def mock_gpus() -> dict[str, dict[str, Metric]]:
 
 
 def mock_kernel_gpu(target: KernelTarget) -> dict[str, Metric]:
-    return {"cuda_util": Metric("cuda_util", Decimal(42), Decimal(100), "percent")}
+    return {"cuda_util": Metric("cuda_util", Decimal(42), Decimal(100), "percent"),
+            "cuda_mem": Metric("cuda_mem", Decimal(1 << 30), Decimal(8 << 30), "bytes")}
 
 
 async def _stats_loop(collector: StatsCollector, node: NodeCollector, metrics: BerthMetrics,
-                      targets: list[KernelTarget]) -> None:
+                      targets: list[KernelTarget], processes: ProcessCollector) -> None:
     while True:
         with metrics.stat_task("container"):
             await collector.collect(targets)
+        with metrics.stat_task("process"):
+            collector.set_processes(await asyncio.to_thread(processes.collect, targets))
         with metrics.stat_task("node"):
             collector.set_node(await asyncio.to_thread(node.collect))
         metrics.observe_lifecycle_sync()
@@ -71,7 +76,8 @@ async def agent_side(run_container: Callable[..., Container],
     targets = [KernelTarget(KernelId(f"kernel-{i}"), ContainerId(c.id), c.pid,
                             session_id=f"sess-{i}", user_id="user-1", project_id="proj-1")
                for i, c in enumerate(containers)]
-    collector = StatsCollector(CgroupReader().read, HostCapacity(os.cpu_count() or 1, 1 << 34),
+    reader = CgroupReader()
+    collector = StatsCollector(reader.read, HostCapacity(os.cpu_count() or 1, 1 << 34),
                                kernel_sources=[mock_kernel_gpu])
     metrics = BerthMetrics("agent-test", lambda: collector.latest)
     metrics.set_kernel_count(len(targets))
@@ -81,7 +87,7 @@ async def agent_side(run_container: Callable[..., Container],
     server = InternalServer("127.0.0.1:0", metrics)
     await server.start()
     loop = asyncio.create_task(_stats_loop(collector, NodeCollector(device_sources=[mock_gpus]),
-                                           metrics, targets))
+                                           metrics, targets, ProcessCollector(reader.read_pids)))
     try:
         yield server.port
     finally:
@@ -95,8 +101,8 @@ async def agent_side(run_container: Callable[..., Container],
 async def test_every_dashboard_query_returns_data(
         agent_side: int, prometheus: Callable[[int], str]) -> None:
     base = prometheus(agent_side)
-    queries = dashboard_queries()
-    assert len(queries) >= 20
+    queries = dashboard_queries() + seed_examples(SERVICE_GROUP)
+    assert len(queries) >= 40
     pending = await wait_for_data(base, queries, timeout=90)
     async with aiohttp.ClientSession() as http:
         up = await query(http, base, 'up{job="berth-agent"}')

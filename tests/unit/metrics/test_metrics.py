@@ -29,7 +29,7 @@ def _kernel(kid: str) -> KernelStats:
         "mem": Metric("mem", Decimal(256), Decimal(1024), "bytes"),
         "net_rx": Metric("net_rx", Decimal(10), None, "bps"),
         "net_tx": Metric("net_tx", Decimal(20), None, "bps"),
-        "io_read": Metric("io_read", Decimal(5), None, "bytes"),      # not a container series
+        "io_read": Metric("io_read", Decimal(5), None, "bytes"),  # beyond the seed's list: exported too
     }
     return KernelStats(KernelId(kid), ContainerId("c" + kid), "sess", "user", "proj", metrics,
                        SampleSource.CGROUP)
@@ -70,7 +70,7 @@ def test_container_series_follow_snapshot_and_disappear() -> None:
     series = _samples(m, "backendai_container_utilization")
     assert {s[1]["kernel_id"] for s in series} == {"k1", "k2"}
     assert {s[1]["container_metric_name"] for s in series} == {
-        "cpu_util", "cpu_used", "mem", "net_rx", "net_tx"}
+        "cpu_util", "cpu_used", "mem", "net_rx", "net_tx", "io_read"}
     cpu = {s[1]["value_type"]: s[2] for s in series
            if s[1]["kernel_id"] == "k1" and s[1]["container_metric_name"] == "cpu_util"}
     assert cpu == {"current": 50.0, "capacity": 200.0, "pct": 25.0}
@@ -117,11 +117,14 @@ def test_agent_gauges_lifecycle_and_stat_tasks() -> None:
     p = "backendai_sync_container_lifecycle"
     assert _samples(m, f"{p}_trigger_count_total")[0][2] == 2
     assert _samples(m, f"{p}_success_count_total")[0][2] == 1
-    assert _samples(m, f"{p}_failure_count_total")[0][1] == {**a, "exception": "TimeoutError"}
+    failures = {s[1]["exception"]: s[2] for s in _samples(m, f"{p}_failure_count_total")}
+    assert failures == {"": 0, "TimeoutError": 1}  # the zero series exists from the start
     trig = {s[1]["stat_scope"]: s[2] for s in _samples(m, "backendai_stat_task_trigger_count_total")}
     assert trig == {"container": 1, "node": 1}
-    fail = _samples(m, "backendai_stat_task_failure_count_total")
-    assert fail[0][1] == {**a, "stat_scope": "node", "exception": "OSError"}
+    fail = {(s[1]["stat_scope"], s[1]["exception"]): s[2]
+            for s in _samples(m, "backendai_stat_task_failure_count_total")}
+    assert fail == {("node", ""): 0, ("container", ""): 0, ("process", ""): 0,
+                    ("node", "OSError"): 1}
     with pytest.raises(ValueError):
         m.observe_stat_task("cluster", 1.0)
 
