@@ -17,36 +17,36 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "deploy/grafana/berth-dashboar
 # Prometheus sets it too, support.procs.SERVICE_GROUP).
 SEED_EXAMPLES = (
     'sum(rate(backendai_rpc_requests_total{service_group="$service_groups"}[5m])) by (method)',
-    'sum(rate(backendai_rpc_failure_requests_total{service_group="$service_groups"}[5m]))'
-    ' by (method, exception)',
-    'histogram_quantile(0.95,\n  sum(rate(backendai_rpc_request_duration_seconds_bucket'
-    '{service_group="$service_groups"}[5m])) by (le, method)\n)',
-    'topk(5, sum(backendai_container_utilization{container_metric_name="cuda_mem",'
-    ' value_type="current"}) by (kernel_id))',
-    'topk(5, sum(backendai_container_utilization{container_metric_name="cuda_util",'
-    ' value_type="current"}) by (kernel_id))',
-    'topk(5, sum(increase(backendai_container_utilization{container_metric_name="cpu_util",'
-    ' value_type="current"}[5m])) by (kernel_id)) / 1000',
-    'sum(increase(backendai_container_utilization{container_metric_name="net_rx",'
-    ' value_type="current"}[5m])) by (kernel_id)',
-    'sum(increase(backendai_container_utilization{container_metric_name="net_tx",'
-    ' value_type="current"}[5m])) by (kernel_id)',
-    'sum(backendai_device_utilization{device_metric_name="cuda_mem", value_type="current"})'
-    ' by (agent_id)',
-    'sum(backendai_device_utilization{device_metric_name="cuda_mem", value_type="capacity"})'
-    ' by (agent_id)',
-    'sum(backendai_device_utilization{device_metric_name="cuda_util", value_type="current"})'
-    ' by (agent_id)',
-    'sum(increase(backendai_device_utilization{device_metric_name="cpu_util",'
-    ' value_type="current"}[5m])) by (agent_id) / 1000',
-    'sum(increase(backendai_device_utilization{device_metric_name="net_rx",'
-    ' value_type="current"}[5m])) by (agent_id)',
-    'sum(increase(backendai_device_utilization{device_metric_name="net_tx",'
-    ' value_type="current"}[5m])) by (agent_id)',
+    ('sum(rate(backendai_rpc_failure_requests_total{service_group="$service_groups"}[5m]))'
+     ' by (method, exception)'),
+    ('histogram_quantile(0.95,\n  sum(rate(backendai_rpc_request_duration_seconds_bucket'
+     '{service_group="$service_groups"}[5m])) by (le, method)\n)'),
+    ('topk(5, sum(backendai_container_utilization{container_metric_name="cuda_mem",'
+     ' value_type="current"}) by (kernel_id))'),
+    ('topk(5, sum(backendai_container_utilization{container_metric_name="cuda_util",'
+     ' value_type="current"}) by (kernel_id))'),
+    ('topk(5, sum(increase(backendai_container_utilization{container_metric_name="cpu_util",'
+     ' value_type="current"}[5m])) by (kernel_id)) / 1000'),
+    ('sum(increase(backendai_container_utilization{container_metric_name="net_rx",'
+     ' value_type="current"}[5m])) by (kernel_id)'),
+    ('sum(increase(backendai_container_utilization{container_metric_name="net_tx",'
+     ' value_type="current"}[5m])) by (kernel_id)'),
+    ('sum(backendai_device_utilization{device_metric_name="cuda_mem", value_type="current"})'
+     ' by (agent_id)'),
+    ('sum(backendai_device_utilization{device_metric_name="cuda_mem", value_type="capacity"})'
+     ' by (agent_id)'),
+    ('sum(backendai_device_utilization{device_metric_name="cuda_util", value_type="current"})'
+     ' by (agent_id)'),
+    ('sum(increase(backendai_device_utilization{device_metric_name="cpu_util",'
+     ' value_type="current"}[5m])) by (agent_id) / 1000'),
+    ('sum(increase(backendai_device_utilization{device_metric_name="net_rx",'
+     ' value_type="current"}[5m])) by (agent_id)'),
+    ('sum(increase(backendai_device_utilization{device_metric_name="net_tx",'
+     ' value_type="current"}[5m])) by (agent_id)'),
     "sum(rate(backendai_sync_container_lifecycle_trigger_count_total[5m])) by (agent_id)",
     "sum(rate(backendai_sync_container_lifecycle_success_count_total[5m])) by (agent_id)",
-    "sum(rate(backendai_sync_container_lifecycle_failure_count_total[5m]))"
-    " by (agent_id, exception)",
+    ("sum(rate(backendai_sync_container_lifecycle_failure_count_total[5m]))"
+     " by (agent_id, exception)"),
     "sum(rate(backendai_stat_task_trigger_count_total[5m])) by (agent_id, stat_scope)",
     "sum(rate(backendai_stat_task_success_count_total[5m])) by (agent_id, stat_scope)",
     "sum(rate(backendai_stat_task_failure_count_total[5m])) by (agent_id, stat_scope, exception)",
