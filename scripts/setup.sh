@@ -5,8 +5,10 @@
 # is quick and changes nothing.
 #
 # Usage: scripts/setup.sh [--test-services] [--no-images] [--quiet]
-#   --test-services  also start the local image registry (docker-registry, 127.0.0.1:5000)
-#                    and build the test images (berth/bai-compat: Backend.AI for tests/compat)
+#   --test-services  also start the local image registry (docker-registry, 127.0.0.1:5000),
+#                    install postgresql-15 (the manager's database in tests/e2e; not started
+#                    here) and build the test images (berth/bai-compat: Backend.AI for
+#                    tests/compat and tests/e2e)
 #   --no-images      do not build the kernel (or test) images
 #   --quiet          only the one line per step
 #
@@ -54,6 +56,7 @@ main() {
     start=$(now_ms)
     run_step state make_state_dirs
     run_step packages install_packages
+    if (( test_services )); then run_step test-packages install_packages BERTH_TEST_APT_PACKAGES; fi
     run_step dockerd start_dockerd
     run_step redis start_redis
     run_step etcd start_etcd

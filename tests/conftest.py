@@ -18,3 +18,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
         elif "/tests/compat/" in path:
             item.add_marker(pytest.mark.compat)
+        elif "/tests/e2e/" in path:
+            item.add_marker(pytest.mark.e2e)

@@ -13,7 +13,7 @@ import sys
 import xml.etree.ElementTree as ET
 
 # tier name -> classname prefix; every test of these tiers must run
-TIERS = {"integration": "tests.integration", "compat": "tests.compat"}
+TIERS = {"integration": "tests.integration", "compat": "tests.compat", "e2e": "tests.e2e"}
 
 
 def tier_cases(root: ET.Element, prefix: str) -> list[ET.Element]:

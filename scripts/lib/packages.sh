@@ -19,18 +19,30 @@ BERTH_APT_PACKAGES=(
     python3-venv         # bootstrap venv for uv when uv is not installed
 )
 
+# Only with --test-services: what tests/e2e runs besides Berth (the Backend.AI manager
+# server's own database; the test starts its own cluster on a free port, stopped by PID).
+BERTH_TEST_APT_PACKAGES=(
+    postgresql-15        # the manager's database in tests/e2e
+    chromium             # the real browser of tests/integration/notebook (driven by Playwright)
+    openssh-client       # ssh into a kernel's sshd service (tests/integration/notebook)
+)
+
+# Usage: missing_packages [ARRAY_NAME]   (default BERTH_APT_PACKAGES)
 missing_packages() {
+    local -n wanted=${1:-BERTH_APT_PACKAGES}
     local pkg
-    for pkg in "${BERTH_APT_PACKAGES[@]}"; do
+    for pkg in "${wanted[@]}"; do
         dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null | grep -qx installed || echo "$pkg"
     done
 }
 
+# Usage: install_packages [ARRAY_NAME]   (default BERTH_APT_PACKAGES)
 install_packages() {
-    local missing
-    mapfile -t missing < <(missing_packages)
+    local list=${1:-BERTH_APT_PACKAGES} missing
+    local -n all=$list
+    mapfile -t missing < <(missing_packages "$list")
     if (( ${#missing[@]} == 0 )); then
-        step_result "all ${#BERTH_APT_PACKAGES[@]} present"
+        step_result "all ${#all[@]} present"
         return 0
     fi
     note "installing: ${missing[*]}"
