@@ -138,6 +138,8 @@ class Telemetry:
         with self.metrics.stat_task("process"):
             self.collector.set_processes(
                 await asyncio.to_thread(self.processes.collect, targets))
+        # Cached cgroup paths go with their containers (the collector prunes its own state).
+        self.reader.retain({k.container_id for k in self.registry.live() if k.container_id})
         with self.metrics.stat_task("node"):
             self.collector.set_node(await asyncio.to_thread(self.node.collect))
         self.metrics.set_kernel_count(len(self.registry))

@@ -133,6 +133,9 @@ class KernelLifecycle:
         self._create_slots = asyncio.Semaphore(settings.creation_concurrency)
         self._teardowns: dict[str, asyncio.Task[None]] = {}
         self._tasks = TaskSupervisor("lifecycle")
+        # Called with a kernel's id once it is TERMINATED and retired, so that state other
+        # parts keep per kernel (the facade's exec fallbacks, say) goes with the kernel.
+        self.gone_hooks: list[Callable[[str], None]] = []
 
     # ---------------------------------------------------------------- create
     async def create(self, raw_config: Mapping[str, Any], kernel_id: str,
@@ -472,6 +475,9 @@ class KernelLifecycle:
                     self._teardown(kernel, reason, exit_code, stop, detail),
                     name=f"teardown-{kernel.kernel_id}")
             self._teardowns[kernel.kernel_id] = task
+            # A teardown that failed half-way must not pin its task (and kernel) forever.
+            kid = kernel.kernel_id
+            task.add_done_callback(lambda done: self._drop_teardown(kid, done))
         await asyncio.shield(task)
 
     async def _teardown(self, kernel: Kernel, reason: TerminationReason, exit_code: int | None,
@@ -500,10 +506,22 @@ class KernelLifecycle:
             self.registry.retire(kernel)
         self._teardowns.pop(kernel.kernel_id, None)
         kernel.terminated.set()
+        self._kernel_gone(kernel.kernel_id)
         log.info("kernel %s: TERMINATED (%s, exit %s)", kernel.kernel_id, reason,
                  kernel.termination.exit_code)
         self._emit("kernel_terminated", kernel, reason=str(reason),
                    exit_code=kernel.termination.exit_code)
+
+    def _drop_teardown(self, kernel_id: str, task: asyncio.Task[None]) -> None:
+        if self._teardowns.get(kernel_id) is task:
+            del self._teardowns[kernel_id]
+
+    def _kernel_gone(self, kernel_id: str) -> None:
+        for hook in self.gone_hooks:
+            try:
+                hook(kernel_id)
+            except Exception:  # one part's cleanup must not stop the others'
+                log.exception("kernel %s: a cleanup hook failed", kernel_id)
 
     async def _release_container(self, kernel: Kernel, stop: bool,
                                  exit_code: int | None) -> int | None:

@@ -7,10 +7,14 @@ for VFIO) under their host names, and the variables libtpu reads: `TPU_VISIBLE_C
 chip indices, since device names are kept), `TPU_CHIPS_PER_PROCESS_BOUNDS` and
 `TPU_PROCESS_BOUNDS` for the chip counts with a known host topology (1, 2, 4, 8).
 NUMA nodes come from `{sys_root}/class/accel/accel<N>/device/numa_node` when present.
+Utilization (`tpu_util`, duty cycle %) and HBM use (`tpu_mem`, bytes against the total) come
+from libtpu's runtime metrics service in the process holding each chip (`tpu_metrics`); a chip
+no process holds is idle (0 %); a holder whose service does not answer leaves its chips out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -27,8 +31,20 @@ from berth.plugins.base import (
     Measure,
     allocated_devices,
     device_node,
+    per_kernel_measures,
     slot_metadata,
     whole_device_alloc_map,
+)
+from berth.plugins.tpu_metrics import (
+    DEFAULT_PORT,
+    DUTY_CYCLE,
+    HBM_TOTAL,
+    HBM_USAGE,
+    WireError,
+    chip_holders,
+    decode_metric_response,
+    per_chip,
+    probe,
 )
 from berth.resources.alloc import AllocationStrategy, DeviceAlloc, DiscreteAllocMap
 from berth.types import DeviceId, KernelId, SlotName, SlotType
@@ -77,6 +93,8 @@ class TPUPlugin:
         config = config or {}
         self._dev_root = Path(config.get("dev_root", "/dev"))
         self._sys_root = Path(config.get("sys_root", "/sys"))
+        self._proc_root = Path(config.get("proc_root", "/proc"))
+        self._metrics_port = int(config.get("metrics_port", DEFAULT_PORT))
         self._devices: list[ComputeDevice] = []
 
     async def init(self) -> None:
@@ -116,11 +134,28 @@ class TPUPlugin:
                 for d in allocated_devices(device_alloc)]
 
     async def gather_node_measures(self) -> list[Measure]:
-        return []  # libtpu exposes metrics only to the process holding the chips
+        if not self._devices:
+            return []
+        paths = {str(d.device_id): self._dev_root / d.extra["path"] for d in self._devices}
+        holders = await asyncio.to_thread(chip_holders, paths, self._proc_root)
+        held = {chip for chips in holders.values() for chip in chips}
+        util: dict[str, Decimal] = {chip: Decimal(0) for chip in paths if chip not in held}
+        mem: dict[str, Decimal] = {chip: Decimal(0) for chip in util}
+        total: dict[str, Decimal] = {}
+        for pid, chips in sorted(holders.items()):
+            try:
+                raw = await probe(pid, self._metrics_port, proc_root=self._proc_root)
+                util |= per_chip(decode_metric_response(raw[DUTY_CYCLE]), chips, summed=False)
+                mem |= per_chip(decode_metric_response(raw[HBM_USAGE]), chips, summed=True)
+                total |= per_chip(decode_metric_response(raw[HBM_TOTAL]), chips, summed=True)
+            except (OSError, KeyError, ValueError, WireError) as exc:
+                log.debug("tpu: no runtime metrics from pid %d (chips %s): %s", pid, chips, exc)
+        return [Measure("tpu_util", "percent", util), Measure("tpu_mem", "bytes", mem, total)]
 
     async def gather_container_measures(self, allocs: Mapping[KernelId, DeviceAlloc]
                                         ) -> list[Measure]:
-        return []
+        node = {m.key: m.values for m in await self.gather_node_measures()}
+        return [m for m in per_kernel_measures(node, allocs, prefix="tpu") if m.values]
 
     async def get_node_hwinfo(self) -> HardwareInfo:
         status: HwStatus = "healthy" if self._devices else "unavailable"
