@@ -20,15 +20,17 @@ import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ai.backend.common.auth import PublicKey, SecretKey
-from ai.backend.common.clients.agent.client import AgentClient
-from ai.backend.common.types import AgentId
-from ai.backend.manager.agent_cache import AgentRPCCache
-from ai.backend.manager.clients.agent.pool import AgentClientPool
-from ai.backend.manager.clients.agent.types import AgentPoolSpec
 from zmq.auth.certs import load_certificate
+
+if TYPE_CHECKING:
+    from ai.backend.common.clients.agent.client import AgentClient
+    from ai.backend.common.types import AgentId
+    from ai.backend.manager.agent_cache import AgentRPCCache
+
+# The manager's client modules are imported where they are used: importing them takes
+# seconds, and scripts that only read Redis and etcd do without.
 
 
 def env(name: str) -> str:
@@ -39,12 +41,17 @@ def env(name: str) -> str:
 
 
 def agent_id() -> AgentId:
+    from ai.backend.common.types import AgentId
+
     return AgentId(env("BERTH_AGENT_ID"))
 
 
 def agent_cache(keypair_env: str = "BERTH_MANAGER_KEYPAIR") -> AgentRPCCache:
     """The manager's AgentRPCCache, told the agent's address and public key (no database:
     the manager only reads its agents table when the cache does not know the agent)."""
+    from ai.backend.common.auth import PublicKey, SecretKey
+    from ai.backend.manager.agent_cache import AgentRPCCache
+
     manager_public, manager_secret = load_certificate(env(keypair_env))
     if manager_secret is None:
         raise SystemExit(f"{env(keypair_env)} holds no secret key")
@@ -57,6 +64,9 @@ def agent_cache(keypair_env: str = "BERTH_MANAGER_KEYPAIR") -> AgentRPCCache:
 @asynccontextmanager
 async def agent_client(keypair_env: str = "BERTH_MANAGER_KEYPAIR") -> AsyncIterator[AgentClient]:
     """The AgentClient the manager's registry acquires from its pool for this agent."""
+    from ai.backend.manager.clients.agent.pool import AgentClientPool
+    from ai.backend.manager.clients.agent.types import AgentPoolSpec
+
     pool = AgentClientPool(
         agent_cache(keypair_env),
         AgentPoolSpec(health_check_interval=3600, failure_threshold=3, recovery_timeout=60),

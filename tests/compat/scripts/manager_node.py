@@ -21,11 +21,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from ai.backend.common.auth import PublicKey, SecretKey
 from ai.backend.common.clients.valkey_client.valkey_image.client import ValkeyImageClient
 from ai.backend.common.defs import REDIS_IMAGE_DB
 from ai.backend.common.etcd import AsyncEtcd, ConfigScopes
-from ai.backend.common.events.event_types.agent.anycast import AgentHeartbeatEvent
 from ai.backend.common.service_discovery.etcd_discovery.service_discovery import (
     ETCDServiceDiscovery,
     ETCDServiceDiscoveryArgs,
@@ -35,10 +33,6 @@ from ai.backend.common.service_discovery.redis_discovery.service_discovery impor
     RedisServiceDiscoveryArgs,
 )
 from ai.backend.common.types import AgentId, HostPortPair
-from ai.backend.manager.agent_cache import AgentRPCCache
-from ai.backend.manager.clients.agent.pool import AgentClientPool
-from ai.backend.manager.clients.agent.types import AgentPoolSpec
-from ai.backend.manager.data.agent.types import AgentHeartbeatUpsert
 from harness import env, main
 from mq import ManagerQueue, valkey_target
 from zmq.auth.certs import load_certificate
@@ -81,6 +75,11 @@ async def discover(agent: str) -> dict[str, Any]:
 
 async def reach_by_heartbeat(agent: str, addr: str, public_key: bytes | None) -> str:
     """The handler's agent_cache.update(source, addr, public_key); then the pool's ping."""
+    from ai.backend.common.auth import PublicKey, SecretKey
+    from ai.backend.manager.agent_cache import AgentRPCCache
+    from ai.backend.manager.clients.agent.pool import AgentClientPool
+    from ai.backend.manager.clients.agent.types import AgentPoolSpec
+
     manager_public, manager_secret = load_certificate(env("BERTH_MANAGER_KEYPAIR"))
     assert manager_secret is not None
     cache = AgentRPCCache(None, PublicKey(manager_public), SecretKey(manager_secret))  # type: ignore[arg-type]
@@ -95,6 +94,10 @@ async def reach_by_heartbeat(agent: str, addr: str, public_key: bytes | None) ->
 
 
 async def running() -> dict[str, Any]:
+    # the manager's modules, only in this phase (they take seconds to import)
+    from ai.backend.common.events.event_types.agent.anycast import AgentHeartbeatEvent
+    from ai.backend.manager.data.agent.types import AgentHeartbeatUpsert
+
     agent = env("BERTH_AGENT_ID")
     out: dict[str, Any] = {}
     async with ManagerQueue() as mq:
