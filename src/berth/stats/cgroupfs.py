@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from berth.stats import cgroup
@@ -68,6 +68,11 @@ class CgroupReader:
 
     def forget(self, container_id: str) -> None:
         for key in [k for k in self._cache if k[0] == container_id]:
+            del self._cache[key]
+
+    def retain(self, container_ids: Collection[str]) -> None:
+        """Forget every container not in ``container_ids`` (those of the live kernels)."""
+        for key in [k for k in self._cache if k[0] not in container_ids]:
             del self._cache[key]
 
     def read_net(self, pid: int) -> NetCounters:
