@@ -18,5 +18,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
         elif "/tests/compat/" in path:
             item.add_marker(pytest.mark.compat)
+        elif "/tests/chaos/" in path:
+            item.add_marker(pytest.mark.chaos)
         elif "/tests/e2e/" in path:
             item.add_marker(pytest.mark.e2e)

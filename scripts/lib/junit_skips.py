@@ -2,7 +2,8 @@
 
 Usage: python junit_skips.py JUNIT_XML [--require-integration]
 Reads pytest's JUnit XML; an integration test is one whose classname starts with
-"tests.integration", a compat test (the real Backend.AI manager code against Berth) one
+"tests.integration", a chaos test (node-level faults) one whose classname starts with
+"tests.chaos", a compat test (the real Backend.AI manager code against Berth) one
 whose classname starts with "tests.compat". xfail is not a skip. Exit 1 with the list of
 skipped tests, or when --require-integration is given and either tier ran no test at all.
 """
@@ -13,7 +14,8 @@ import sys
 import xml.etree.ElementTree as ET
 
 # tier name -> classname prefix; every test of these tiers must run
-TIERS = {"integration": "tests.integration", "compat": "tests.compat", "e2e": "tests.e2e"}
+TIERS = {"integration": "tests.integration", "chaos": "tests.chaos", "compat": "tests.compat",
+         "e2e": "tests.e2e"}
 
 
 def tier_cases(root: ET.Element, prefix: str) -> list[ET.Element]:

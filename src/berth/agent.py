@@ -349,17 +349,39 @@ class Agent:
         return reasons
 
     async def _watch_containers(self) -> None:
+        """Docker events of this agent's containers. The stream ends or breaks when the engine
+        stops or restarts: once the engine answers again the stream is subscribed anew, and one
+        sync pass soon after catches the deaths whose events were missed meanwhile."""
+        broke = False
         while True:
             try:
-                async for event in self.backend.events({OWNER_LABEL: self.agent_id}):
+                events = self.backend.events({OWNER_LABEL: self.agent_id})
+                if broke:
+                    self._tasks.spawn(self._resync(), name="resync-after-events-break")
+                async for event in events:
                     if event.action == "oom":
                         self.lifecycle.on_container_oom(event.container_id)
                     elif event.action in ("die", "destroy"):
                         self._tasks.spawn(self.lifecycle.on_container_exit(event.container_id),
                                           name=f"exit-{event.container_id[:12]}")
-            except BackendError as exc:
-                log.warning("docker events stream broke: %s; resubscribing", exc)
+                log.warning("docker events stream ended; resubscribing")
+            except Exception as exc:  # noqa: BLE001 - whatever broke the stream, resubscribe
+                log.warning("docker events stream broke: %r; resubscribing", exc)
+            broke = True
             await asyncio.sleep(1.0)
+            while not await self.backend.ping():
+                await asyncio.sleep(1.0)
+
+    async def _resync(self, delay: float = 1.0) -> None:
+        """One lifecycle sync pass ``delay`` seconds after the events stream is back."""
+        await asyncio.sleep(delay)
+        try:
+            count = await self.reconciler.sync()
+            self.telemetry.metrics.observe_lifecycle_sync()
+            log.info("resync after the events stream broke: %d corrections", count)
+        except Exception as exc:  # noqa: BLE001 - the periodic sync retries
+            self.telemetry.metrics.observe_lifecycle_sync(exc)
+            log.warning("resync after the events stream broke failed: %r", exc)
 
     async def _periodic_sync(self) -> None:
         interval = self.config.agent.sync_container_lifecycles

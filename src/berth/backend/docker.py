@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import aiodocker
+import aiohttp
 from aiodocker.exceptions import DockerError
 
 from berth.backend.base import ContainerEvent, ContainerInfo, ExecResult, ImageInfo, NetworkInfo
@@ -35,7 +36,7 @@ def _translate(what: str) -> Iterator[None]:
         if exc.status == 409:
             raise ContainerConflict(message, status=409) from exc
         raise BackendError(message, status=exc.status) from exc
-    except (TimeoutError, OSError) as exc:
+    except (TimeoutError, OSError, aiohttp.ClientError) as exc:  # the engine is gone or hung
         raise BackendError(f"{what}: {exc!r}") from exc
 
 
@@ -108,7 +109,7 @@ class DockerBackend:
         try:
             await self._docker.version()
             return True
-        except (TimeoutError, DockerError, OSError):
+        except (TimeoutError, DockerError, OSError, aiohttp.ClientError):
             return False
 
     async def root_dir(self) -> str:
