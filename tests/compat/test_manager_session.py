@@ -43,31 +43,36 @@ def flow(compat_node: CompatNode, tmp_path_factory: pytest.TempPathFactory
         remote = f"{registry.host}/{LOCAL_IMAGE}"
         purge = f"berth/compat-purge:{tag}"
         commit = f"{registry.host}/berth/compat-commit:{tag}"
+        pull = f"{registry.host}/berth/python:pull-{tag}"
         docker("tag", LOCAL_IMAGE, remote)
         docker("tag", PURGE_SOURCE, purge)
+        docker("tag", LOCAL_IMAGE, pull)  # in the registry only: the agent must pull it
+        docker("push", pull)
+        docker("rmi", pull)
         try:
             env = {**compat_node.script_env(),
                    "BERTH_LOCAL_IMAGE": LOCAL_IMAGE, "BERTH_IMAGE_ID": info["Id"],
                    "BERTH_IMAGE_LABELS": json.dumps(info["Config"]["Labels"] or {}),
                    "BERTH_REGISTRY": registry.host, "BERTH_COMMIT_TAG": tag,
-                   "BERTH_PURGE_IMAGE": purge}
+                   "BERTH_PURGE_IMAGE": purge, "BERTH_PULL_IMAGE": pull}
             try:
                 result = run_script("manager_session.py", env=env, keys=compat_node.keys,
                                     timeout=420)
             except pytest.fail.Exception as exc:
                 pytest.fail(f"{exc}\n--- agent log ---\n{compat_node.agent.log()[-3000:]}")
             result["registry"] = registry.host
+            result["images_after_purge"] = purge
             result["commit_files"] = sorted(
                 p.name for p in compat_node.agent.root.rglob("*.tar.gz"))
             result["catalog"] = docker_registry_tags(registry.host, "berth/compat-commit")
-            result["images_after"] = {ref: image_present(ref) for ref in (purge, commit)}
+            result["images_after"] = {ref: image_present(ref) for ref in (purge, commit, pull)}
             result["networks_after"] = docker(
                 "network", "ls", "--filter",
                 f"name=bai-singlenode-{result.get('kernel_ids', {}).get('session', 'none')}",
                 "--format", "{{.Name}}", check=False)
             yield result
         finally:
-            docker("rmi", "-f", remote, purge, commit, check=False)
+            docker("rmi", "-f", remote, purge, commit, pull, check=False)
 
 
 def docker_registry_tags(host: str, repo: str) -> list[str]:
@@ -138,6 +143,22 @@ def test_an_image_already_present_gets_image_pull_finished_with_its_image_ref(
     assert events, flow["steps"].get("image_pull_events")
     # the manager resolves the image row by image_ref.canonical when image_ref is set
     assert all(e.get("image_ref_canonical") in (None, canonical) for e in events), events
+
+
+def test_a_real_pull_reports_image_pull_started_and_finished(flow: dict[str, Any]) -> None:
+    canonical = flow["pull_canonical"]
+    started = anycast(flow, "image_pull_started", image=canonical)
+    finished = anycast(flow, "image_pull_finished", image=canonical)
+    assert started and finished, flow["steps"].get("image_pull_events")
+    assert started[0]["image_ref_canonical"] in (None, canonical)
+    assert flow["images_after"][canonical] is True  # it is there now
+
+
+def test_a_failed_pull_reports_image_pull_failed(flow: dict[str, Any]) -> None:
+    canonical = flow["missing_canonical"]
+    failed = anycast(flow, "image_pull_failed", image=canonical)
+    assert failed, flow["steps"].get("image_pull_events")
+    assert failed[0]["body"]["msg"], failed
 
 
 # ───────────────────────────────────────────────────────────────── kernels
@@ -276,6 +297,23 @@ def test_trigger_batch_execution_ends_in_session_success(flow: dict[str, Any]) -
     assert broadcast(flow, "session_success", session_id=sid)
 
 
+def test_a_failing_batch_job_ends_in_session_failure_task_failed(flow: dict[str, Any]) -> None:
+    sid = kernels(flow)["batch_session"]
+    ok(flow, "trigger_batch_execution_failing")
+    failures = anycast(flow, "session_failure", session_id=sid, reason="task-failed")
+    assert [e["body"]["exit_code"] for e in failures] == [3], flow["steps"].get(
+        "session_failure_task_failed")
+    assert broadcast(flow, "session_failure", session_id=sid, reason="task-failed")
+
+
+def test_an_overrunning_batch_job_ends_in_execution_timeout(flow: dict[str, Any]) -> None:
+    sid = kernels(flow)["batch_session"]
+    ok(flow, "trigger_batch_execution_timeout")
+    assert anycast(flow, "execution_timeout", session_id=sid), flow["steps"].get(
+        "execution_timeout")
+    assert anycast(flow, "session_failure", session_id=sid, reason="task-timeout")
+
+
 # ───────────────────────────────────────────────────────────────── files and logs
 
 
@@ -340,11 +378,22 @@ def test_push_image_to_the_registry_ends_in_bgtask_done(flow: dict[str, Any]) ->
     assert tag in flow["catalog"], flow["catalog"]
 
 
+def test_a_failing_push_ends_in_bgtask_failed(flow: dict[str, Any]) -> None:
+    reply = ok(flow, "push_image_absent")
+    outcome = flow["push_absent_bgtask"]
+    assert outcome["event"] is not None and outcome["event"]["name"] == "bgtask_failed", outcome
+    assert outcome["event"]["body"]["message"], outcome  # BgtaskFailedError(extra_msg=...)
+    assert outcome["cached"]["body"]["task_id"] == reply["bgtask_id"], outcome
+
+
 def test_purge_images_reply_parses_and_removes_them(flow: dict[str, Any]) -> None:
     ok(flow, "purge_images")
     responses = flow["purge"]["responses"]
     assert [r["error"] for r in responses] == [None, None], responses
-    assert flow["images_after"] == dict.fromkeys(flow["images_after"], False)
+    assert [r["image"] for r in responses] == [flow["images_after_purge"], flow[
+        "commit_canonical"]], responses
+    assert not flow["images_after"][flow["images_after_purge"]]
+    assert not flow["images_after"][flow["commit_canonical"]]
 
 
 def test_bgtask_events_decode_on_pubsub(flow: dict[str, Any]) -> None:

@@ -218,23 +218,33 @@ async def body() -> dict[str, Any]:
                                     True)
     remote, remote_ref = image_config(f"{registry_host}/{local_image}", "berth", registry_host,
                                       f"http://{registry_host}", False)
+    # in the registry only (the test pushed it and removed the engine's tag): a real pull
+    pull, pull_ref = image_config(env("BERTH_PULL_IMAGE"), "berth", registry_host,
+                                  f"http://{registry_host}", False)
+    # in no registry at all: the pull fails
+    missing, missing_ref = image_config(f"{registry_host}/berth/missing:{uuid.uuid4().hex[:8]}",
+                                        "berth", registry_host, f"http://{registry_host}", False)
     out: dict[str, Any] = {"steps": steps, "local_canonical": local_ref.canonical,
-                           "remote_canonical": remote_ref.canonical}
+                           "remote_canonical": remote_ref.canonical,
+                           "pull_canonical": pull_ref.canonical,
+                           "missing_canonical": missing_ref.canonical}
 
     async with ManagerQueue() as mq, agent_client() as client:
         # ---------------------------------------------------------------- images
+        # one call per agent with every image its kernels need (launcher.py)
         await step("check_and_pull", client.check_and_pull({
-            local_ref.canonical: local.to_image_config(AutoPullBehavior.DIGEST),
-            remote_ref.canonical: remote.to_image_config(AutoPullBehavior.DIGEST)}))
+            ref.canonical: data.to_image_config(AutoPullBehavior.DIGEST)
+            for data, ref in ((local, local_ref), (remote, remote_ref), (pull, pull_ref),
+                              (missing, missing_ref))}))
 
-        def pulled() -> dict[str, Any] | None:
-            got = {e["body"]["image"]: e for e in mq.anycast_named("image_pull_finished")}
-            if {local_ref.canonical, remote_ref.canonical} <= set(got):
-                return got
-            return None
+        def pulled() -> bool:
+            done = {e["body"]["image"] for e in mq.anycast_named("image_pull_finished")}
+            failed = {e["body"]["image"] for e in mq.anycast_named("image_pull_failed")}
+            return ({local_ref.canonical, remote_ref.canonical, pull_ref.canonical} <= done
+                    and missing_ref.canonical in failed)
 
         try:
-            out["image_pull_finished"] = await mq.wait_for("image_pull_finished", pulled, 30)
+            await mq.wait_for("image pull events", pulled, 90)
         except TimeoutError as exc:
             fail("image_pull_events", str(exc))
 
@@ -406,6 +416,15 @@ async def body() -> dict[str, Any]:
         if push is not None:
             out["push_bgtask"] = await bgtask_outcome(mq, str(push["bgtask_id"]), 120)
             steps["push_image"]["reply"] = {k: str(v) for k, v in push.items()}
+        # an image the node does not have: the push's bgtask must fail as the manager reads it
+        absent = ImageRef.from_image_str(f"{registry_host}/berth/never-committed:x", None,
+                                         registry_host, is_local=False)
+        push_absent = await step("push_image_absent", client.push_image(
+            absent, {**registry, "url": str(registry["url"])}))
+        if push_absent is not None:
+            out["push_absent_bgtask"] = await bgtask_outcome(
+                mq, str(push_absent["bgtask_id"]), 60)
+            steps["push_image_absent"]["reply"] = {k: str(v) for k, v in push_absent.items()}
 
         # ---------------------------------------------------------------- purge
         request = PurgeImagesReq(images=[env("BERTH_PURGE_IMAGE"), commit_ref.canonical],
@@ -454,6 +473,23 @@ async def body() -> dict[str, Any]:
                 "session_success", session_id=str(batch_sid)), 60)
         except TimeoutError as exc:
             fail("session_success", str(exc))
+        # the same kernel's job again, failing and then overrunning its time limit: the
+        # manager's session_failure (task-failed, task-timeout) and execution_timeout
+        await step("trigger_batch_execution_failing", client.trigger_batch_execution(
+            batch_sid, batch_kid, "python3 -c 'import sys; sys.exit(3)'", None))
+        try:
+            await mq.wait_for("session_failure (task-failed)", lambda: mq.anycast_named(
+                "session_failure", session_id=str(batch_sid), reason="task-failed"), 60)
+        except TimeoutError as exc:
+            fail("session_failure_task_failed", str(exc))
+        await step("trigger_batch_execution_timeout", client.trigger_batch_execution(
+            batch_sid, batch_kid, "sleep 60", 2.0))
+        try:
+            await mq.wait_for("execution_timeout", lambda: mq.anycast_named(
+                "execution_timeout", session_id=str(batch_sid)) and mq.anycast_named(
+                "session_failure", session_id=str(batch_sid), reason="task-timeout"), 60)
+        except TimeoutError as exc:
+            fail("execution_timeout", str(exc))
 
         await step(f"destroy_kernel:{batch_kid}", client.destroy_kernel(
             batch_kid, batch_sid, KernelLifecycleEventReason.TASK_FINISHED,
