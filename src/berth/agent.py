@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from berth.adapters import EventAdapter, MountAdapter, OomCounterAdapter, ResourceAdapter
+from berth.agent_errors import ErrorReporter
 from berth.backend.base import ContainerBackend
 from berth.backend.docker import DockerBackend
 from berth.bgtask import TaskStatus
@@ -75,6 +76,8 @@ class Agent:
         self._stack = AsyncExitStack()
         self._tasks = TaskSupervisor("agent")
         self.etcd: EtcdConfigSource | None = None
+        # Compute plugins that failed to load or init, told to the Manager once it listens.
+        self._plugin_failures: list[tuple[str, BaseException]] = []
         # Built in startup(), in this order:
         self.ports: PortPool
         self.scratch: ScratchManager
@@ -102,6 +105,7 @@ class Agent:
         self.runner_dir = (c.runner_path or RUNNER_DIR).resolve()
         self.resources = await self._build_resources()
         self.link = ManagerLink(self.config, self._public_key())
+        self.errors = ErrorReporter(EventAdapter(self.link.emitter).emit)
         self.images = ImageService(self.backend, self.link.tasks, self.link.emitter,
                                    agent_id=self.agent_id,
                                    pull_timeout=self.config.api.pull_timeout)
@@ -113,10 +117,12 @@ class Agent:
         self.networks = LocalNetworks(self.backend, self.agent_id)
         self.telemetry = self._build_telemetry()
         self.telemetry.plugins.resources = self.resources
+        self.telemetry.plugins.errors = self.errors
         self.tls_proxy = self._build_tls_proxy()
         self.blkio_device = await self._blkio_device()
         self.lifecycle = self._build_lifecycle()
         self.reconciler = Reconciler(self.lifecycle, self.agent_id)
+        self.reconciler.errors = self.errors
         self.reconciler.on_reaped = self.telemetry.metrics.observe_reaped
         self.telemetry.metrics.set_holdings_source(self._holdings)
         report = await self.reconciler.at_start()
@@ -124,6 +130,7 @@ class Agent:
         await self.link.start(self.resources, self.images,
                               on_beat=self.telemetry.metrics.heartbeat)
         self._stack.push_async_callback(self.link.close)
+        self._report_plugin_failures()
         await self.telemetry.start()
         self._stack.push_async_callback(self.telemetry.close)
         self.telemetry.sinks.append(self.link.publish_stats)
@@ -164,6 +171,7 @@ class Agent:
             allow=self.config.agent.allow_compute_plugins,
             block=self.config.agent.block_compute_plugins,
             configs=self.config.plugins,
+            on_failure=lambda name, exc: self._plugin_failures.append((name, exc)),
         )
         r = self.config.resource
         return ResourceManager(
@@ -172,6 +180,13 @@ class Agent:
             allocation_order=r.allocation_order,
             affinity_policy=AffinityPolicy[r.affinity_policy],
         )
+
+    def _report_plugin_failures(self) -> None:
+        """After the first heartbeat (the Manager skips events of a node it does not know)."""
+        for name, exc in self._plugin_failures:
+            self.errors.report(f"compute plugin {name} failed to load and was skipped: {exc!r}",
+                               source="plugin", exc=exc, plugin=name, stage="load")
+        self._plugin_failures.clear()
 
     def _build_tls_proxy(self) -> TLSServiceProxy | None:
         """With ``[service-tls] cert`` and ``key``, HTTP service ports are served over TLS."""
@@ -393,6 +408,9 @@ class Agent:
             try:
                 await self.reconciler.sync()
                 metrics.observe_lifecycle_sync()
+                self.errors.clear("lifecycle-sync")
             except Exception as exc:  # noqa: BLE001 - one failed pass must not end the loop
                 metrics.observe_lifecycle_sync(exc)
                 log.warning("lifecycle sync failed: %r", exc)
+                self.errors.report(f"periodic container lifecycle sync failed: {exc!r}",
+                                   source="lifecycle-sync", exc=exc, key="lifecycle-sync")

@@ -13,7 +13,7 @@ import os
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -34,6 +34,9 @@ from berth.stats import (
 from berth.types import ContainerId, KernelId, KernelState
 from berth.web import InternalServer
 
+if TYPE_CHECKING:
+    from berth.agent_errors import ErrorReporter
+
 __all__ = ["Telemetry"]
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,8 @@ class PluginMeasures:
 
     def __init__(self) -> None:
         self.resources: ResourceManager | None = None
+        # Told when a plugin's measures fail (once per failure streak: agent_error).
+        self.errors: ErrorReporter | None = None
         self._node: dict[str, dict[str, Metric]] = {}
         self._kernels: dict[str, dict[str, Metric]] = {}
 
@@ -72,6 +77,14 @@ class PluginMeasures:
                         kernels.setdefault(kid, {})[m.key] = _metric(m, kid, v)
             except Exception as exc:  # noqa: BLE001 - one plugin's failure is its own
                 log.warning("compute plugin %s: measures unavailable: %r", plugin.key, exc)
+                if self.errors is not None:
+                    self.errors.report(
+                        f"compute plugin {plugin.key} failed to gather its measures: {exc!r}",
+                        source="plugin", exc=exc, key=f"measures:{plugin.key}",
+                        plugin=plugin.key, stage="measures")
+            else:
+                if self.errors is not None:
+                    self.errors.clear(f"measures:{plugin.key}")
         self._node, self._kernels = node, kernels
 
     def device_metrics(self) -> dict[str, dict[str, Metric]]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from berth import logctx
+from berth.agent_errors import agent_error_payload
 from berth.backend.base import ContainerBackend, ImageInfo
 from berth.errors import (
     BackendError,
@@ -406,6 +407,11 @@ class KernelLifecycle:
             await self._phase(kernel, "restart", self.s.creating_timeout, self._recreate(kernel))
         except BaseException as exc:
             reason, detail = _failure_reason(exc)
+            self.events.emit("agent_error", agent_error_payload(
+                f"kernel {kernel_id}: restart failed, the kernel is terminated: {detail}",
+                source="restart", exc=exc, user=_uuid_or_none(kernel.spec.owner_user_id),
+                context={"kernel_id": kernel_id, "session_id": kernel.session_id,
+                         "reason": str(reason)}))
             await asyncio.shield(self._terminate(kernel, reason, detail=detail))
             raise
         kernel.transition(KernelState.RUNNING)

@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING
 
 from berth import logctx
 from berth.backend.base import ContainerBackend, ContainerInfo
-from berth.errors import ContainerNotFound, StorageError
+from berth.errors import BerthError, ContainerNotFound, StorageError
 from berth.kernel.deps import ScratchLayout
 from berth.kernel.ledger import Ledger, LedgerEntry
 from berth.kernel.state import classify_exit
 from berth.types import KERNEL_ID_LABEL, OWNER_LABEL, KernelState, TerminationReason
 
 if TYPE_CHECKING:
+    from berth.agent_errors import ErrorReporter
     from berth.kernel.lifecycle import KernelLifecycle
 
 __all__ = [
@@ -134,6 +135,8 @@ class Reconciler:
         # removed), and a callback told what each pass reaped ("kernel", "container", "scratch").
         self.containers_owned: int | None = None
         self.on_reaped: Callable[[str, int], None] = lambda kind, count: None
+        # Told each correction that failed (agent_error); the pass goes on with the others.
+        self.errors: ErrorReporter | None = None
 
     @property
     def backend(self) -> ContainerBackend:
@@ -160,7 +163,10 @@ class Reconciler:
         async with self.lc.registry.lock:
             for action in plan_reconcile(entries, containers):
                 with logctx.bound(kernel_id=_kernel_of(action)):
-                    await self._apply(action, layouts, report)
+                    try:
+                        await self._apply(action, layouts, report)
+                    except BerthError as exc:  # one kernel's failure must not keep the node down
+                        self._failed(action, exc)
         report.seconds = time.monotonic() - started
         self.containers_owned = len(containers) - len(report.stray_containers) - sum(
             1 for kid in report.cleaned for c in containers
@@ -201,6 +207,14 @@ class Reconciler:
                 await self.lc.scratch.remove(kid)
                 report.stray_scratch.append(kid)
                 log.warning("reconcile: removed scratch of %s that no ledger owns", kid)
+
+    def _failed(self, action: Action, exc: BaseException) -> None:
+        what = type(action).__name__
+        kid = _kernel_of(action) or ""
+        log.error("reconcile: %s of %s failed: %s", what, kid or action, exc)
+        if self.errors is not None:
+            self.errors.report(f"reconcile at start: {what} of kernel {kid} failed: {exc}",
+                               source="reconcile", exc=exc, action=what, kernel_id=kid)
 
     async def _remove(self, container_id: str) -> None:
         try:

@@ -7,6 +7,7 @@ must equal the entry-point name, its slots must start with `{key}.`, and keys ar
 Any failure in loading, checking or `init()` is logged and that plugin skipped — except the
 intrinsic `cpu` and `mem`, without which the node cannot run anything: their failure raises
 `PluginError`. When no entry point provides `cpu`/`mem`, the built-in classes are used.
+``on_failure(name, exc)`` is told every skipped plugin (the agent reports it as ``agent_error``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "berth.accelerators"
 INTRINSIC: dict[str, Callable[..., Any]] = {"cpu": CPUPlugin, "mem": MemoryPlugin}
+FailureHook = Callable[[str, BaseException], None]
 
 
 def discover(group: str = ENTRY_POINT_GROUP) -> list[EntryPoint]:
@@ -46,28 +48,32 @@ def selected(name: str, factory: Callable[..., Any], allow: Collection[str] | No
 
 async def load_plugins(*, allow: Collection[str] | None = None, block: Collection[str] = (),
                        configs: Mapping[str, Mapping[str, Any]] | None = None,
-                       entries: Iterable[EntryPoint] | None = None) -> list[ComputePlugin]:
+                       entries: Iterable[EntryPoint] | None = None,
+                       on_failure: FailureHook | None = None) -> list[ComputePlugin]:
     """Initialised plugins, intrinsic first. `configs[name]` is passed to the constructor."""
+    told: FailureHook = on_failure or (lambda name, exc: None)
     wanted = [e for e in (discover() if entries is None else entries)
               if e.name in INTRINSIC or (e.name not in block and (allow is None or e.name in allow))]
-    factories = _factories(wanted)
+    factories = _factories(wanted, told)
     plugins: list[ComputePlugin] = []
     for name, factory in factories.items():
         if not selected(name, factory, allow, block):
             log.info("compute plugin %s not selected", name)
             continue
-        plugin = await _build(name, factory, (configs or {}).get(name, {}), plugins)
+        plugin = await _build(name, factory, (configs or {}).get(name, {}), plugins, told)
         if plugin is not None:
             plugins.append(plugin)
     return plugins
 
 
-def _factories(entries: Iterable[EntryPoint]) -> dict[str, Callable[..., Any]]:
+def _factories(entries: Iterable[EntryPoint],
+               told: FailureHook) -> dict[str, Callable[..., Any]]:
     found: dict[str, Callable[..., Any]] = dict(INTRINSIC)
     for entry in entries:
         try:
             found[entry.name] = entry.load()
-        except Exception:
+        except Exception as exc:
+            told(entry.name, exc)
             if entry.name in INTRINSIC:
                 log.exception("intrinsic plugin %s failed to import; using the built-in",
                               entry.name)
@@ -78,7 +84,7 @@ def _factories(entries: Iterable[EntryPoint]) -> dict[str, Callable[..., Any]]:
 
 
 async def _build(name: str, factory: Callable[..., Any], config: Mapping[str, Any],
-                 loaded: list[ComputePlugin]) -> ComputePlugin | None:
+                 loaded: list[ComputePlugin], told: FailureHook) -> ComputePlugin | None:
     try:
         plugin = factory(dict(config))
         check_plugin(name, plugin, loaded)
@@ -87,6 +93,7 @@ async def _build(name: str, factory: Callable[..., Any], config: Mapping[str, An
         if name in INTRINSIC:
             raise PluginError(f"intrinsic plugin {name} failed: {exc!r}", plugin=name) from exc
         log.exception("compute plugin %s failed; skipped", name)
+        told(name, exc)
         return None
     log.info("compute plugin %s loaded: %d device(s)", name, len(plugin.list_devices()))
     return plugin  # type: ignore[no-any-return]

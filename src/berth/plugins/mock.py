@@ -8,6 +8,8 @@ Config (agent.toml `[plugins.mock]`, given as a dict):
     numa_nodes = [0, 1]       # assigned round-robin to counted devices
     fractional = false        # true → slot `mock.shares` (quantum 0.01), else `mock.device`
     model = "Mock Accelerator"
+    fail-init = "message"     # init() raises PluginError (tests the agent's failure path)
+    fail-measures = "message" # gather_*_measures raise PluginError
 
 Containers get `MOCK_VISIBLE_DEVICES=mock0,mock1` and `BERTH_MOCK_DEVICES=mock0:1,mock1:1`
 (device:amount). Measures are synthetic, smooth functions of an injectable clock. Loaded only
@@ -22,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from berth.errors import ConfigError
+from berth.errors import ConfigError, PluginError
 from berth.plugins.base import (
     AttachedDevice,
     ComputeDevice,
@@ -92,7 +94,13 @@ class MockPlugin:
         self._clock = clock
         self._devices: list[ComputeDevice] = []
 
+    def _fail(self, what: str) -> None:
+        message = self._config.get(f"fail-{what}")
+        if message:
+            raise PluginError(f"mock: {message}", plugin=self.key)
+
     async def init(self) -> None:
+        self._fail("init")
         self._devices = devices_from_config(self._config)
 
     async def cleanup(self) -> None:
@@ -131,6 +139,7 @@ class MockPlugin:
         return Decimal(f"{low + (high - low) * (0.5 + 0.5 * math.sin(phase)):.2f}")
 
     async def gather_node_measures(self) -> list[Measure]:
+        self._fail("measures")
         devs = list(enumerate(self._devices))
         return [
             Measure(f"{self._prefix}_util", "percent", {d.device_id: self._wave(i, 0, 100) for i, d in devs}),
