@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +211,7 @@ class KernelLifecycle:
     async def _resolve_image(self, kernel: Kernel) -> ImageInfo | None:
         """The local image, or None when it must be pulled first."""
         image = kernel.spec.image
-        info = await self.backend.image_inspect(image.canonical)
+        info = await self.backend.image_inspect(image.ref)
         if info is not None:
             stale = (image.auto_pull == "digest" and image.digest and not image.is_local
                      and image.digest not in (info.id, *info.digests))
@@ -219,29 +220,29 @@ class KernelLifecycle:
         if image.is_local or image.auto_pull == "none":
             if info is not None:
                 return info
-            raise ImageNotAvailable(f"image {image.canonical} is not on this node",
-                                    image=image.canonical, kernel_id=kernel.kernel_id)
+            raise ImageNotAvailable(f"image {image.ref} is not on this node",
+                                    image=image.ref, kernel_id=kernel.kernel_id)
         return None
 
     async def _pull(self, kernel: Kernel) -> ImageInfo:
         image = kernel.spec.image
         if self.puller is not None:  # a background task with byte progress and pull events
             await self.puller(image.model_dump(mode="json"))
-            info = await self.backend.image_inspect(image.canonical)
+            info = await self.backend.image_inspect(image.ref)
             if info is None:
-                raise ImagePullFailed(f"{image.canonical} is absent after its pull",
-                                      image=image.canonical)
+                raise ImagePullFailed(f"{image.ref} is absent after its pull",
+                                      image=image.ref)
             return info
         registry = image.registry or {}
         auth = ({"username": registry["username"], "password": registry.get("password", "")}
                 if registry.get("username") else None)
-        async for event in self.backend.image_pull(image.canonical, auth):
+        async for event in self.backend.image_pull(image.ref, auth):
             if "error" in event:
-                raise ImagePullFailed(str(event["error"]), image=image.canonical)
-        info = await self.backend.image_inspect(image.canonical)
+                raise ImagePullFailed(str(event["error"]), image=image.ref)
+        info = await self.backend.image_inspect(image.ref)
         if info is None:
-            raise ImagePullFailed(f"{image.canonical} is absent after its pull",
-                                  image=image.canonical)
+            raise ImagePullFailed(f"{image.ref} is absent after its pull",
+                                  image=image.ref)
         return info
 
     async def _materialise(self, kernel: Kernel) -> None:
@@ -285,7 +286,7 @@ class KernelLifecycle:
         mounts = self.mounts.plan(layout, [m.model_dump() for m in spec.mounts])
         return ContainerPlan(
             agent_id=self.s.agent_id, kernel_id=kernel.kernel_id, session_id=kernel.session_id,
-            spec=spec, image_ref=spec.image.canonical, image_labels=kernel.image_labels,
+            spec=spec, image_ref=spec.image.ref, image_labels=kernel.image_labels,
             uid=kernel.uid, gid=kernel.gid,
             resource_args=_with_host_config(self.resources.container_args(kernel.kernel_id),
                                             self.extra_host_config(spec)),
@@ -727,7 +728,8 @@ class KernelLifecycle:
     def _creation_info(self, kernel: Kernel) -> dict[str, Any]:
         return {"container_id": kernel.container_id, "kernel_host": self.s.kernel_host,
                 "repl_in_port": 0, "repl_out_port": 0,
-                "service_ports": kernel.service_ports, "used_devices": {}}
+                "service_ports": kernel.service_ports,
+                "used_devices": used_devices(kernel.allocation)}
 
     def _emit(self, name: str, kernel: Kernel, **payload: Any) -> None:
         body = {"kernel_id": kernel.kernel_id, "session_id": kernel.session_id, **payload}
@@ -800,6 +802,22 @@ async def _quietly(work: Awaitable[Any]) -> None:
         await work
     except Exception as exc:  # noqa: BLE001 - cleanup goes on; the next reconcile retries what failed
         log.warning("cleanup step failed: %r", exc)
+
+
+def used_devices(allocation: Mapping[str, Any]) -> dict[str, Any]:
+    """The manager's ``UsedDevices`` from an allocation's JSON: ``{"units": {plugin key:
+    {device id: {"used": {slot: amount}, ...}}}}``, devices holding nothing left out."""
+    units: dict[str, dict[str, Any]] = {}
+    for key, per_slot in (allocation.get("devices") or {}).items():
+        for slot, per_device in per_slot.items():
+            for device, amount in per_device.items():
+                if Decimal(amount) <= 0:
+                    continue
+                unit = units.setdefault(key, {}).setdefault(str(device), {
+                    "model_name": None, "used": {}, "processing_units": None,
+                    "memory_size": None})
+                unit["used"][slot] = str(amount)
+    return {"units": units}
 
 
 def _uuid_or_none(value: str | None) -> str | None:
