@@ -260,6 +260,7 @@ class Agent:
             runner_dir=self.runner_dir, scaling_group=self.config.agent.scaling_group,
             agent_addr=f"tcp://{rpc_host}:{rpc_port}", policy=KernelPolicy.from_config(
                 c, owned_environ=plugin_env_names(self.resources.plugins)),
+            known_slots=frozenset(self.resources.slot_types()),
         )
         return KernelLifecycle(
             settings, backend=self.backend, registry=self.registry,

@@ -16,6 +16,7 @@
     │   └── DeadlineExceeded             a transitional state ran past its deadline
     ├── ResourceError
     │   ├── InsufficientResource         (slot, requested, available)
+    │   ├── BelowImageMinimum            spec under the image's ai.backend.resource.min.* label
     │   ├── UnsupportedSlot              slot unknown to this node
     │   ├── NotMultipleOfQuantum
     │   ├── FractionalResourceFragmented
@@ -154,6 +155,21 @@ class InsufficientResource(ResourceError):
         self.slot = slot
         self.requested = requested
         self.available = available
+
+
+class BelowImageMinimum(ResourceError):
+    """The spec asks less of ``slot`` than the image's ``ai.backend.resource.min.{slot}``."""
+
+    def __init__(self, slot: str, requested: Decimal, minimum: Decimal, image: str = "",
+                 message: str = "") -> None:
+        super().__init__(
+            message or f"image {image} needs at least {minimum} {slot}, the spec asks {requested}",
+            slot=slot, requested=requested, minimum=minimum, image=image,
+        )
+        self.slot = slot
+        self.requested = requested
+        self.minimum = minimum
+        self.image = image
 
 
 class UnsupportedSlot(ResourceError):

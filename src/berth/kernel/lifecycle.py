@@ -63,6 +63,7 @@ from berth.kernel.deps import (
     ScratchRole,
     TLSProxyRole,
 )
+from berth.kernel.image_minimums import check_image_minimums
 from berth.kernel.ledger import Ledger, LedgerEntry
 from berth.kernel.oom import OOM_SETTLE_SECONDS, OomWatch
 from berth.kernel.policy import KernelPolicy, check_kernel_spec
@@ -98,6 +99,7 @@ class LifecycleSettings:
     scaling_group: str = "default"
     agent_addr: str = ""
     policy: KernelPolicy = field(default_factory=KernelPolicy)  # what a spec may ask for
+    known_slots: frozenset[str] | None = None  # the node's slots (image minimums, None: all)
 
 
 class KernelLifecycle:
@@ -182,6 +184,9 @@ class KernelLifecycle:
             image = await self._phase(kernel, "pull", self.s.pull_timeout, self._pull(kernel))
         kernel.image_id = image.id
         kernel.image_labels = {**image.labels, **kernel.spec.image.labels}
+        check_image_minimums(kernel.image_labels, kernel.spec.resource_slots,
+                             kernel.spec.resource_opts, image=kernel.spec.image.canonical,
+                             known_slots=self.s.known_slots)
         kernel.transition(KernelState.CREATING)
         self._emit("kernel_creating", kernel, reason="")
         await self._phase(kernel, "create", self.s.creating_timeout, self._materialise(kernel))
