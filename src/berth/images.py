@@ -34,6 +34,9 @@ from berth.kernel.spec import ImageConfig as SpecImageConfig
 log = logging.getLogger(__name__)
 
 KERNELSPEC_LABEL = "ai.backend.kernelspec"
+# The engine's architecture names → the manager's (Backend.AI's arch_name_aliases).
+ARCH_ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64",
+                "arm64v8": "aarch64", "armv8": "aarch64"}
 ImageConfig = Mapping[str, Any]
 """Backend.AI ``ImageConfig``: canonical, digest, architecture, registry{name,url,username,
 password}, labels, is_local, auto_pull."""
@@ -168,6 +171,7 @@ class ImageService:
         self._agent_id = agent_id
         self._pull_timeout = pull_timeout
         self._active: dict[str, str] = {}
+        self._arch: dict[str, str] = {}  # image id → architecture, for the installed list
 
     async def check_and_pull(self, image_configs: Mapping[str, ImageConfig]) -> dict[str, str]:
         """Start one pull task per image that needs it; return ``{key: task_id}``.
@@ -274,11 +278,26 @@ class ImageService:
         return PurgeResult(removed, failed)
 
     async def list_installed(self, *, kernel_only: bool = True) -> list[dict[str, str]]:
-        """``[{canonical, digest, architecture}]`` as written to ``installed_image:{agent_id}``."""
+        """``[{canonical, digest, architecture}]`` as written to ``installed_image:{agent_id}``;
+        the manager matches images by canonical *and* architecture, in its own naming."""
         out: list[dict[str, str]] = []
-        for img in await self._backend.image_list():
+        images = await self._backend.image_list()
+        known = {img.id for img in images}
+        self._arch = {k: v for k, v in self._arch.items() if k in known}
+        for img in images:
             if kernel_only and KERNELSPEC_LABEL not in img.labels:
                 continue
-            out.extend({"canonical": tag, "digest": img.id, "architecture": img.architecture}
+            arch = await self._architecture(img)
+            out.extend({"canonical": tag, "digest": img.id, "architecture": arch}
                        for tag in img.tags if tag != "<none>:<none>")
         return out
+
+    async def _architecture(self, img: ImageInfo) -> str:
+        """The image's architecture (the engine's image list lacks it: inspected once per
+        image id and cached), as the manager names it."""
+        arch = img.architecture or self._arch.get(img.id, "")
+        if not arch:
+            info = await self._backend.image_inspect(img.id)
+            arch = info.architecture if info is not None else ""
+            self._arch[img.id] = arch
+        return ARCH_ALIASES.get(arch, arch)

@@ -33,6 +33,7 @@ class FakeBackend:
         self.remote: dict[str, tuple[str, list[dict[str, Any]]]] = {}
         self.pulls: list[tuple[str, Mapping[str, str] | None]] = []
         self.in_use: set[str] = set()
+        self.inspects: list[str] = []
         self.closed = False
 
     async def image_pull(self, ref: str, auth: Mapping[str, str] | None = None
@@ -46,7 +47,9 @@ class FakeBackend:
         self.images[ref] = ImageInfo(image_id, (ref,), {})
 
     async def image_inspect(self, ref: str) -> ImageInfo | None:
-        return self.images.get(ref)
+        self.inspects.append(ref)
+        by_id = {i.id: i for i in self.images.values()}
+        return self.images.get(ref) or by_id.get(ref)
 
     async def image_remove(self, ref: str, *, force: bool = False,
                            noprune: bool = False) -> None:
@@ -168,11 +171,27 @@ async def test_purge_reports_in_use_images() -> None:
 
 async def test_list_installed_keeps_kernel_images() -> None:
     be, _em, _tasks, svc = make()
-    be.images["k:1"] = ImageInfo("sha256:1", ("k:1",), {"ai.backend.kernelspec": "1"})
+    be.images["k:1"] = ImageInfo("sha256:1", ("k:1",), {"ai.backend.kernelspec": "1"},
+                                 architecture="amd64")
     be.images["other:1"] = ImageInfo("sha256:2", ("other:1",), {})
     assert await svc.list_installed() == [
-        {"canonical": "k:1", "digest": "sha256:1", "architecture": ""}]
+        {"canonical": "k:1", "digest": "sha256:1", "architecture": "x86_64"}]
     assert len(await svc.list_installed(kernel_only=False)) == 2
+
+
+async def test_list_installed_inspects_an_image_for_its_architecture_once() -> None:
+    """The engine's image list has no architecture; the manager matches on it."""
+    be, _em, _tasks, svc = make()
+    inspected = ImageInfo("sha256:1", ("k:1",), {"ai.backend.kernelspec": "1"},
+                          architecture="arm64")
+    be.images["k:1"] = inspected
+
+    async def listed() -> list[ImageInfo]:
+        return [ImageInfo("sha256:1", ("k:1", "k:latest"), inspected.labels)]
+    be.image_list = listed  # type: ignore[method-assign]
+    for _ in range(3):
+        assert {i["architecture"] for i in await svc.list_installed()} == {"aarch64"}
+    assert be.inspects == ["sha256:1"]
 
 
 async def test_an_image_already_present_gets_image_pull_finished() -> None:
