@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -43,7 +44,7 @@ def flow(compat_node: CompatNode, tmp_path_factory: pytest.TempPathFactory
         remote = f"{registry.host}/{LOCAL_IMAGE}"
         purge = f"berth/compat-purge:{tag}"
         commit = f"{registry.host}/berth/compat-commit:{tag}"
-        pull = f"{registry.host}/berth/python:pull-{tag}"
+        pull = f"{registry.host}/berth/python:3.11-pull{tag}"  # platform tag: letters first
         docker("tag", LOCAL_IMAGE, remote)
         docker("tag", PURGE_SOURCE, purge)
         docker("tag", LOCAL_IMAGE, pull)  # in the registry only: the agent must pull it
@@ -184,6 +185,17 @@ def test_kernel_started_decodes_per_kernel_on_stream_and_pubsub(flow: dict[str, 
     assert broadcast(flow, "kernel_started", kernel_id=kid, session_id=sid)
     for before in ("kernel_preparing", "kernel_creating"):
         assert anycast(flow, before, kernel_id=kid), before
+
+
+@pytest.mark.parametrize("role", ["main", "sub", "batch"])
+def test_kernel_started_used_devices_add_up_to_the_requested_slots(flow: dict[str, Any],
+                                                                   role: str) -> None:
+    """The manager records a kernel's occupied slots as the sum of used_devices."""
+    kid = kernels(flow)[role]
+    assert kid in flow["occupied"], flow["steps"].get(f"kernel_started:{kid}")
+    requested = {k: Decimal(v) for k, v in flow["requested"].items()}
+    occupied = {k: Decimal(v) for k, v in flow["occupied"][kid].items()}
+    assert occupied == requested, flow["started"][kid]["body"]["creation_info"]["used_devices"]
 
 
 def test_destroy_kernel_with_a_lifecycle_reason_enum_and_kernel_terminated(

@@ -42,6 +42,7 @@ from ai.backend.common.defs import REDIS_STATISTICS_DB
 from ai.backend.common.docker import ImageRef, LabelName
 from ai.backend.common.dto.agent.response import CodeCompletionResp, PurgeImageResp, PurgeImagesResp
 from ai.backend.common.dto.manager.rpc_request import PurgeImagesReq
+from ai.backend.common.events.event_types.kernel.anycast import KernelStartedAnycastEvent
 from ai.backend.common.events.event_types.kernel.types import KernelLifecycleEventReason
 from ai.backend.common.types import (
     AutoPullBehavior,
@@ -51,6 +52,7 @@ from ai.backend.common.types import (
     KernelCreationConfig,
     KernelId,
     ResourceSlot,
+    ResourceSlotEntry,
     SessionId,
     SessionTypes,
 )
@@ -279,7 +281,9 @@ async def body() -> dict[str, Any]:
         steps["create_kernels"].pop("reply", None)  # ignored by the manager
 
         started: dict[str, Any] = {}
-        out["started"] = started
+        occupied: dict[str, dict[str, str]] = {}
+        out["started"], out["occupied"] = started, occupied
+        out["requested"] = {k: str(v) for k, v in configs[0]["resource_slots"].items()}
 
         async def wait_started(kid: KernelId, sess: SessionId) -> None:
             try:
@@ -288,6 +292,13 @@ async def body() -> dict[str, Any]:
                         "kernel_started", kernel_id=str(kid), session_id=str(sess)), 90))[0]
             except TimeoutError as exc:
                 fail(f"kernel_started:{kid}", str(exc))
+                return
+            # update_kernel_status_running: the kernel's occupied slots are the sum of
+            # creation_info.used_devices, collapsed with ResourceSlotEntry
+            event = KernelStartedAnycastEvent.model_validate(started[str(kid)]["body"])
+            slots = ResourceSlotEntry.inputs_to_resource_slot(
+                event.creation_info.used_devices.slot_totals)
+            occupied[str(kid)] = {str(k): str(v) for k, v in slots.items()}
 
         for kid in (main_kid, sub_kid):
             await wait_started(kid, sid)
