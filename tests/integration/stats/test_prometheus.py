@@ -16,7 +16,7 @@ from support.procs import SERVICE_GROUP, prometheus_servers
 from support.promql import dashboard_queries, query, seed_examples, wait_for_data
 
 from berth.errors import KernelNotFound
-from berth.metrics import BerthMetrics
+from berth.metrics import BerthMetrics, Holdings
 from berth.stats import (
     CgroupReader,
     HostCapacity,
@@ -81,6 +81,9 @@ async def agent_side(run_container: Callable[..., Container],
                                kernel_sources=[mock_kernel_gpu])
     metrics = BerthMetrics("agent-test", lambda: collector.latest)
     metrics.set_kernel_count(len(targets))
+    metrics.set_holdings_source(lambda: Holdings(  # what an agent with these kernels holds
+        containers=len(targets), ledgers=len(targets), scratch_dirs=len(targets),
+        host_ports=2 * len(targets), slots={"cpu": Decimal(len(targets)), "mem": Decimal(1 << 30)}))
     metrics.observe_rpc("destroy_kernel", 0.4, KernelNotFound(kernel_id="gone"))
     for phase, seconds in (("pull", 0.2), ("create", 0.05), ("start", 0.3)):
         metrics.observe_start_phase(phase, seconds)
