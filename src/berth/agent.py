@@ -261,6 +261,7 @@ class Agent:
             agent_addr=f"tcp://{rpc_host}:{rpc_port}", policy=KernelPolicy.from_config(
                 c, owned_environ=plugin_env_names(self.resources.plugins)),
             known_slots=frozenset(self.resources.slot_types()),
+            enforce_image_minimums=c.enforce_image_minimums,
         )
         return KernelLifecycle(
             settings, backend=self.backend, registry=self.registry,

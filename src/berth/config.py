@@ -156,6 +156,8 @@ class ContainerSection(_Section):
     scratch_root: Path = Path("./var/scratches")
     scratch_size: int = 0
     vfolder_allowed_roots: list[Path] = Field(default_factory=list)
+    # Refuse a spec below the image's ai.backend.resource.min.* labels (the manager's rule).
+    enforce_image_minimums: bool = False
     pids_limit: int = Field(4096, ge=16)
     nofile_limit: int = Field(65536, ge=64)
     stop_grace_sec: float = Field(10.0, ge=0)

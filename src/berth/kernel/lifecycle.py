@@ -100,6 +100,7 @@ class LifecycleSettings:
     agent_addr: str = ""
     policy: KernelPolicy = field(default_factory=KernelPolicy)  # what a spec may ask for
     known_slots: frozenset[str] | None = None  # the node's slots (image minimums, None: all)
+    enforce_image_minimums: bool = False  # [container] enforce-image-minimums
 
 
 class KernelLifecycle:
@@ -184,9 +185,10 @@ class KernelLifecycle:
             image = await self._phase(kernel, "pull", self.s.pull_timeout, self._pull(kernel))
         kernel.image_id = image.id
         kernel.image_labels = {**image.labels, **kernel.spec.image.labels}
-        check_image_minimums(kernel.image_labels, kernel.spec.resource_slots,
-                             kernel.spec.resource_opts, image=kernel.spec.image.canonical,
-                             known_slots=self.s.known_slots)
+        if self.s.enforce_image_minimums:
+            check_image_minimums(kernel.image_labels, kernel.spec.resource_slots,
+                                 kernel.spec.resource_opts, image=kernel.spec.image.canonical,
+                                 known_slots=self.s.known_slots)
         kernel.transition(KernelState.CREATING)
         self._emit("kernel_creating", kernel, reason="")
         await self._phase(kernel, "create", self.s.creating_timeout, self._materialise(kernel))

@@ -1,6 +1,6 @@
 """Issue 12 item 7e through the wired agent: an image's `ai.backend.resource.min.*` labels are
 enforced at create (Backend.AI's rule: the mem minimum grows by the kernel's shmem, a slot the
-installation does not know is skipped): a spec below them is refused with BelowImageMinimum
+installation does not know is skipped; with `[container] enforce-image-minimums`): a spec below them is refused with BelowImageMinimum
 naming the slot, the amount asked and the minimum, and no container is made."""
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def spec(image: str, cpu: str, mem: str, **opts: Any) -> dict[str, Any]:
 @pytest.mark.timeout(120)
 async def test_a_spec_below_the_image_minimum_is_refused_naming_the_slot(
         agent_factory: AgentFactory, labelled_image: str) -> None:
-    agent = await agent_factory()
+    agent = await agent_factory(container_toml="enforce-image-minimums = true")
 
     low_cpu = await refused(agent, spec(labelled_image, "0.25", "256m"))
     assert (low_cpu.slot, Decimal(low_cpu.requested), Decimal(low_cpu.minimum)) == (
