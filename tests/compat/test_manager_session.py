@@ -152,7 +152,17 @@ def test_a_real_pull_reports_image_pull_started_and_finished(flow: dict[str, Any
     finished = anycast(flow, "image_pull_finished", image=canonical)
     assert started and finished, flow["steps"].get("image_pull_events")
     assert started[0]["image_ref_canonical"] in (None, canonical)
-    assert flow["images_after"][canonical] is True  # it is there now
+    assert flow["images_after"][canonical] is True  # pulled (again, for the batch kernel)
+
+
+def test_a_create_that_must_pull_reports_kernel_pulling(flow: dict[str, Any]) -> None:
+    """The batch kernel's image was purged before its create_kernels."""
+    ids = kernels(flow)
+    pulling = anycast(flow, "kernel_pulling", kernel_id=ids["batch"],
+                      session_id=ids["batch_session"])
+    assert pulling, [e.get("name") for e in flow["queue"]["anycast"]]
+    assert broadcast(flow, "kernel_pulling", kernel_id=ids["batch"])
+    assert len(anycast(flow, "image_pull_finished", image=flow["pull_canonical"])) == 2
 
 
 def test_a_failed_pull_reports_image_pull_failed(flow: dict[str, Any]) -> None:
@@ -401,9 +411,9 @@ def test_a_failing_push_ends_in_bgtask_failed(flow: dict[str, Any]) -> None:
 def test_purge_images_reply_parses_and_removes_them(flow: dict[str, Any]) -> None:
     ok(flow, "purge_images")
     responses = flow["purge"]["responses"]
-    assert [r["error"] for r in responses] == [None, None], responses
+    assert [r["error"] for r in responses] == [None, None, None], responses
     assert [r["image"] for r in responses] == [flow["images_after_purge"], flow[
-        "commit_canonical"]], responses
+        "commit_canonical"], flow["pull_canonical"]], responses
     assert not flow["images_after"][flow["images_after_purge"]]
     assert not flow["images_after"][flow["commit_canonical"]]
 

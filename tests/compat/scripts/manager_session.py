@@ -268,7 +268,9 @@ async def body() -> dict[str, Any]:
             "network_config": {"mode": "bridge", "network_name": network},
             "ssh_keypair": ssh_keypair(), "cluster_ssh_port_mapping": None}  # type: ignore[typeddict-item]
         benv = session_environ(batch_sid, ["main1"], {"main": 1})
-        batch_cfg = kernel_config(local, local_ref, batch_kid, batch_sid,
+        # the batch kernel runs the registry image, purged below before it is created: the
+        # create pulls it (kernel_pulling)
+        batch_cfg = kernel_config(pull, pull_ref, batch_kid, batch_sid,
                                   session_type=SessionTypes.BATCH, role="main", idx=1, rank=0,
                                   session_env=benv,
                                   startup_command="python3 -c \"print('batch-job-ok')\"")
@@ -438,7 +440,8 @@ async def body() -> dict[str, Any]:
             steps["push_image_absent"]["reply"] = {k: str(v) for k, v in push_absent.items()}
 
         # ---------------------------------------------------------------- purge
-        request = PurgeImagesReq(images=[env("BERTH_PURGE_IMAGE"), commit_ref.canonical],
+        request = PurgeImagesReq(images=[env("BERTH_PURGE_IMAGE"), commit_ref.canonical,
+                                         pull_ref.canonical],
                                  force=False, noprune=False)
         purged = await step("purge_images", client.purge_images(
             request.images, request.force, request.noprune))
@@ -472,7 +475,7 @@ async def body() -> dict[str, Any]:
         # ---------------------------------------------------------------- batch session
         # (after the interactive one: a small node may not hold three kernels at once)
         await step("create_kernels_batch", client.create_kernels(
-            batch_sid, [batch_kid], [batch_cfg], batch_cluster, {batch_kid: local_ref}))
+            batch_sid, [batch_kid], [batch_cfg], batch_cluster, {batch_kid: pull_ref}))
         steps["create_kernels_batch"].pop("reply", None)
         await wait_started(batch_kid, batch_sid)
         # ---------------------------------------------------------------- batch
