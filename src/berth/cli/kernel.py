@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import click
@@ -41,6 +41,34 @@ def kernels_of(status: Mapping[str, Any]) -> list[dict[str, Any]]:
         row["ports"] = row.get("ports", row.get("service_ports"))
         rows.append(row)
     return rows
+
+
+def service_url(protocol: str | None, host: str, host_port: int,
+                tls_host_ports: Collection[int] = ()) -> str | None:
+    """The URL of an HTTP(-like) service port: ``https`` where the agent serves it over TLS
+    (``[service-tls]``; the kernel row's ``tls_host_ports``), else ``http``."""
+    if protocol not in ("http", "preopen"):
+        return None
+    scheme = "https" if host_port in tls_host_ports else "http"
+    return f"{scheme}://{host}:{host_port}/"
+
+
+def service_urls(row: Mapping[str, Any], host: str) -> dict[str, list[str]]:
+    """``{service name: [url, ...]}`` for a kernel row of ``get_status``."""
+    tls = set(row.get("tls_host_ports") or ())
+    out: dict[str, list[str]] = {}
+    for decl in row.get("service_ports") or []:
+        urls = [u for hp in decl.get("host_ports") or []
+                if (u := service_url(decl.get("protocol"), host, hp, tls)) is not None]
+        if urls:
+            out[str(decl.get("name"))] = urls
+    return out
+
+
+def agent_host(addr: str) -> str:
+    """The host part of the agent's RPC address (where its host ports are published)."""
+    host = addr.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return "127.0.0.1" if host in ("", "*", "0.0.0.0") else host
 
 
 async def find_kernel(client: AgentClient, kernel_id: str) -> dict[str, Any]:
@@ -119,6 +147,8 @@ def show(ctx: click.Context, kernel_id: str) -> None:
     """Show one kernel (exit 3 when unknown)."""
     state = get_state(ctx)
     row = run_with_client(state, lambda c: find_kernel(c, kernel_id))
+    if urls := service_urls(row, agent_host(state.addr)):
+        row["service_urls"] = urls
     if state.as_json:
         render.emit_json(row)
     else:

@@ -19,7 +19,7 @@ import signal
 import tarfile
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 import click
 
 from berth.cli import render
-from berth.cli.kernel import find_kernel, kernel_request
+from berth.cli.kernel import agent_host, find_kernel, kernel_request, service_url
 from berth.cli.spec import cluster_info, creation_config
 from berth.cli.state import CliState, get_state, json_option, run_with_client
 from berth.client import AgentClient
@@ -569,14 +569,10 @@ def ls_files(ctx: click.Context, kernel_id: str, path: str) -> None:
 
 # ------------------------------------------------------------------ services
 
-def _agent_host(addr: str) -> str:
-    host = addr.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
-    return "127.0.0.1" if host in ("", "*", "0.0.0.0") else host
-
-
 def service_lines(name: str, result: Mapping[str, Any], ports: Sequence[Mapping[str, Any]],
-                  host: str) -> list[str]:
-    """What ``service start`` prints: the status, then each host port of the service."""
+                  host: str, tls_host_ports: Collection[int] = ()) -> list[str]:
+    """What ``service start`` prints: the status, then each host port of the service (its URL
+    ``https://`` where the agent serves it over TLS)."""
     lines = [f"{name}: {result.get('status')}"
              + (f" ({result['error']})" if result.get("error") else "")]
     decl = next((p for p in ports if p.get("name") == name), None)
@@ -584,8 +580,8 @@ def service_lines(name: str, result: Mapping[str, Any], ports: Sequence[Mapping[
         return lines
     pairs = zip(decl.get("container_ports") or [], decl.get("host_ports") or [])
     for container_port, host_port in pairs:
-        url = f"  http://{host}:{host_port}/" if decl.get("protocol") in ("http",
-                                                                         "preopen") else ""
+        url = service_url(decl.get("protocol"), host, host_port, tls_host_ports)
+        url = f"  {url}" if url else ""
         lines.append(f"  host port {host_port} -> container port {container_port}{url}")
     return lines
 
@@ -604,17 +600,19 @@ def service_start(ctx: click.Context, kernel_id: str, name: str) -> None:
     """Start service NAME; print its status and host port(s)."""
     state = get_state(ctx)
 
-    async def go(client: AgentClient) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    async def go(client: AgentClient) -> tuple[dict[str, Any], dict[str, Any]]:
         result = await client.start_service(kernel_id, name, {})
         row = await find_kernel(client, kernel_id)
-        return result, list(row.get("service_ports") or [])
+        return result, row
 
-    result, ports = run_with_client(state, go)
+    result, row = run_with_client(state, go)
+    ports: list[dict[str, Any]] = list(row.get("service_ports") or [])
     if state.as_json:
         decl = next((p for p in ports if p.get("name") == name), {})
         render.emit_json({**result, "service": name, "host_ports": decl.get("host_ports", [])})
     else:
-        for line in service_lines(name, result, ports, _agent_host(state.addr)):
+        for line in service_lines(name, result, ports, agent_host(state.addr),
+                                  row.get("tls_host_ports") or ()):
             click.echo(line)
     ctx.exit(1 if result.get("status") == "failed" else 0)
 

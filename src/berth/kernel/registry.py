@@ -59,6 +59,14 @@ class Kernel:
         self.state = target
         self.state_since = time.monotonic()
 
+    def tls_host_ports(self) -> tuple[int, ...]:
+        """Host ports the agent serves over TLS (the service's host port of each container port
+        with a TLS route)."""
+        return tuple(hp for decl in self.service_ports
+                     for cp, hp in zip(decl.get("container_ports") or [],
+                                       decl.get("host_ports") or [])
+                     if cp in self.tls_ports)
+
     def view(self) -> KernelView:
         return KernelView(
             kernel_id=self.kernel_id, session_id=self.session_id, state=self.state,
@@ -67,7 +75,7 @@ class Kernel:
             resource_slots={k: str(v) for k, v in self.spec.resource_slots.items()},
             allocation=self.allocation, host_ports=dict(self.host_ports),
             service_ports=list(self.service_ports), termination=self.termination,
-            owner_user_id=self.spec.owner_user_id, owner_project_id=self.spec.owner_project_id,
+            tls_host_ports=self.tls_host_ports(), owner_user_id=self.spec.owner_user_id, owner_project_id=self.spec.owner_project_id,
         )
 
 
@@ -88,6 +96,7 @@ class KernelView:
     termination: Termination | None
     owner_user_id: str | None = None
     owner_project_id: str | None = None
+    tls_host_ports: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -95,6 +104,7 @@ class KernelView:
             "state": str(self.state), "image": self.image, "container_id": self.container_id,
             "resource_slots": self.resource_slots, "allocation": self.allocation,
             "host_ports": self.host_ports, "service_ports": self.service_ports,
+            "tls_host_ports": list(self.tls_host_ports),
             "created_at": self.created_at, "age": round(time.time() - self.created_at, 3),
         }
         if self.termination is not None:
