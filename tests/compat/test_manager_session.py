@@ -293,6 +293,19 @@ def test_execution_events_of_the_batch_job_decode(flow: dict[str, Any]) -> None:
     assert anycast(flow, "execution_finished", session_id=sid)
 
 
+def test_a_code_worker_oom_is_an_agent_error_and_the_kernel_goes_on(flow: dict[str, Any]
+                                                                    ) -> None:
+    ok(flow, "execute_oom")
+    errors = anycast(flow, "agent_error")
+    assert errors, flow["steps"].get("agent_error")
+    body = errors[0]["body"]
+    assert body["severity"] == "WARNING" and body["message"], body
+    assert all(isinstance(v, str) for v in body["context_env"].values()), body
+    after = ok(flow, "execute_after_oom")
+    assert after["replies"][-1]["status"] == "finished", after
+    assert "alive" in "".join(c[1] for c in after["console"] if c[0] == "stdout")
+
+
 def test_get_completions_parses_as_code_completion_resp(flow: dict[str, Any]) -> None:
     ok(flow, "get_completions")
     assert flow["completions"]["status"] in {"finished", "failed"}, flow["completions"]

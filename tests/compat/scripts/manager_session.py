@@ -369,6 +369,18 @@ async def body() -> dict[str, Any]:
         if logs is not None:
             out["logs_is_str"] = isinstance(logs["logs"], str)
 
+        # ---------------------------------------------------------------- a worker's OOM
+        # the code interpreter outgrows the kernel's memory: the kernel stays, the manager
+        # hears an agent_error (warning)
+        out["execute_oom"] = await step("execute_oom", run_to_end(
+            client, sid, main_kid, "query", "hog = bytearray(600 * 2**20)", {}, 2.0))
+        try:
+            await mq.wait_for("agent_error", lambda: mq.anycast_named("agent_error"), 30)
+        except TimeoutError as exc:
+            fail("agent_error", str(exc))
+        out["execute_after_oom"] = await step("execute_after_oom", run_to_end(
+            client, sid, main_kid, "query", "print('alive')", {}, 2.0))
+
         # ---------------------------------------------------------------- node-level
         out["check_running"] = await step("check_running", client.check_running(main_kid))
         # the manager lists the kernels it believes occupy this agent; one the agent does not
