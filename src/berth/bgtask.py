@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from berth.events.emitter import EventEmitter
 from berth.events.models import (
@@ -53,8 +54,9 @@ class ProgressReporter:
     """Emits ``bgtask_updated``; throttled to one event per ``min_interval`` except the last."""
 
     def __init__(self, emitter: EventEmitter, task_id: str, total: float = 0,
-                 min_interval: float = 0.2) -> None:
+                 min_interval: float = 0.2, record: TaskRecord | None = None) -> None:
         self.task_id = task_id
+        self.record = record  # kept current for get_status (the CLI follows it there)
         self.current = 0.0
         self.total = float(total)
         self._emitter = emitter
@@ -70,6 +72,10 @@ class ProgressReporter:
         self.current = float(current)
         if total is not None:
             self.total = float(total)
+        if self.record is not None:
+            self.record.current, self.record.total = self.current, self.total
+            if message is not None:
+                self.record.progress_message = message
         now = time.monotonic()
         complete = self.total > 0 and self.current >= self.total
         if complete or message is not None or now - self._last_emit >= self._min_interval:
@@ -89,6 +95,14 @@ class TaskRecord:
     name: str
     status: TaskStatus = TaskStatus.RUNNING
     message: str | None = None
+    current: float = 0.0
+    total: float = 0.0
+    progress_message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task_id": self.task_id, "name": self.name, "status": str(self.status),
+                "message": self.message if self.status is not TaskStatus.RUNNING
+                else self.progress_message, "current": self.current, "total": self.total}
 
 
 class BackgroundTaskManager:
@@ -102,7 +116,8 @@ class BackgroundTaskManager:
         """Schedule ``fn(reporter)``; return the task id (a UUID string) at once."""
         task_id = str(uuid.uuid4())
         self.records[task_id] = TaskRecord(task_id, name or str(getattr(fn, "__name__", "task")))
-        reporter = ProgressReporter(self._emitter, task_id, min_interval=self._progress_interval)
+        reporter = ProgressReporter(self._emitter, task_id, min_interval=self._progress_interval,
+                                    record=self.records[task_id])
         self._emitter.emit(BgtaskUpdatedEvent(task_id=task_id, message="Task started",
                                               current_progress=0, total_progress=0))
         task = asyncio.create_task(self._run(fn, reporter), name=f"bgtask:{task_id}")
@@ -139,6 +154,10 @@ class BackgroundTaskManager:
         rec = self.records[tid]
         rec.status, rec.message = status, message
         log.info("bgtask %s %s", tid, status.value)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """``{task_id: record}`` of the running and recently ended tasks (``get_status``)."""
+        return {tid: rec.to_json() for tid, rec in self.records.items()}
 
     @property
     def running(self) -> list[str]:

@@ -148,6 +148,7 @@ class AgentFacade:
             "node_stats": telemetry.node_stats(),
             "events": {"pending": getattr(self.agent.link.emitter, "pending", 0),
                        "dropped": getattr(self.agent.link.emitter, "dropped", 0)},
+            "bgtasks": self.agent.link.tasks.snapshot(),
         }
 
     async def get_local_config(self, agent_id: str | None = None) -> dict[str, Any]:

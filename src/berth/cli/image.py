@@ -1,4 +1,10 @@
-"""``berth image``: pull (with a progress bar) and list images on this node's Docker engine."""
+"""``berth image``: pull through the agent (with a progress bar) and list images on this node's
+Docker engine.
+
+``pull`` asks the agent (``check_and_pull``, as the Manager does), so the pull is the agent's
+background task: the Manager hears ``bgtask_*`` and ``image_pull_*`` events, and the CLI follows
+the task's progress in ``get_status`` (``bgtasks``) until it ends.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,9 @@ import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from berth.bgtask import BackgroundTaskManager, TaskStatus
-from berth.events.models import AgentEvent, BgtaskUpdatedEvent
+from berth.cli.state import get_state, run_with_client
+from berth.client import AgentClient
+from berth.events.models import AgentEvent
 from berth.images import ImageBackend, ImageService
 
 
@@ -30,42 +38,36 @@ open_backend: Callable[[], ClosableImageBackend] = _docker_backend
 
 
 class _NullEmitter:
-    """The CLI shows the bar only; image_pull_* events have no Manager to go to here."""
+    """``image ls`` reads the engine through an ImageService; it emits nothing."""
 
     def emit(self, event: AgentEvent, *, coalesce: bool = False) -> None:
         return None
 
 
-class _ProgressEmitter:
-    """Renders bgtask_updated byte counts on a rich progress bar."""
-
-    def __init__(self, progress: Progress, label: str) -> None:
-        self._progress = progress
-        self._bar = progress.add_task(label, total=None)
-
-    def emit(self, event: AgentEvent, *, coalesce: bool = False) -> None:
-        if isinstance(event, BgtaskUpdatedEvent) and event.total_progress > 0:
-            self._progress.update(self._bar, completed=event.current_progress,
-                                  total=event.total_progress)
-
-
-async def _pull(ref: str, policy: str, auth: dict[str, str] | None, quiet: bool) -> str | None:
-    backend = open_backend()
-    config: dict[str, Any] = {"canonical": ref, "auto_pull": policy, "digest": "",
-                              "registry": auth or {}}
-    try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                      TransferSpeedColumn(), disable=quiet) as progress:
-            tasks = BackgroundTaskManager(_ProgressEmitter(progress, ref), progress_interval=0.1)
-            ids = await ImageService(backend, tasks, _NullEmitter()).check_and_pull({ref: config})
-            if not ids:
-                return "up to date"
-            rec = await tasks.wait(ids[ref])
-        if rec.status is not TaskStatus.DONE:
-            raise click.ClickException(f"pull of {ref} failed: {rec.message}")
-        return rec.message
-    finally:
-        await backend.close()
+async def follow_pull(client: AgentClient, ref: str, config: dict[str, Any], quiet: bool,
+                      interval: float = 0.25) -> str | None:
+    """Ask the agent to pull ``ref`` and follow its background task to the end."""
+    ids = await client.check_and_pull({ref: config})
+    task_id = (ids or {}).get(ref)
+    if not task_id:
+        return "up to date"
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), disable=quiet) as progress:
+        bar = progress.add_task(ref, total=None)
+        while True:
+            record = ((await client.get_status()).get("bgtasks") or {}).get(task_id)
+            if record is None:
+                raise click.ClickException(f"the agent no longer knows pull task {task_id}")
+            if float(record.get("total") or 0) > 0:
+                progress.update(bar, completed=float(record["current"]),
+                                total=float(record["total"]))
+            if record.get("status") != TaskStatus.RUNNING:
+                break
+            await asyncio.sleep(interval)
+    if record.get("status") != TaskStatus.DONE:
+        raise click.ClickException(f"pull of {ref} failed: {record.get('message')}")
+    message = record.get("message")
+    return str(message) if message is not None else None
 
 
 async def _list(all_images: bool) -> list[dict[str, str]]:
@@ -80,7 +82,7 @@ async def _list(all_images: bool) -> list[dict[str, str]]:
 
 @click.group("image")
 def image_group() -> None:
-    """Images on this node's Docker engine."""
+    """Images: pulled through the agent, listed from this node's Docker engine."""
 
 
 @image_group.command("pull")
@@ -91,12 +93,16 @@ def image_group() -> None:
 @click.option("--password", default=None, envvar="BERTH_REGISTRY_PASSWORD",
               help="registry password (env BERTH_REGISTRY_PASSWORD)")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
-def pull_cmd(ref: str, policy: str, username: str | None, password: str | None,
-             quiet: bool) -> None:
-    """Pull REF with a byte progress bar."""
+@click.pass_context
+def pull_cmd(ctx: click.Context, ref: str, policy: str, username: str | None,
+             password: str | None, quiet: bool) -> None:
+    """Pull REF on the agent's node (its background task), with a byte progress bar."""
     auth = {"username": username, "password": password or "",
             "url": ref.split("/", 1)[0]} if username else None
-    message = asyncio.run(_pull(ref, policy, auth, quiet))
+    config: dict[str, Any] = {"canonical": ref, "auto_pull": policy, "digest": "",
+                              "registry": auth or {}, "is_local": False}
+    message = run_with_client(get_state(ctx),
+                              lambda client: follow_pull(client, ref, config, quiet))
     click.echo(f"{ref}: {message}")
 
 
