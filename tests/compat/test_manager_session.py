@@ -129,6 +129,23 @@ def test_every_event_names_the_agent_as_its_source(flow: dict[str, Any],
     assert sources == {compat_node.agent.agent_id}
 
 
+# kernel and session lifecycle events go both ways (anycast_and_broadcast_event): the
+# scheduler consumes the stream, the event hub (SSE, bgtask waits) reads pub/sub
+BOTH_WAYS = ("kernel_preparing", "kernel_pulling", "kernel_creating", "kernel_started",
+             "kernel_terminated", "session_success", "session_failure")
+
+
+@pytest.mark.parametrize("name", BOTH_WAYS)
+def test_lifecycle_events_are_on_the_stream_and_on_pubsub_alike(flow: dict[str, Any],
+                                                                 name: str) -> None:
+    def bodies(entries: list[dict[str, Any]]) -> list[str]:
+        return sorted(json.dumps(e["body"], sort_keys=True) for e in entries)
+
+    on_stream = bodies(anycast(flow, name))
+    assert on_stream, name
+    assert bodies(broadcast(flow, name)) == on_stream
+
+
 # ───────────────────────────────────────────────────────────────── images
 
 
