@@ -254,11 +254,30 @@ class EtcdSection(_Section):
     password: str | None = None
 
 
+RedisRole = Literal["statistics", "live", "image", "container_log"]
+_STORE_ROLES: dict[str, str] = {"statistics": "stat", "live": "live", "image": "image",
+                                "container_log": "container_log"}
+
+
 class RedisSection(_Section):
     addr: str = "127.0.0.1:6379"
     password: str | None = None
-    db: int = Field(4, ge=0)
+    db: int = Field(4, ge=0)  # the events stream (Backend.AI's "stream" role)
     backlog_size: int = Field(10000, ge=1)
+    # The other roles' DB numbers are the manager's fixed ones (statistics 0, live 2, image 3,
+    # container_log 6); a site whose manager was moved off them overrides them here.
+    override_dbs: dict[RedisRole, int] = Field(default_factory=dict)
+
+    @field_validator("override_dbs")
+    @classmethod
+    def _dbs(cls, value: dict[RedisRole, int]) -> dict[RedisRole, int]:
+        if any(db < 0 for db in value.values()):
+            raise ValueError("a Redis DB number must not be negative")
+        return value
+
+    def role_dbs(self) -> dict[str, int]:
+        """``ManagerStore``'s role names → the overriding DB numbers."""
+        return {_STORE_ROLES[role]: db for role, db in self.override_dbs.items()}
 
 
 class LoggingSection(_Section):

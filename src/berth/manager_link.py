@@ -64,7 +64,8 @@ class ManagerLink:
         if url is not None:
             self.bus = EventBus(url, config.agent.id, config.redis.backlog_size
                                 if config.redis else 4096)
-            self.store = ManagerStore(url, config.agent.id)
+            self.store = ManagerStore(url, config.agent.id,
+                                      db_overrides=config.redis.role_dbs() if config.redis else None)
         self.emitter: EventBus | LogEmitter = self.bus or LogEmitter()
         self.tasks = BackgroundTaskManager(self.emitter)
         self.heartbeat: Heartbeat | None = None
