@@ -63,7 +63,6 @@ HERE = Path(__file__).resolve().parent
 SCRIPTS = HERE / "scripts"
 FIXTURE = HERE / "manager-fixture.json"
 RUN_LABEL = f"e2e-{uuid.uuid4().hex[:8]}"
-BAI = "/opt/bai/bin/backend.ai"
 MANAGER_START_TIMEOUT = 180.0
 
 
@@ -233,11 +232,10 @@ format = %(levelname)s [%(name)s] %(message)s
         (self.root / "manager.toml").write_text(self.toml())
         (self.root / "alembic.ini").write_text(self.alembic_ini())
         (self.root / "fixture.json").write_text(json.dumps(fixture_data(self.app_proxy)))
-        mgr = f"{BAI} mgr -f /cfg/manager.toml"
-        script = (f"set -e; {mgr} schema oneshot; {mgr} fixture populate /cfg/fixture.json;"
-                  f" {mgr} image rescan local")
-        done = subprocess.run(self._docker_run("sh", "-c", script, docker_sock=True),
-                              capture_output=True, text=True, timeout=300, check=False)
+        cmd = self._docker_run("/opt/bai/bin/python", "/e2e/prepare_db.py",
+                               "/cfg/manager.toml", "/cfg/fixture.json", docker_sock=True)
+        cmd[2:2] = ["-v", f"{SCRIPTS}:/e2e:ro"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
         (self.root / "prepare.log").write_text(done.stdout + done.stderr)
         if done.returncode != 0 or "Failed to populate" in done.stderr:
             pytest.fail(f"manager database set-up failed ({done.returncode}):\n"
@@ -329,6 +327,17 @@ service-addr = "{LOOPBACK}:{self.watcher_port}"
 [logging]
 file = "{self.log_path}"
 """
+
+    async def wait_ready(self, timeout: float = 90) -> None:
+        """After :meth:`spawn`: until ``get_status`` over RPC says ready."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while not await self._ready():
+            if self.proc.poll() is not None:
+                pytest.fail(f"the agent exited with {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the agent did not become ready in {timeout} s:\n{self.log()}")
+            await asyncio.sleep(0.2)
 
     def client(self, timeout: float = 60) -> AgentClient:
         return AgentClient(self.addr, load_keypair(self.keys / "agent.key_secret").public_key,
@@ -432,8 +441,9 @@ def e2e_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ESystem]:
             agent_root.mkdir()
             agent = BerthAgent(agent_root, agent_id, keys=keys, etcd=etcd, namespace=namespace)
             try:
+                agent.spawn()  # it starts (and waits for the manager in etcd) meanwhile
                 manager.start()
-                asyncio.run(agent.start())
+                asyncio.run(agent.wait_ready())
                 yield E2ESystem(manager, agent, pg, redis, app_proxy, keys)
             finally:
                 try:
