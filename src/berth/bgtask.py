@@ -106,15 +106,22 @@ class TaskRecord:
 
 
 class BackgroundTaskManager:
-    def __init__(self, event_bus: EventEmitter, *, progress_interval: float = 0.2) -> None:
+    """Records of ended tasks are kept for the newest ``keep_finished`` only (the outcome
+    went out as an event; the record is for :meth:`wait` and the CLI), so they do not pile
+    up over the agent's life."""
+
+    def __init__(self, event_bus: EventEmitter, *, progress_interval: float = 0.2,
+                 keep_finished: int = 256) -> None:
         self._emitter = event_bus
         self._progress_interval = progress_interval
+        self._keep_finished = keep_finished
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self.records: dict[str, TaskRecord] = {}
+        self.records: dict[str, TaskRecord] = {}  # insertion order: oldest first
 
     def start(self, fn: TaskFn, name: str | None = None) -> str:
         """Schedule ``fn(reporter)``; return the task id (a UUID string) at once."""
         task_id = str(uuid.uuid4())
+        self._prune_records()
         self.records[task_id] = TaskRecord(task_id, name or str(getattr(fn, "__name__", "task")))
         reporter = ProgressReporter(self._emitter, task_id, min_interval=self._progress_interval,
                                     record=self.records[task_id])
@@ -155,6 +162,11 @@ class BackgroundTaskManager:
         rec.status, rec.message = status, message
         log.info("bgtask %s %s", tid, status.value)
 
+    def _prune_records(self) -> None:
+        ended = [tid for tid, rec in self.records.items() if rec.status is not TaskStatus.RUNNING]
+        for tid in ended[:max(0, len(ended) - self._keep_finished)]:
+            del self.records[tid]
+
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """``{task_id: record}`` of the running and recently ended tasks (``get_status``)."""
         return {tid: rec.to_json() for tid, rec in self.records.items()}
@@ -165,10 +177,11 @@ class BackgroundTaskManager:
 
     async def wait(self, task_id: str, timeout: float | None = None) -> TaskRecord:
         """Wait for a task to end (whatever the outcome) and return its record."""
+        record = self.records[task_id]
         task = self._tasks.get(task_id)
         if task is not None:
             await asyncio.wait([task], timeout=timeout)
-        return self.records[task_id]
+        return record
 
     def cancel(self, task_id: str) -> bool:
         task = self._tasks.get(task_id)

@@ -40,6 +40,13 @@ class AgentFacade:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self._fallbacks: dict[str, tuple[str | None, BatchExecFallback]] = {}
+        lifecycle = getattr(agent, "lifecycle", None)  # absent before the agent's startup
+        if lifecycle is not None:
+            lifecycle.gone_hooks.append(self._forget_kernel)
+
+    def _forget_kernel(self, kernel_id: str) -> None:
+        """The kernel is gone: so is its exec fallback (and the batch jobs it tracked)."""
+        self._fallbacks.pop(kernel_id, None)
 
     # ---------------------------------------------------------------- helpers
     def _check_agent(self, agent_id: str | None) -> None:

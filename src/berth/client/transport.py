@@ -57,6 +57,7 @@ class DealerTransport:
         self._up = asyncio.Event()  # the monitor saw a handshake and no drop since
 
     def connect(self) -> None:
+        self._up = asyncio.Event()  # made here: an Event binds to the loop that first waits
         self._ctx = zmq.asyncio.Context()
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 100)

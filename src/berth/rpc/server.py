@@ -31,7 +31,9 @@ from berth.rpc.transport import CurveServerSecurity, RouterTransport
 log = logging.getLogger(__name__)
 
 OnRequest = Callable[[str, float, BaseException | None], None]
-"""Called after every addressed request: (method, duration in seconds, error or None)."""
+"""Called after every addressed request: (method, duration in seconds, error or None);
+a method the server does not serve is reported as :data:`UNKNOWN_METHOD`."""
+UNKNOWN_METHOD = "<unknown>"
 
 DEFAULT_MAX_BODY_SIZE = 10 * 2**20
 
@@ -70,6 +72,7 @@ class RPCServer:
             raise ConfigError("CurveZMQ keys are required unless plain mode is enabled",
                               key_path="rpc-auth-agent-keypair")
         self._registry = registry
+        self._served = registry.names
         self._security = security
         self._max_body_size = max_body_size
         self._timeout = request_timeout
@@ -215,6 +218,9 @@ class RPCServer:
     def _finish(self, method: str, kernel_id: str | None, duration: float,
                 exc: BaseException | None) -> None:
         outcome = "ok" if exc is None else type(exc).__name__
+        # A client picks the name: metrics see only served ones (bounded label values).
+        if method not in self._served:
+            method = UNKNOWN_METHOD
         log.info("rpc %s kernel=%s %.1fms %s", method, kernel_id or "-", duration * 1000, outcome)
         if self._on_request is not None:
             try:

@@ -70,7 +70,9 @@ class NodeCollector:
                            Decimal(sum(u.total for u in usages)))
 
     def _net(self, at: float) -> list[Metric]:
-        nics = psutil.net_io_counters(pernic=True)
+        # nowrap=False: psutil's wrap tracking keeps an entry for every NIC it ever saw, and
+        # each kernel's veth is a new NIC (a leak per kernel); Linux counters are 64-bit.
+        nics = psutil.net_io_counters(pernic=True, nowrap=False)
         rx = sum(c.bytes_recv for n, c in nics.items() if n not in self._net_exclude)
         tx = sum(c.bytes_sent for n, c in nics.items() if n not in self._net_exclude)
         out = []

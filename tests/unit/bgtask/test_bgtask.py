@@ -97,3 +97,27 @@ async def test_done_with_no_message() -> None:
 
     await mgr.wait(mgr.start(job), 1)
     assert isinstance(em.events[-1], BgtaskDoneEvent)
+
+
+async def test_finished_records_are_bounded_running_ones_kept() -> None:
+    mgr = BackgroundTaskManager(RecordingEmitter(), keep_finished=5)
+    gate = asyncio.Event()
+
+    async def blocked(r: ProgressReporter) -> str:
+        await gate.wait()
+        return "late"
+
+    async def quick(r: ProgressReporter) -> str:
+        return "ok"
+
+    running = mgr.start(blocked, "blocked")
+    done = []
+    for _ in range(20):
+        tid = mgr.start(quick, "quick")
+        assert (await mgr.wait(tid, 1)).status is TaskStatus.DONE
+        done.append(tid)
+    assert running in mgr.records  # a running task's record is never dropped
+    # pruned as each task starts: the newest 5 ended ones then, plus the last one started
+    assert [t for t in mgr.records if t != running] == done[-6:]
+    gate.set()
+    assert (await mgr.wait(running, 1)).message == "late"

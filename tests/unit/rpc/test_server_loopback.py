@@ -19,6 +19,7 @@ from berth.errors import (
 )
 from berth.rpc import HandlerRegistry, RPCServer, codec
 from berth.rpc.fake import FakeAgent, Loopback
+from berth.rpc.server import UNKNOWN_METHOD
 
 
 class Harness:
@@ -63,6 +64,8 @@ async def test_typed_errors_and_the_server_keeps_serving(harness: Harness) -> No
         assert await c.ping("still") == "still"
     outcomes = [type(e).__name__ if e else "ok" for _, e in harness.events]
     assert "RequestTooLarge" in outcomes and "MethodNotFound" in outcomes
+    methods = {m for m, _ in harness.events}  # metric labels: no client-chosen names
+    assert "no_such_method" not in methods and UNKNOWN_METHOD in methods and "ping" in methods
 
 
 async def test_timeout_is_reported_per_request(harness: Harness) -> None:
