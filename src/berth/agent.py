@@ -44,6 +44,7 @@ from berth.service_tls import TLSServiceProxy
 from berth.stats import BlockDevice, blkio_host_config, block_device_of
 from berth.stats.blkio import LOOP_MAJOR
 from berth.storage import ScratchManager, ScratchType
+from berth.storage.vfolder_hosts import VFolderHostResolver, VolumesConfig
 from berth.tasks import TaskSupervisor
 from berth.telemetry import Telemetry
 from berth.types import OWNER_LABEL, SlotName
@@ -103,6 +104,7 @@ class Agent:
         self.ports = PortPool(*c.port_range, cooldown=c.port_reuse_cooldown_sec)
         self.scratch = ScratchManager(c.scratch_root, c.scratch_type, c.scratch_size)
         self.runner_dir = (c.runner_path or RUNNER_DIR).resolve()
+        self.vfolder_hosts = VFolderHostResolver(VolumesConfig.from_config(self.config.volumes))
         self.resources = await self._build_resources()
         self.link = ManagerLink(self.config, self._public_key())
         self.errors = ErrorReporter(EventAdapter(self.link.emitter).emit)

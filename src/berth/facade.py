@@ -209,6 +209,8 @@ class AgentFacade:
         async def create_one(kid: str, config: dict[str, Any]) -> dict[str, Any]:
             if cluster is not None and isinstance(config, dict):
                 config = {**config, "cluster_info": cluster}
+            if isinstance(config, dict):  # mounts without host_path: volumes config, storage proxy
+                config = await self.agent.vfolder_hosts.resolve_config(config)
             return await self.agent.lifecycle.create(config, str(kid), str(raw_session_id))
 
         # All at once (the lifecycle's semaphore bounds the concurrency): a failing kernel
