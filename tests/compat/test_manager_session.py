@@ -236,6 +236,17 @@ def test_destroy_kernel_with_a_lifecycle_reason_enum_and_kernel_terminated(
     assert flow["terminated"][ids["main"]]["body"]["reason"] == "user-requested"
 
 
+def test_running_kernels_have_a_fresh_presence_mark(flow: dict[str, Any]) -> None:
+    """Without one, every sweep of the manager's terminator asks check_running per kernel."""
+    ids = kernels(flow)
+    assert "presence" in flow, flow["steps"].get("kernel_presence")
+    for role in ("main", "sub"):
+        status = flow["presence"][ids[role]]
+        assert status is not None, flow["presence"]
+        assert status["presence"] == "healthy", status
+        assert isinstance(status["last_presence"], int), status
+
+
 def test_check_running_true_while_running_and_false_after(flow: dict[str, Any]) -> None:
     assert ok(flow, "check_running") is True
     # the terminator terminates a stale kernel only when check_running `is False`
@@ -388,6 +399,16 @@ def test_upload_download_file_download_single_list_files(flow: dict[str, Any]) -
 def test_get_logs_reply_holds_logs_as_str(flow: dict[str, Any]) -> None:
     ok(flow, "get_logs")
     assert flow["logs_is_str"] is True
+
+
+def test_do_sync_kernel_logs_lets_the_manager_drain_the_container_log(flow: dict[str, Any]
+                                                                      ) -> None:
+    main = kernels(flow)["main"]
+    assert "synced_log" in flow, flow["steps"].get("do_sync_kernel_logs")
+    assert flow["synced_container_id"] == flow["started"][main]["body"]["creation_info"][
+        "container_id"]
+    assert flow["logs_first_line"], "get_logs returned no log"
+    assert flow["logs_first_line"] in flow["synced_log"], flow["synced_log"][-2000:]
 
 
 # ───────────────────────────────────────────────────────────────── commit, push, purge

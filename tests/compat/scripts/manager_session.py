@@ -37,14 +37,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from ai.backend.common.clients.valkey_client.valkey_container_log.client import (
+    ValkeyContainerLogClient,
+)
+from ai.backend.common.clients.valkey_client.valkey_schedule.client import ValkeyScheduleClient
 from ai.backend.common.clients.valkey_client.valkey_stat.client import ValkeyStatClient
-from ai.backend.common.defs import REDIS_STATISTICS_DB
+from ai.backend.common.defs import REDIS_CONTAINER_LOG, REDIS_LIVE_DB, REDIS_STATISTICS_DB
 from ai.backend.common.docker import ImageRef, LabelName
 from ai.backend.common.dto.agent.response import CodeCompletionResp, PurgeImageResp, PurgeImagesResp
 from ai.backend.common.dto.manager.rpc_request import PurgeImagesReq
 from ai.backend.common.events.event_types.kernel.anycast import KernelStartedAnycastEvent
 from ai.backend.common.events.event_types.kernel.types import KernelLifecycleEventReason
 from ai.backend.common.types import (
+    AgentId,
     AutoPullBehavior,
     ClusterInfo,
     CommitStatus,
@@ -194,6 +199,26 @@ async def commit_status(kid: KernelId) -> str:
     finally:
         await stat.close()
     return str(raw, "utf-8") if raw is not None else CommitStatus.READY.value
+
+
+async def drain_container_log(container_id: str) -> str:
+    """What handle_kernel_log does on do_sync_kernel_logs: pop every chunk of
+    containerlog.{container_id} with the manager's client and join their contents."""
+    logs = await ValkeyContainerLogClient.create(valkey_target(), db_id=REDIS_CONTAINER_LOG,
+                                                 human_readable_name="compat-container-log")
+    buffer = io.BytesIO()
+    try:
+        for _ in range(await logs.container_log_len(container_id=container_id)):
+            chunks = await logs.pop_container_logs(container_id=container_id)
+            if chunks is None:
+                buffer.write(b"(container log unavailable)\n")
+                break
+            for chunk in chunks:
+                buffer.write(chunk.get_content())
+        await logs.clear_container_logs(container_id=container_id)
+    finally:
+        await logs.close()
+    return buffer.getvalue().decode(errors="replace")
 
 
 async def bgtask_outcome(mq: ManagerQueue, task_id: str, timeout: float) -> dict[str, Any]:
@@ -368,6 +393,7 @@ async def body() -> dict[str, Any]:
         logs = await step("get_logs", client.get_logs(main_kid))
         if logs is not None:
             out["logs_is_str"] = isinstance(logs["logs"], str)
+            out["logs_first_line"] = str(logs["logs"]).splitlines()[0] if logs["logs"] else ""
 
         # ---------------------------------------------------------------- a worker's OOM
         # the code interpreter outgrows the kernel's memory: the kernel stays, the manager
@@ -380,6 +406,23 @@ async def body() -> dict[str, Any]:
             fail("agent_error", str(exc))
         out["execute_after_oom"] = await step("execute_after_oom", run_to_end(
             client, sid, main_kid, "query", "print('alive')", {}, 2.0))
+
+        # ---------------------------------------------------------------- presence
+        # the terminator's stale-kernel sweep: check_kernel_presence_status_batch on the
+        # schedule client (REDIS_LIVE_DB); a kernel without a fresh HEALTHY mark gets
+        # check_running calls
+        schedule = await ValkeyScheduleClient.create(valkey_target(), db_id=REDIS_LIVE_DB,
+                                                     human_readable_name="compat-schedule")
+        try:
+            presence = await schedule.check_kernel_presence_status_batch(
+                [main_kid, sub_kid], {AgentId(env("BERTH_AGENT_ID"))})
+            out["presence"] = {str(k): None if v is None else {
+                "presence": None if v.presence is None else str(v.presence),
+                "last_presence": v.last_presence} for k, v in presence.items()}
+        except Exception as exc:  # noqa: BLE001 - recorded: the test names it
+            fail("kernel_presence", f"{type(exc).__name__}: {exc}")
+        finally:
+            await schedule.close()
 
         # ---------------------------------------------------------------- node-level
         out["check_running"] = await step("check_running", client.check_running(main_kid))
@@ -480,6 +523,12 @@ async def body() -> dict[str, Any]:
 
         for kid in (main_kid, sub_kid):
             await wait_terminated(kid)
+        sync = mq.anycast_named("do_sync_kernel_logs", kernel_id=str(main_kid))
+        if sync:
+            out["synced_log"] = await drain_container_log(sync[0]["body"]["container_id"])
+            out["synced_container_id"] = sync[0]["body"]["container_id"]
+        else:
+            fail("do_sync_kernel_logs", f"no do_sync_kernel_logs for {main_kid}")
         out["check_running_after"] = await step("check_running_after",
                                                 client.check_running(main_kid))
         await step("destroy_local_network", client.destroy_local_network(network))
