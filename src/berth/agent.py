@@ -123,6 +123,7 @@ class Agent:
         self.tls_proxy = self._build_tls_proxy()
         self.blkio_device = await self._blkio_device()
         self.lifecycle = self._build_lifecycle()
+        self.lifecycle.on_auto_restart = self.telemetry.metrics.observe_auto_restart
         self.reconciler = Reconciler(self.lifecycle, self.agent_id)
         self.reconciler.errors = self.errors
         self.reconciler.on_reaped = self.telemetry.metrics.observe_reaped
@@ -264,6 +265,8 @@ class Agent:
                 c, owned_environ=plugin_env_names(self.resources.plugins)),
             known_slots=frozenset(self.resources.slot_types()),
             enforce_image_minimums=c.enforce_image_minimums,
+            restart_policy=k.restart_policy, restart_backoff_base=k.restart_backoff_base_sec,
+            restart_backoff_cap=k.restart_backoff_cap_sec, restart_max=k.restart_max,
         )
         return KernelLifecycle(
             settings, backend=self.backend, registry=self.registry,

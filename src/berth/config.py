@@ -232,6 +232,13 @@ class KernelLifecyclesSection(_Section):
     preparing_timeout_sec: float = Field(30.0, gt=0)
     creating_timeout_sec: float = Field(120.0, gt=0)
     terminating_timeout_sec: float = Field(60.0, gt=0)
+    # A kernel whose container ends on its own: "none" ends the kernel (kernel_terminated);
+    # "on-failure" starts a new container for a non-zero exit, after base * 2^(n-1) seconds
+    # (at most cap), up to restart-max times in the kernel's life, then ends it.
+    restart_policy: Literal["none", "on-failure"] = "none"
+    restart_backoff_base_sec: float = Field(1.0, ge=0)
+    restart_backoff_cap_sec: float = Field(30.0, ge=0)
+    restart_max: int = Field(3, ge=0)
 
 
 class ApiSection(_Section):

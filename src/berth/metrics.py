@@ -30,6 +30,9 @@ kernel, net_rx / net_tx per node (device "node"), and each accelerator plugin's 
     berth_kernel_worker_deaths_total{agent_id, reason}            counter (Berth's own): code
         workers (the interpreter of an interactive kernel) killed by the OOM killer
         (reason="oom-killed") or by SIGBUS on a full /dev/shm (reason="shm-exhausted")
+    berth_kernel_auto_restarts_total{agent_id, outcome}           counter (Berth's own): what
+        [kernel-lifecycles] restart-policy = "on-failure" did with a container that failed:
+        restarted, failed (the new container did not come up), gave-up (restart-max reached)
 
 What the node holds, so that drift shows instead of being guessed (Berth's own, read at scrape
 time; containers from the janitor's last listing):
@@ -275,6 +278,10 @@ class BerthMetrics:
         self.worker_deaths = Counter("berth_kernel_worker_deaths",
                                      "Code workers of kernels killed by OOM or SIGBUS",
                                      ["agent_id", "reason"], registry=r)
+        self.auto_restarts = Counter("berth_kernel_auto_restarts",
+                                     "Kernel containers that ended on their own and the restart "
+                                     "policy's outcome (restarted, failed, gave-up)",
+                                     ["agent_id", "outcome"], registry=r)
         self.reaped = Counter("berth_janitor_reaped",
                               "What reconcile and the periodic sync removed",
                               ["agent_id", "kind"], registry=r)
@@ -304,6 +311,9 @@ class BerthMetrics:
 
     def observe_worker_death(self, reason: str) -> None:
         self.worker_deaths.labels(self.agent_id, reason).inc()
+
+    def observe_auto_restart(self, outcome: str) -> None:
+        self.auto_restarts.labels(self.agent_id, outcome).inc()
 
     def set_kernel_count(self, count: int) -> None:
         self.kernel_count.labels(self.agent_id).set(count)

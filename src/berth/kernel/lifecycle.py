@@ -101,6 +101,10 @@ class LifecycleSettings:
     policy: KernelPolicy = field(default_factory=KernelPolicy)  # what a spec may ask for
     known_slots: frozenset[str] | None = None  # the node's slots (image minimums, None: all)
     enforce_image_minimums: bool = False  # [container] enforce-image-minimums
+    restart_policy: str = "none"  # [kernel-lifecycles] restart-policy: "none" | "on-failure"
+    restart_backoff_base: float = 1.0
+    restart_backoff_cap: float = 30.0
+    restart_max: int = 3
 
 
 class KernelLifecycle:
@@ -133,6 +137,7 @@ class KernelLifecycle:
         self.log_sink = log_sink
         self.oom_counter = oom_counter
         self.on_worker_death = on_worker_death
+        self.on_auto_restart: Callable[[str], None] = lambda outcome: None  # the metric
         self.runners: dict[str, RunnerRole] = {}
         self.layouts: dict[str, ScratchLayout] = {}
         self._create_slots = asyncio.Semaphore(settings.creation_concurrency)
@@ -478,7 +483,55 @@ class KernelLifecycle:
         reason = classify_exit(info.exit_code, info.oom_killed, new_ooms)
         log.warning("kernel %s: container exited by itself with %s (%s)", kernel.kernel_id,
                     info.exit_code, reason)
-        await self._terminate(kernel, reason, exit_code=info.exit_code, stop=False)
+        detail = ""
+        if self.s.restart_policy == "on-failure" and info.exit_code != 0:
+            if kernel.auto_restarts < self.s.restart_max:
+                await self._auto_restart(kernel, info.exit_code, reason)
+                return
+            detail = f"restart policy gave up after {kernel.auto_restarts} restart(s)"
+            log.warning("kernel %s: %s", kernel.kernel_id, detail)
+            self.on_auto_restart("gave-up")
+        await self._terminate(kernel, reason, exit_code=info.exit_code, stop=False,
+                              detail=detail)
+
+    async def _auto_restart(self, kernel: Kernel, exit_code: int | None,
+                            cause: TerminationReason) -> None:
+        """``restart-policy = "on-failure"``: a new container for the same kernel (scratch,
+        ports and allocation kept) after an exponential backoff; ``kernel_started`` with
+        reason ``restarting`` when it runs, the kernel's end when it cannot."""
+        kernel.auto_restarts += 1
+        n = kernel.auto_restarts
+        delay = min(self.s.restart_backoff_cap, self.s.restart_backoff_base * 2 ** (n - 1))
+        kernel.transition(KernelState.RESTARTING)
+        old = kernel.container_id
+        log.warning("kernel %s: restarting its container in %.1fs (restart %d of %d; it exited "
+                    "with %s, %s)", kernel.kernel_id, delay, n, self.s.restart_max, exit_code,
+                    cause)
+        if old:
+            await self._ship_logs(kernel, old)
+        await asyncio.sleep(delay)
+        if kernel.state != KernelState.RESTARTING:
+            return  # destroyed meanwhile: the teardown owns it now
+        try:
+            await self._phase(kernel, "restart", self.s.creating_timeout, self._recreate(kernel))
+        except Exception as exc:  # noqa: BLE001 - any failure ends the kernel, reported
+            reason, detail = _failure_reason(exc)
+            self.on_auto_restart("failed")
+            self.events.emit("agent_error", agent_error_payload(
+                f"kernel {kernel.kernel_id}: automatic restart {n} failed, the kernel is "
+                f"terminated: {detail}", source="restart", exc=exc,
+                user=_uuid_or_none(kernel.spec.owner_user_id),
+                context={"kernel_id": kernel.kernel_id, "session_id": kernel.session_id,
+                         "reason": str(reason), "policy": self.s.restart_policy}))
+            await asyncio.shield(self._terminate(kernel, reason, detail=detail))
+            return
+        kernel.transition(KernelState.RUNNING)
+        self._write_ledger(kernel)
+        self.on_auto_restart("restarted")
+        log.info("kernel %s: RUNNING again (container %s, restart %d)", kernel.kernel_id,
+                 (kernel.container_id or "")[:12], n)
+        self._emit("kernel_started", kernel, reason="restarting",
+                   creation_info=self._creation_info(kernel))
 
     async def _terminate(self, kernel: Kernel, reason: TerminationReason, *,
                          exit_code: int | None = None, stop: bool = True, detail: str = "") -> None:

@@ -52,6 +52,7 @@ class Kernel:
     terminated: asyncio.Event = field(default_factory=asyncio.Event)
     phase_durations: dict[str, float] = field(default_factory=dict)
     oom: OomWatch = field(default_factory=OomWatch)  # OOM kills of its current container
+    auto_restarts: int = 0  # containers restarted by the restart policy (kernel's life)
     worker_exits_seen: int = 0  # the runner's count of code-worker deaths already handled
 
     def transition(self, target: KernelState) -> None:
