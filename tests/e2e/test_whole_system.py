@@ -146,8 +146,12 @@ def test_batch_session_finishes_with_its_exit_code(
     results = [b for b in broadcasts if b["name"] in ("session_success", "session_failure")
                and b["payload"]["session_id"] == session_id]
     assert results, broadcasts
+    # The command ran once: one trigger from the manager, one job on the node.
+    log = e2e_system.agent.log_path.read_text(errors="replace")
+    assert log.count(f"batch session {session_id} finished with exit code 3") == 1, results
     assert {(b["name"], b["payload"]["exit_code"], b["source"]) for b in results} == {
         ("session_failure", 3, e2e_system.agent.agent_id)}, results
+    print(f"session result broadcasts seen: {len(results)}")
 
 
 def test_cluster_kernels_reach_each_other_by_hostname(e2e_system: E2ESystem) -> None:
