@@ -89,6 +89,13 @@ def test_agent_started_decodes(life: dict[str, Any]) -> None:
     assert [e["body"]["reason"] for e in events(life["running"], "agent_started")]
 
 
+def test_agent_started_follows_the_first_heartbeat(life: dict[str, Any]) -> None:
+    """handle_agent_started skips an agent whose row the first heartbeat has not made yet."""
+    names = [e.get("name") for e in life["running"]["queue"]["anycast"]]
+    assert "agent_heartbeat" in names and "agent_started" in names, names
+    assert names.index("agent_heartbeat") < names.index("agent_started"), names
+
+
 def test_heartbeat_reads_as_agent_info_and_the_manager_upsert(life: dict[str, Any]) -> None:
     running = life["running"]
     assert events(running, "agent_heartbeat"), running.get("heartbeat_wait")
