@@ -115,14 +115,14 @@ def ssh_keypair() -> dict[str, str]:
 def kernel_config(image: ImageConfigData, ref: ImageRef, kid: KernelId, sid: SessionId, *,
                   session_type: SessionTypes, role: str, idx: int, rank: int,
                   session_env: dict[str, str], startup_command: str | None = None,
-                  ) -> KernelCreationConfig:
+                  cluster_mode: str = "single-node") -> KernelCreationConfig:
     """KernelCreationConfig with the launcher's keys and value types (launcher.py)."""
     cfg = image.to_image_config(AutoPullBehavior.DIGEST)
     hostname = f"{role}{idx}"
     return {
         "image": cfg, "kernel_id": str(kid), "session_id": str(sid),
         "owner_user_id": session_env["BACKENDAI_USER_UUID"], "owner_project_id": None,
-        "network_id": str(sid), "session_type": session_type, "cluster_mode": "single-node",
+        "network_id": str(sid), "session_type": session_type, "cluster_mode": cluster_mode,
         "cluster_role": role, "cluster_idx": idx, "cluster_hostname": hostname,
         "local_rank": rank, "uid": None, "main_gid": None, "supplementary_gids": [],
         "resource_slots": ResourceSlot({"cpu": Decimal(1), "mem": Decimal(256 * 2**20)}
@@ -298,9 +298,11 @@ async def body() -> dict[str, Any]:
         batch_cfg = kernel_config(pull, pull_ref, batch_kid, batch_sid,
                                   session_type=SessionTypes.BATCH, role="main", idx=1, rank=0,
                                   session_env=benv,
-                                  startup_command="python3 -c \"print('batch-job-ok')\"")
+                                  startup_command="python3 -c \"print('batch-job-ok')\"",
+                                  # the sessions column's server_default is the enum's name
+                                  cluster_mode="SINGLE_NODE")
         batch_cluster: ClusterInfo = {
-            "mode": "single-node", "size": 1, "replicas": {"main": 1}, "network_config": {},
+            "mode": "SINGLE_NODE", "size": 1, "replicas": {"main": 1}, "network_config": {},
             "ssh_keypair": ssh_keypair(), "cluster_ssh_port_mapping": None}  # type: ignore[typeddict-item]
         await step("create_kernels", client.create_kernels(
             sid, [main_kid, sub_kid], configs, cluster,
