@@ -251,6 +251,7 @@ def test_check_running_true_while_running_and_false_after(flow: dict[str, Any]) 
     assert ok(flow, "check_running") is True
     # the terminator terminates a stale kernel only when check_running `is False`
     assert ok(flow, "check_running_after") is False
+    assert ok(flow, "check_running_phantom") is False
 
 
 def test_destroy_local_network_removes_the_bridge(flow: dict[str, Any]) -> None:

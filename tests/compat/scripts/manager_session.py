@@ -434,6 +434,10 @@ async def body() -> dict[str, Any]:
         out["phantom"] = {"kernel": str(phantom_kid), "session": str(phantom_sid)}
         await step("sync_kernel_registry", client.sync_kernel_registry(
             [(main_kid, sid), (sub_kid, sid), (phantom_kid, phantom_sid)]))
+        # the stale-kernel sweep asks check_running of a kernel the agent never had; only an
+        # answer `is False` lets the manager terminate it
+        out["check_running_phantom"] = await step("check_running_phantom",
+                                                  client.check_running(phantom_kid))
         gpu = await step("scan_gpu_alloc_map", client.scan_gpu_alloc_map())
         if gpu is not None:
             # the manager stores it as JSON and its reader turns each value into a Decimal
