@@ -126,6 +126,7 @@ class Agent:
         self.lifecycle.on_auto_restart = self.telemetry.metrics.observe_auto_restart
         self.reconciler = Reconciler(self.lifecycle, self.agent_id)
         self.reconciler.errors = self.errors
+        self.reconciler.tasks = self.link.tasks
         self.reconciler.on_reaped = self.telemetry.metrics.observe_reaped
         self.telemetry.metrics.set_holdings_source(self._holdings)
         report = await self.reconciler.at_start()

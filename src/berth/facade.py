@@ -29,6 +29,7 @@ from berth.kernel.registry import Kernel
 from berth.runner import BatchExecFallback
 from berth.runner.results import WORKER_EXIT
 from berth.storage import KernelFiles, list_files_reply, parse_mounts
+from berth.storage.vfolder_hosts import VFolderHostResolver
 from berth.types import KernelState, TerminationReason
 
 __all__ = ["AgentFacade"]
@@ -209,7 +210,7 @@ class AgentFacade:
         async def create_one(kid: str, config: dict[str, Any]) -> dict[str, Any]:
             if cluster is not None and isinstance(config, dict):
                 config = {**config, "cluster_info": cluster}
-            if isinstance(config, dict):  # mounts without host_path: volumes config, storage proxy
+            if VFolderHostResolver.any_needed(config):  # by volumes config / storage proxy
                 config = await self.agent.vfolder_hosts.resolve_config(config)
             return await self.agent.lifecycle.create(config, str(kid), str(raw_session_id))
 

@@ -24,6 +24,7 @@ from berth.types import KERNEL_ID_LABEL, OWNER_LABEL, KernelState, TerminationRe
 
 if TYPE_CHECKING:
     from berth.agent_errors import ErrorReporter
+    from berth.bgtask import BackgroundTaskManager, ProgressReporter, TaskFn
     from berth.kernel.lifecycle import KernelLifecycle
 
 __all__ = [
@@ -125,6 +126,8 @@ class ReconcileReport:
     stray_containers: list[str] = field(default_factory=list)
     stray_scratch: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    deferred: int = 0  # corrections left to the background task cleanup_task
+    cleanup_task: str | None = None
 
 
 class Reconciler:
@@ -137,6 +140,10 @@ class Reconciler:
         self.on_reaped: Callable[[str, int], None] = lambda kind, count: None
         # Told each correction that failed (agent_error); the pass goes on with the others.
         self.errors: ErrorReporter | None = None
+        # With a task manager, more than bulk_threshold corrections of dead things at start
+        # run as a background task (bgtask_* progress) after the node is ready.
+        self.tasks: BackgroundTaskManager | None = None
+        self.bulk_threshold = 8
 
     @property
     def backend(self) -> ContainerBackend:
@@ -160,24 +167,73 @@ class Reconciler:
                 entries[kid] = None
                 continue
             entries[kid] = self.ledger.read(kid)
+        now, later = self._split(plan_reconcile(entries, containers))
         async with self.lc.registry.lock:
-            for action in plan_reconcile(entries, containers):
-                with logctx.bound(kernel_id=_kernel_of(action)):
-                    try:
-                        await self._apply(action, layouts, report)
-                    except BerthError as exc:  # one kernel's failure must not keep the node down
-                        self._failed(action, exc)
+            for action in now:
+                await self._guarded(action, layouts, report)
         report.seconds = time.monotonic() - started
+        if later and self.tasks is not None:
+            report.deferred = len(later)
+            report.cleanup_task = self.tasks.start(
+                self._cleanup_job(later, layouts, report, containers), name="reconcile cleanup")
+            log.info("reconcile: %d adopted (%.0f ms); %d corrections of dead things go to "
+                     "background task %s", len(report.adopted), report.seconds * 1000,
+                     len(later), report.cleanup_task)
+            return report
+        self._tally(report, containers)
+        log.info("reconcile: %d adopted, %d cleaned, %d stray containers, %d stray scratch dirs "
+                 "(%.0f ms)", len(report.adopted), len(report.cleaned),
+                 len(report.stray_containers), len(report.stray_scratch), report.seconds * 1000)
+        return report
+
+    def _split(self, actions: list[Action]) -> tuple[list[Action], list[Action]]:
+        """Adoptions and anything touching a running container now (they hold ports and
+        slots); the rest — dead kernels, stopped strays, stray scratch — later, in a
+        background task, when there are more than ``bulk_threshold`` of them."""
+        def deferrable(action: Action) -> bool:
+            match action:
+                case CleanDead(_, _, mine, _, _):
+                    return not any(c.running for c in mine)
+                case RemoveStrayContainer(container):
+                    return not container.running
+                case RemoveStrayScratch():
+                    return True
+            return False
+        later = [a for a in actions if deferrable(a)]
+        if self.tasks is None or len(later) <= self.bulk_threshold:
+            return actions, []
+        return [a for a in actions if not deferrable(a)], later
+
+    async def _guarded(self, action: Action, layouts: Mapping[str, ScratchLayout],
+                       report: ReconcileReport) -> None:
+        with logctx.bound(kernel_id=_kernel_of(action)):
+            try:
+                await self._apply(action, layouts, report)
+            except BerthError as exc:  # one kernel's failure must not keep the node down
+                self._failed(action, exc)
+
+    def _cleanup_job(self, actions: list[Action], layouts: Mapping[str, ScratchLayout],
+                     report: ReconcileReport, containers: Sequence[ContainerInfo]) -> TaskFn:
+        async def job(reporter: ProgressReporter) -> str:
+            reporter.set(0, len(actions), "reconcile cleanup started")
+            for done, action in enumerate(actions, 1):
+                await self._guarded(action, layouts, report)
+                reporter.set(done, len(actions))
+            self._tally(report, containers)
+            message = (f"reconcile cleanup: {len(report.cleaned)} dead kernels, "
+                       f"{len(report.stray_containers)} stray containers, "
+                       f"{len(report.stray_scratch)} stray scratch dirs")
+            log.info("%s", message)
+            return message
+        return job
+
+    def _tally(self, report: ReconcileReport, containers: Sequence[ContainerInfo]) -> None:
         self.containers_owned = len(containers) - len(report.stray_containers) - sum(
             1 for kid in report.cleaned for c in containers
             if c.labels.get(KERNEL_ID_LABEL) == kid)
         self.on_reaped("kernel", len(report.cleaned))
         self.on_reaped("container", len(report.stray_containers))
         self.on_reaped("scratch", len(report.stray_scratch))
-        log.info("reconcile: %d adopted, %d cleaned, %d stray containers, %d stray scratch dirs "
-                 "(%.0f ms)", len(report.adopted), len(report.cleaned),
-                 len(report.stray_containers), len(report.stray_scratch), report.seconds * 1000)
-        return report
 
     async def _apply(self, action: Action, layouts: Mapping[str, ScratchLayout],
                      report: ReconcileReport) -> None:

@@ -111,10 +111,16 @@ class VFolderHostResolver:
     def needs(mount: Mapping[str, Any]) -> bool:
         return isinstance(mount, Mapping) and not mount.get("host_path")
 
+    @classmethod
+    def any_needed(cls, config: Mapping[str, Any]) -> bool:
+        """Whether some mount of a kernel config lacks its host path."""
+        mounts = config.get("mounts") if isinstance(config, Mapping) else None
+        return isinstance(mounts, Sequence) and any(cls.needs(m) for m in mounts)
+
     async def resolve_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """``config`` with every mount given a host path (unchanged when none needs one)."""
-        mounts = config.get("mounts") if isinstance(config, Mapping) else None
-        if not isinstance(mounts, Sequence) or not any(self.needs(m) for m in mounts):
+        mounts = config.get("mounts")
+        if not isinstance(mounts, Sequence) or not self.any_needed(config):
             return dict(config)
         resolved = [dict(m) if not self.needs(m) else
                     {**m, "host_path": str(await self._resolve(m, i))}
