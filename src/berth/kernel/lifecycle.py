@@ -559,8 +559,10 @@ class KernelLifecycle:
             log.error("kernel %s: TERMINATING exceeded %gs; removing by force",
                       kernel.kernel_id, self.s.terminating_timeout)
             detail = detail or "terminating deadline exceeded"
-            if kernel.container_id:
-                await _quietly(self.backend.remove(kernel.container_id))
+            if kernel.container_id:  # bounded too: a hung engine must not hold the caller;
+                # a container left behind has no kernel any more, and the sync removes it
+                await _quietly(asyncio.wait_for(self.backend.remove(kernel.container_id),
+                                                self.s.terminating_timeout))
         await self._close_runner(kernel.kernel_id)
         await self._close_tls_routes(kernel)
         await _quietly(self.scratch.remove(kernel.kernel_id))

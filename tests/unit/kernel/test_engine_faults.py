@@ -5,7 +5,9 @@ destroy, restart, container deaths and the periodic sync run side by side throug
 Seeded random runs with a fixed count (each seed replays exactly). After every run, with the
 engine healed and one janitor pass (the periodic sync):
 
-* every client call got an answer within its bound, and every error was a typed BerthError;
+* every client call (create, destroy, restart) got an answer within its bound, far shorter
+  than a hung engine call, and every error was a typed BerthError; the agent's own work (a
+  death heard from Docker, a sync pass) may wait out a hung call but ends;
 * every kernel ever asked for is RUNNING (its container running) or TERMINATED with a cause;
 * nothing leaked: the containers, scratch dirs, ledgers, host ports and slot allocations are
   exactly those of the RUNNING kernels; and after destroying those, nothing at all is held.
@@ -29,12 +31,20 @@ from berth.types import KERNEL_ID_LABEL, OWNER_LABEL, KernelState
 
 from .harness import AGENT_ID, PORT_RANGE, Harness, build, kernel_config, new_id
 
-SEEDS = range(12)
+SEEDS = range(10)
 STEPS = 30
 DEADLINE = 0.4  # every phase deadline of the lifecycle under test
-HANG = 1.0  # a hung engine call, far past every deadline
-CALL_BOUND = 8 * DEADLINE + HANG  # a client call answering later than this hangs
+HANG = 5.0  # a hung engine call, far past every deadline
+CALL_BOUND = 3.5  # a client call answering later than this hung with the engine
+INTERNAL_BOUND = HANG + 10 * DEADLINE  # the agent's own work waits out at most one hang
 FAULT_VERBS = ("create", "start", "stop", "remove", "inspect", "list", "logs", "image_inspect")
+
+
+class NoVfolderHosts:
+    """No storage proxy: a kernel config's mounts stay as they are."""
+
+    async def resolve_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        return config
 
 
 class Run:
@@ -43,15 +53,16 @@ class Run:
     def __init__(self, h: Harness, rng: random.Random) -> None:
         self.h, self.rng = h, rng
         agent = SimpleNamespace(agent_id=AGENT_ID, registry=h.registry, lifecycle=h.lc,
-                                backend=h.backend)
+                                backend=h.backend, vfolder_hosts=NoVfolderHosts())
         self.facade = AgentFacade(agent)  # type: ignore[arg-type]
         self.asked: list[str] = []  # every kernel id a create was sent for
         self.untyped: list[tuple[str, BaseException]] = []
         self.unanswered: list[str] = []
+        self.background: list[asyncio.Future[None]] = []  # the agent's own work, spawned
 
-    async def call(self, what: str, work: Awaitable[Any]) -> None:
+    async def call(self, what: str, work: Awaitable[Any], bound: float = CALL_BOUND) -> None:
         try:
-            async with asyncio.timeout(CALL_BOUND):
+            async with asyncio.timeout(bound):
                 await work
         except TimeoutError:
             self.unanswered.append(what)
@@ -81,15 +92,19 @@ class Run:
             await self.call("restart", self.facade.restart_kernel(f"sess-{kid}", kid))
 
     async def die(self) -> None:
-        """A container ends by itself; the agent hears it as a Docker ``die`` event."""
+        """A container ends by itself; the agent hears it as a Docker ``die`` event and handles
+        it in a task of its own (as the event watcher does)."""
         running = sorted(self.h.backend.running_ids())
         if running:
             cid = self.rng.choice(running)
             self.h.backend.kill(cid, self.rng.choice((0, 1, 137)))
-            await self.call("die", self.h.lc.on_container_exit(cid))
+            self.background.append(asyncio.ensure_future(self.call(
+                "die", self.h.lc.on_container_exit(cid), INTERNAL_BOUND)))
 
     async def sync(self) -> None:
-        await self.call("sync", self.h.reconciler().sync())
+        """A periodic sync pass, in the agent's own task."""
+        self.background.append(asyncio.ensure_future(self.call(
+            "sync", self.h.reconciler().sync(), INTERNAL_BOUND)))
 
     def pick(self) -> Callable[[], Awaitable[None]]:
         ops: list[tuple[Callable[[], Awaitable[None]], int]] = [
@@ -136,7 +151,8 @@ async def test_random_engine_faults_leak_nothing_and_every_call_answers(
         for _ in range(STEPS):  # one to three operations side by side per step
             await asyncio.gather(*(run.pick()() for _ in range(run.rng.randint(1, 3))))
         h.backend.heal()
-        await run.sync()  # the janitor's next pass, on an engine that answers again
+        await asyncio.gather(*run.background)
+        await run.call("sync", h.reconciler().sync())  # the janitor's next pass, healed
 
         assert faults.injected, "the run injected no fault: it tested nothing"
         assert not run.unanswered, f"calls that never answered: {run.unanswered}"
