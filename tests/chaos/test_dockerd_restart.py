@@ -11,6 +11,9 @@ periodic sync is off here, so only the watcher can see a container die); the lea
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -115,3 +118,32 @@ async def test_dockerd_restart_under_running_kernels_and_creates_in_flight(
                      "resubscribed Docker events", log=agent.log)
 
     await assert_no_leaks(agent, docker_host=engine.host, fd_baseline=baseline)
+
+
+@pytest.mark.timeout(240)
+async def test_a_frozen_engine_holds_no_client(agent_factory: AgentFactory,
+                                               engine: PrivateDockerd) -> None:
+    """dockerd stopped with SIGSTOP (it accepts connections and never answers): a create and a
+    destroy answer within their deadlines, typed; after SIGCONT the sync removes what the
+    frozen engine kept, and the audit is clean."""
+    agent = await agent_factory(
+        container_toml=f'docker-host = "{engine.host}"\nstop-grace-sec = 1',
+        extra_toml="[kernel-lifecycles]\npreparing-timeout-sec = 3\ncreating-timeout-sec = 5\n"
+                   "terminating-timeout-sec = 3\n")
+    await warm_up(agent)
+    baseline = fd_count(agent.proc.pid)  # type: ignore[union-attr]
+    running = [new_id()]
+    assert not isinstance(created := await _create(agent, running), BaseException), created
+
+    os.kill(engine.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        outcome = await asyncio.wait_for(_create(agent, [new_id()]), 30)
+        assert isinstance(outcome, BerthError), outcome
+        async with agent.client(timeout=30) as c:
+            await asyncio.wait_for(c.destroy_kernel(running[0], f"sess-{running[0]}"), 30)
+        assert time.monotonic() - started < 30
+        assert running[0] not in await live_kernels(agent)
+    finally:
+        os.kill(engine.pid, signal.SIGCONT)
+    await assert_no_leaks(agent, docker_host=engine.host, fd_baseline=baseline, settle=30)
