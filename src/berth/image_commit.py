@@ -37,6 +37,7 @@ from berth.errors import (
     InvalidArgument,
     KernelStateError,
 )
+from berth.images import LayerProgress
 from berth.types import (
     AGENT_ID_LABEL,
     KERNEL_ID_LABEL,
@@ -171,37 +172,14 @@ def push_auth(registry: Mapping[str, Any] | None, ref: str) -> dict[str, str] | 
             "serveraddress": ref.split("/", 1)[0]}
 
 
-class LayerProgress:
-    """Sums per-layer byte counts of a push stream; an ``error`` object raises."""
+def _push_failed(detail: str) -> BerthError:
+    return ImagePushFailed(f"push failed: {detail}", reason=detail)
 
-    def __init__(self) -> None:
-        self.layers: dict[str, tuple[int, int]] = {}
 
-    def feed(self, event: Mapping[str, Any]) -> bool:
-        if "error" in event or "errorDetail" in event:
-            detail = (event.get("errorDetail") or {}).get("message") or event.get("error")
-            raise ImagePushFailed(f"push failed: {detail}", reason=str(detail))
-        layer, status = event.get("id"), str(event.get("status", ""))
-        if not layer:
-            return False
-        detail = event.get("progressDetail") or {}
-        if status == "Pushing" and detail.get("total"):
-            self.layers[layer] = (int(detail.get("current", 0)), int(detail["total"]))
-            return True
-        if status in ("Pushed", "Layer already exists") and layer in self.layers:
-            total = self.layers[layer][1]
-            changed = self.layers[layer] != (total, total)
-            self.layers[layer] = (total, total)
-            return changed
-        return False
-
-    @property
-    def current(self) -> int:
-        return sum(c for c, _ in self.layers.values())
-
-    @property
-    def total(self) -> int:
-        return sum(t for _, t in self.layers.values())
+def push_progress() -> LayerProgress:
+    """Byte progress of a push stream (``Pushing`` … ``Pushed`` / ``Layer already exists``)."""
+    return LayerProgress(active="Pushing", done=("Pushed", "Layer already exists"),
+                         fail=_push_failed)
 
 
 # ───────────────────────────────────────────────────────────────── the service
@@ -311,7 +289,7 @@ class ImageCommitService:
                     auth: Mapping[str, str] | None) -> str:
         if await self._backend.image_inspect(ref) is None:
             raise ImageNotAvailable(f"image {ref} is not on this node", image=ref)
-        progress = LayerProgress()
+        progress = push_progress()
         try:
             async for event in self._backend.image_push(ref, auth):
                 if progress.feed(event):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -122,25 +122,33 @@ def registry_auth(config: ImageConfig) -> dict[str, str] | None:
             "serveraddress": reg.get("url") or reg.get("name") or ""}
 
 
-@dataclass
-class PullProgress:
-    """Sums per-layer byte counts from Docker pull events (download phase)."""
+def _pull_failed(detail: str) -> BerthError:
+    return ImagePullFailed(f"pull failed: {detail}", reason=detail)
 
+
+@dataclass
+class LayerProgress:
+    """Sums per-layer byte counts from the engine's pull (or push) stream events; an ``error``
+    event raises what ``fail`` makes of its message."""
+
+    active: str = "Downloading"
+    done: tuple[str, ...] = ("Download complete", "Pull complete")
+    fail: Callable[[str], BerthError] = _pull_failed
     layers: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def feed(self, ev: Mapping[str, Any]) -> bool:
         """Account one stream event; True when the byte totals changed."""
-        if "error" in ev:
-            detail = (ev.get("errorDetail") or {}).get("message") or ev["error"]
-            raise ImagePullFailed(f"pull failed: {detail}", reason=str(detail))
+        if "error" in ev or "errorDetail" in ev:
+            detail = (ev.get("errorDetail") or {}).get("message") or ev.get("error")
+            raise self.fail(str(detail))
         layer, status = ev.get("id"), str(ev.get("status", ""))
         if not layer:
             return False
         detail = ev.get("progressDetail") or {}
-        if status == "Downloading" and detail.get("total"):
+        if status == self.active and detail.get("total"):
             self.layers[layer] = (int(detail.get("current", 0)), int(detail["total"]))
             return True
-        if status in ("Download complete", "Pull complete") and layer in self.layers:
+        if status in self.done and layer in self.layers:
             total = self.layers[layer][1]
             changed = self.layers[layer] != (total, total)
             self.layers[layer] = (total, total)
@@ -154,6 +162,9 @@ class PullProgress:
     @property
     def total(self) -> int:
         return sum(t for _, t in self.layers.values())
+
+
+PullProgress = LayerProgress
 
 
 @dataclass(frozen=True)
