@@ -54,11 +54,17 @@ class KernelRequest:
 
 
 def image_config(canonical: str, architecture: str) -> dict[str, Any]:
-    registry = canonical.split("/", 1)[0] if "/" in canonical else "local"
+    """An image of this node's engine. Its registry is the reference's first part only when
+    that names a registry host (Docker's rule: a dot, a port or ``localhost``); otherwise the
+    image is the engine's own (``local``). Either way it is never pulled and runs under
+    exactly ``canonical``."""
+    first = canonical.split("/", 1)[0] if "/" in canonical else ""
+    is_host = "." in first or ":" in first or first == "localhost"
+    registry = first if is_host else "local"
     return {"canonical": canonical, "project": "", "architecture": architecture,
             "digest": "", "repo_digest": None,
             "registry": {"name": registry, "url": "", "username": None, "password": None},
-            "labels": {}, "is_local": True, "auto_pull": "none"}
+            "labels": {}, "is_local": not is_host, "auto_pull": "none"}
 
 
 def creation_config(req: KernelRequest) -> dict[str, Any]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from berth.cli.spec import image_config
 from berth.kernel.lifecycle import used_devices
 from berth.kernel.spec import ImageConfig
 
@@ -29,3 +32,11 @@ def test_a_local_image_runs_by_its_short_name() -> None:
                          registry={"name": "127.0.0.1:5000"})
     assert local.ref == "berth/python:3.11"
     assert remote.ref == remote.canonical
+
+
+@pytest.mark.parametrize("canonical", ["berth/python:3.11", "python:3.11",
+                                       "127.0.0.1:5000/berth/python:3.11",
+                                       "localhost/berth/python:3.11"])
+def test_the_cli_runs_an_image_under_exactly_the_name_it_was_given(canonical: str) -> None:
+    config = ImageConfig.model_validate(image_config(canonical, "x86_64"))
+    assert config.ref == canonical
