@@ -45,6 +45,8 @@ def flow(compat_node: CompatNode, tmp_path_factory: pytest.TempPathFactory
         purge = f"berth/compat-purge:{tag}"
         commit = f"{registry.host}/berth/compat-commit:{tag}"
         pull = f"{registry.host}/berth/python:3.11-pull{tag}"  # platform tag: letters first
+        session_id = str(uuid.uuid4())
+        network = f"bai-singlenode-{session_id}"
         docker("tag", LOCAL_IMAGE, remote)
         docker("tag", PURGE_SOURCE, purge)
         docker("tag", LOCAL_IMAGE, pull)  # in the registry only: the agent must pull it
@@ -55,7 +57,8 @@ def flow(compat_node: CompatNode, tmp_path_factory: pytest.TempPathFactory
                    "BERTH_LOCAL_IMAGE": LOCAL_IMAGE, "BERTH_IMAGE_ID": info["Id"],
                    "BERTH_IMAGE_LABELS": json.dumps(info["Config"]["Labels"] or {}),
                    "BERTH_REGISTRY": registry.host, "BERTH_COMMIT_TAG": tag,
-                   "BERTH_PURGE_IMAGE": purge, "BERTH_PULL_IMAGE": pull}
+                   "BERTH_PURGE_IMAGE": purge, "BERTH_PULL_IMAGE": pull,
+                   "BERTH_SESSION_ID": session_id}
             try:
                 result = run_script("manager_session.py", env=env, keys=compat_node.keys,
                                     timeout=420)
@@ -67,13 +70,12 @@ def flow(compat_node: CompatNode, tmp_path_factory: pytest.TempPathFactory
                 p.name for p in compat_node.agent.root.rglob("*.tar.gz"))
             result["catalog"] = docker_registry_tags(registry.host, "berth/compat-commit")
             result["images_after"] = {ref: image_present(ref) for ref in (purge, commit, pull)}
-            result["networks_after"] = docker(
-                "network", "ls", "--filter",
-                f"name=bai-singlenode-{result.get('kernel_ids', {}).get('session', 'none')}",
-                "--format", "{{.Name}}", check=False)
+            result["networks_after"] = docker("network", "ls", "--filter", f"name={network}",
+                                              "--format", "{{.Name}}", check=False)
             yield result
         finally:
             docker("rmi", "-f", remote, purge, commit, pull, check=False)
+            docker("network", "rm", network, check=False)  # when the flow died halfway
 
 
 def docker_registry_tags(host: str, repo: str) -> list[str]:

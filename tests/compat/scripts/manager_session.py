@@ -20,7 +20,8 @@ goes on where it can, so one test per step names exactly what the manager reject
 Environment (besides harness's): BERTH_LOCAL_IMAGE (``berth/python:3.11``), BERTH_IMAGE_ID
 (its engine Id), BERTH_IMAGE_LABELS (JSON), BERTH_REGISTRY (``127.0.0.1:PORT``, a registry
 that already holds nothing; the engine has BERTH_REGISTRY/berth/python:3.11 tagged),
-BERTH_COMMIT_TAG (the tag the commit writes), BERTH_PURGE_IMAGE (a throwaway tag to purge).
+BERTH_COMMIT_TAG (the tag the commit writes), BERTH_PURGE_IMAGE (a throwaway tag to purge),
+BERTH_PULL_IMAGE (in the registry only), BERTH_SESSION_ID (the multi-kernel session's id).
 """
 
 from __future__ import annotations
@@ -276,7 +277,8 @@ async def body() -> dict[str, Any]:
             fail("image_pull_events", str(exc))
 
         # ---------------------------------------------------------------- sessions
-        sid, batch_sid = SessionId(uuid.uuid4()), SessionId(uuid.uuid4())
+        # the test names the session (it removes the session's network if this script dies)
+        sid, batch_sid = SessionId(uuid.UUID(env("BERTH_SESSION_ID"))), SessionId(uuid.uuid4())
         main_kid, sub_kid, batch_kid = (KernelId(uuid.uuid4()) for _ in range(3))
         network = f"bai-singlenode-{sid}"
         await step("create_local_network", client.create_local_network(network))
