@@ -232,6 +232,7 @@ def test_session_survives_a_kill_9_of_berth(e2e_system: E2ESystem) -> None:
     # Retried for up to 75 s: a pool ping that fell into the restart makes the manager refuse
     # calls until its next ping (every 30 s) succeeds.
     out = e2e_system.bai("run", name, PROBE, "75")
+    print(f"calls refused after the restart: {out['errors']}")
     assert out["exit_code"] == 0, out
     assert out["stdout"].split() == ["berth-e2e", "main1", "42"], out
     agents = {a["id"]: a for a in e2e_system.bai("agents")["agents"]}
