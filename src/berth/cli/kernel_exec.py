@@ -591,17 +591,39 @@ def service() -> None:
     """Start or stop a service (app) declared by a kernel's image."""
 
 
+def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=what)
+        out[key] = value
+    return out
+
+
 @service.command("start")
 @click.argument("kernel_id")
 @click.argument("name")
+@click.option("--env", "envs", multiple=True, metavar="KEY=VALUE",
+              help="Environment for the service, if its definition allows the name "
+                   "(e.g. JUPYTER_TOKEN=...). Repeatable.")
+@click.option("--arg", "arguments", multiple=True, metavar="KEY=VALUE",
+              help="An argument the service definition allows "
+                   "(e.g. --ServerApp.base_url=/x/). Repeatable.")
 @json_option
 @click.pass_context
-def service_start(ctx: click.Context, kernel_id: str, name: str) -> None:
+def service_start(ctx: click.Context, kernel_id: str, name: str, envs: tuple[str, ...],
+                  arguments: tuple[str, ...]) -> None:
     """Start service NAME; print its status and host port(s)."""
     state = get_state(ctx)
+    opts: dict[str, Any] = {}
+    if envs:
+        opts["envs"] = _pairs(envs, "--env")
+    if arguments:
+        opts["arguments"] = _pairs(arguments, "--arg")
 
     async def go(client: AgentClient) -> tuple[dict[str, Any], dict[str, Any]]:
-        result = await client.start_service(kernel_id, name, {})
+        result = await client.start_service(kernel_id, name, opts)
         row = await find_kernel(client, kernel_id)
         return result, row
 

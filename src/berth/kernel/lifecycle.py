@@ -69,6 +69,7 @@ from berth.kernel.oom import OOM_SETTLE_SECONDS, OomWatch
 from berth.kernel.policy import KernelPolicy, check_kernel_spec
 from berth.kernel.registry import Kernel, KernelRegistry, Termination
 from berth.kernel.spec import KernelSpec, parse_kernel_spec, parse_service_ports
+from berth.kernel.sshkeys import session_keypair, write_session_keys
 from berth.kernel.state import classify_exit
 from berth.storage import nofollow
 from berth.tasks import TaskSupervisor
@@ -332,6 +333,10 @@ class KernelLifecycle:
         with nofollow.open_dir(kdir, _rel(layout, layout.ipc_dir)) as ipc:
             os.fchown(ipc, kernel.uid, kernel.gid)
         write_ssh_files(layout.config_dir, spec.cluster_info, uid=kernel.uid, gid=kernel.gid)
+        if (keypair := session_keypair(spec.internal_data)) is not None:
+            write_session_keys(kdir, _rel(layout, layout.work_dir), keypair, uid=kernel.uid,
+                               gid=kernel.gid, mount_paths=[m.kernel_path or f"/home/work/{m.name}"
+                                                            for m in spec.mounts])
         self.scratch.unseal(kernel.kernel_id, kernel.uid, kernel.gid)
         if spec.bootstrap_script:
             nofollow.write_file(kdir, _rel(layout, layout.work_dir, "bootstrap.sh"),

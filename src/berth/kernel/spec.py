@@ -10,11 +10,19 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
 
 from berth.config import MAX_ID, parse_binary_size
 from berth.errors import InvalidKernelSpec
 from berth.kernel.cluster import ClusterSpec
+from berth.runner.serviceports import INTRINSIC_SERVICES
 
 __all__ = [
     "ImageConfig",
@@ -97,6 +105,14 @@ class KernelSpec(BaseModel):
     main_gid: _Id | None = None
     supplementary_gids: list[_Id] = Field(default_factory=list)
     internal_data: dict[str, Any] | None = None
+
+    @field_serializer("internal_data")
+    def _internal_data(self, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # The session's private key is written into the scratch once (kernel/sshkeys.py) and
+        # never reaches the ledger or a reply.
+        if value is None or "ssh_keypair" not in value:
+            return value
+        return {k: v for k, v in value.items() if k != "ssh_keypair"}
 
     @field_validator("resource_slots", mode="before")
     @classmethod
@@ -203,7 +219,9 @@ def parse_service_ports(label: str | None) -> list[ServicePortDecl]:
             continue
         ports = tuple(int(p) for p in ports_text.strip("[]").split(",") if p.strip())
         for port in ports:
-            if port <= 1024 or port in _INTRINSIC_RESERVED_PORTS:
+            # an image serving sshd/ttyd itself declares them at Backend.AI's intrinsic ports
+            intrinsic = INTRINSIC_SERVICES.get(name) == (proto, port) and len(ports) == 1
+            if port <= 1024 or (port in _INTRINSIC_RESERVED_PORTS and not intrinsic):
                 raise InvalidKernelSpec(f"service {name!r} uses reserved port {port}",
                                         field="ai.backend.service-ports")
         decls.append(ServicePortDecl(name=name, protocol=proto, container_ports=ports))

@@ -52,7 +52,8 @@ def run_action(action: servicedefs.PrestartAction, variables: dict[str, Any], wo
             os.chmod(path, mode)
         return path
     if action.action == "write_tempfile":
-        fd, path = tempfile.mkstemp(prefix="berth-svc-")
+        # ".py" as Backend.AI's: Jupyter (traitlets) loads a --config file by its extension.
+        fd, path = tempfile.mkstemp(prefix="berth-svc-", suffix=".py")
         with os.fdopen(fd, "w") as f:
             f.write(_body(args))
         os.chmod(path, _mode(args) or 0o600)

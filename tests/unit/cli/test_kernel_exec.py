@@ -135,7 +135,7 @@ class ExecAgent(FakeAgent):
     async def start_service(self, kernel_id: str, service: str,
                             opts: dict[str, Any] | None = None,
                             agent_id: str | None = None) -> dict[str, Any]:
-        self._record("start_service", kernel_id=kernel_id, service=service)
+        self._record("start_service", kernel_id=kernel_id, service=service, opts=opts)
         if self.service_status == "failed":
             return {"status": "failed", "error": "port never opened"}
         return {"status": self.service_status}
@@ -388,6 +388,18 @@ def test_service_start_prints_host_ports_and_stop(agent: ExecAgent) -> None:
     agent.service_status = "failed"
     res = invoke(agent, "kernel", "service", "start", "k1", "http-server")
     assert res.exit_code == 1 and "port never opened" in res.stdout
+
+
+def test_service_start_passes_envs_and_arguments(agent: ExecAgent) -> None:
+    res = invoke(agent, "kernel", "service", "start", "k1", "http-server",
+                 "--env", "JUPYTER_TOKEN=t0k=en", "--arg", "--ServerApp.base_url=/x/")
+    assert res.exit_code == 0, res.output
+    assert calls(agent, "start_service")[-1]["opts"] == {
+        "envs": {"JUPYTER_TOKEN": "t0k=en"}, "arguments": {"--ServerApp.base_url": "/x/"}}
+    invoke(agent, "kernel", "service", "start", "k1", "http-server")
+    assert calls(agent, "start_service")[-1]["opts"] == {}
+    res = invoke(agent, "kernel", "service", "start", "k1", "http-server", "--env", "NOEQUALS")
+    assert res.exit_code == 2 and "KEY=VALUE" in res.output
 
 
 # ------------------------------------------------------------------ pure parts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import time
 from typing import Any
@@ -156,3 +157,20 @@ async def test_client_without_runner_is_unavailable(kernel_dirs: Any) -> None:
             await client.status()
         with pytest.raises(RunnerUnavailable):
             await client.wait_ready(time.monotonic() + 0.3)
+
+
+def test_write_tempfile_makes_a_python_config_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Jupyter's --config=FILE is loaded by its extension: the tempfile must end in .py.
+    from berth.runner import RUNNER_DIR
+    monkeypatch.syspath_prepend(str(RUNNER_DIR))
+    import servicedefs
+    import services  # the runner's own module, as the runner imports it
+    action = servicedefs.PrestartAction("write_tempfile", {"body": ["c.A.b = 1"]}, "cfg")
+    path = services.run_action(action, {}, "/")
+    try:
+        assert path.endswith(".py")
+        with open(path) as f:
+            assert f.read() == "c.A.b = 1\n"
+        assert os.stat(path).st_mode & 0o777 == 0o600
+    finally:
+        os.unlink(path)

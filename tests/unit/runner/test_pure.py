@@ -52,7 +52,23 @@ def test_service_ports_label() -> None:
     assert parse_service_ports("") == []
 
 
+def test_intrinsic_services_at_their_own_ports() -> None:
+    # An image that serves sshd and ttyd itself declares them where Backend.AI puts them.
+    assert parse_service_ports("sshd:tcp:2200,ttyd:http:7681") == [
+        ServicePort("sshd", "tcp", (2200,)), ServicePort("ttyd", "http", (7681,))]
+    # and the agent's own parser of the label agrees
+    from berth.kernel.spec import InvalidKernelSpec
+    from berth.kernel.spec import parse_service_ports as spec_ports
+    assert [(d.name, d.container_ports) for d in spec_ports("sshd:tcp:2200,ttyd:http:7681")] == [
+        ("sshd", (2200,)), ("ttyd", (7681,))]
+    for bad in ("sshd:http:2200", "ttyd:tcp:7681", "x:http:7681", "ttyd:http:[7681,7682]"):
+        with pytest.raises(InvalidKernelSpec):
+            spec_ports(bad)
+
+
 @pytest.mark.parametrize("label", ["a:http", "a:ftp:8080", "a:http:80", "a:http:2000", "a:http:7681",
+                                   "sshd:http:2200", "ttyd:tcp:7681", "sshd:tcp:7681",
+                                   "ttyd:http:[7681,7682]",
                                    "a:http:x", "a:http:8080,a:tcp:8081", "a:http:8080,b:tcp:8080",
                                    "a:http:[]", ":http:8080"])
 def test_bad_service_ports_labels(label: str) -> None:
