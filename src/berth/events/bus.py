@@ -13,6 +13,8 @@ comes from the URL (the manager reads DB 4, the stream role).
 Producers never wait for Redis: ``EventBus.emit`` appends to a bounded backlog and returns.
 One owned sender task drains the backlog in order; when Redis is unreachable it keeps the
 messages and retries with capped backoff, so a Redis outage loses nothing below the cap.
+Delivery is at least once: a batch whose reply was lost (Redis slower than the 5 s socket
+timeout) is sent again, so a consumer can see an event twice, never out of order.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ class EventTransport(Protocol):
 
 
 class RedisEventTransport:
-    def __init__(self, redis_url: str, *, stream_maxlen: int = 128, timeout: float = 2.0) -> None:
+    def __init__(self, redis_url: str, *, stream_maxlen: int = 128, timeout: float = 5.0) -> None:
         self._redis = _client(redis_url, timeout)
         self._maxlen = stream_maxlen
 
