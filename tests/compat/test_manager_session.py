@@ -10,6 +10,8 @@ checks one call or event, so a failure names what the manager would reject.
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -47,12 +49,12 @@ def flow(compat_node: CompatNode, tmp_path_factory: pytest.TempPathFactory
         pull = f"{registry.host}/berth/python:3.11-pull{tag}"  # platform tag: letters first
         session_id = str(uuid.uuid4())
         network = f"bai-singlenode-{session_id}"
-        docker("tag", LOCAL_IMAGE, remote)
-        docker("tag", PURGE_SOURCE, purge)
-        docker("tag", LOCAL_IMAGE, pull)  # in the registry only: the agent must pull it
-        docker("push", pull)
-        docker("rmi", pull)
         try:
+            docker("tag", LOCAL_IMAGE, remote)
+            docker("tag", PURGE_SOURCE, purge)
+            docker("tag", LOCAL_IMAGE, pull)  # in the registry only: the agent must pull it
+            docker("push", pull)
+            docker("rmi", pull)
             env = {**compat_node.script_env(),
                    "BERTH_LOCAL_IMAGE": LOCAL_IMAGE, "BERTH_IMAGE_ID": info["Id"],
                    "BERTH_IMAGE_LABELS": json.dumps(info["Config"]["Labels"] or {}),
@@ -79,8 +81,6 @@ def flow(compat_node: CompatNode, tmp_path_factory: pytest.TempPathFactory
 
 
 def docker_registry_tags(host: str, repo: str) -> list[str]:
-    import urllib.error
-    import urllib.request
     try:
         with urllib.request.urlopen(f"http://{host}/v2/{repo}/tags/list", timeout=5) as resp:
             return list(json.loads(resp.read()).get("tags") or [])
