@@ -133,49 +133,63 @@ rootfs_finish() {
     chmod 1777 "$root/tmp"
 }
 
+# The recipe's import.dockerfile instructions as `-c LINE` arguments, one per line (NUL-separated).
+recipe_changes() {
+    local recipe=$1 line
+    while IFS= read -r line; do
+        [[ -z $line || $line == \#* ]] && continue
+        printf '%s\0%s\0' -c "$line"
+    done < "$recipe/import.dockerfile"
+}
+
 # docker import the root filesystem with the recipe's instructions and, when HASH is given,
 # the recipe hash label (an intermediate image gets none, so it never passes as built).
 rootfs_import() {
-    local root=$1 recipe=$2 image=$3 hash=$4 line
+    local root=$1 recipe=$2 image=$3 hash=$4
     local changes=()
-    while IFS= read -r line; do
-        [[ -z $line || $line == \#* ]] && continue
-        changes+=(-c "$line")
-    done < "$recipe/import.dockerfile"
+    mapfile -d '' changes < <(recipe_changes "$recipe")
     [[ -n $hash ]] && changes+=(-c "LABEL berth.recipe-hash=\"$hash\"")
     tar --numeric-owner -C "$root" -c . \
         | docker import "${changes[@]}" - "$image" >>"$LOG_DIR/image-build.log" 2>&1 \
         || die "docker import of $image failed; see $LOG_DIR/image-build.log"
 }
 
-# image_pip_install BASE RECIPE IMAGE HASH VENV: in a container of BASE, create VENV with the
-# root's python3 (PYTHON) and pip-install the recipe's requirements.txt into it, then commit
-# the container as IMAGE with the recipe hash label. The host's pip configuration
-# (/etc/pip.conf, PIP_*) names local paths that do not exist in the container, so pip runs
-# with its defaults, only trusting the host's CA bundle (the TLS proxy's CA is in it).
+# image_pip_install BASE RECIPE IMAGE HASH VENV PYTHON [VENV_OPTS [AFTER_PIP]]: in a container
+# of BASE, create VENV with the root's python3 (PYTHON, with `venv` options VENV_OPTS),
+# pip-install the recipe's requirements.txt into it and run the shell command AFTER_PIP (as
+# root, in that container; e.g. to fix what a wheel cannot express), then commit the container as IMAGE with the recipe's
+# instructions again (a commit would otherwise keep the build command as CMD) and the recipe
+# hash label. The host's pip configuration (/etc/pip.conf, PIP_*) names local paths that do
+# not exist in the container, so pip runs with its defaults, only trusting the host's CA
+# bundle (the TLS proxy's CA is in it); those settings are exported inside the build command,
+# not given to `docker run -e`, so that the committed image does not carry them.
 # pip's cache is $CACHE_DIR/pip (kept across builds: wheels built from sdists, and what the
 # index lets pip cache).
 image_pip_install() {
-    local base=$1 recipe=$2 image=$3 hash=$4 venv=$5 python=$6
+    local base=$1 recipe=$2 image=$3 hash=$4 venv=$5 python=$6 venv_opts=${7:-} after=${8:-true}
     local ca=/etc/ssl/certs/ca-certificates.crt cname=berth-image-build-$$
     [[ -r $ca ]] || die "$ca is missing (apt-get install ca-certificates)"
     mkdir -p "$CACHE_DIR/pip"
+    local pip_env="PIP_CONFIG_FILE=/dev/null PIP_CERT=/run/berth-host-ca.crt"
+    pip_env+=" PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180 PIP_NO_INPUT=1"
     local run=(
         docker run --name "$cname" --network host
         -v "$ca:/run/berth-host-ca.crt:ro"
         -v "$recipe/requirements.txt:/run/berth-requirements.txt:ro"
         -v "$CACHE_DIR/pip:/root/.cache/pip"
-        -e PIP_CONFIG_FILE=/dev/null -e PIP_CERT=/run/berth-host-ca.crt
-        -e PIP_DISABLE_PIP_VERSION_CHECK=1 -e PIP_DEFAULT_TIMEOUT=180 -e PIP_NO_INPUT=1
         "$base" /bin/sh -ec
-        "$python -m venv $venv && $venv/bin/pip install -r /run/berth-requirements.txt"
+        "export $pip_env; $python -m venv $venv_opts $venv
+         $venv/bin/pip install -r /run/berth-requirements.txt
+         $after"
     )
     if ! "${run[@]}" >>"$LOG_DIR/image-build.log" 2>&1; then
         docker rm -f "$cname" >/dev/null 2>&1 || true
         docker rmi "$base" >/dev/null 2>&1 || true
         die "pip install into $image failed; see $LOG_DIR/image-build.log"
     fi
-    docker commit -c "LABEL berth.recipe-hash=\"$hash\"" "$cname" "$image" \
+    local changes=()
+    mapfile -d '' changes < <(recipe_changes "$recipe")
+    docker commit "${changes[@]}" -c "LABEL berth.recipe-hash=\"$hash\"" "$cname" "$image" \
         >>"$LOG_DIR/image-build.log" 2>&1 || die "docker commit of $image failed; see $LOG_DIR/image-build.log"
     docker rm "$cname" >/dev/null
     docker rmi "$base" >/dev/null
@@ -185,7 +199,7 @@ image_pip_install() {
 # Prints "up to date" or "built" (+ size) through step_result.
 build_image() {
     local name=$1 recipe=$IMAGES_DIR/$1 hash mirror
-    local IMAGE BASE SUITE PACKAGES TIER=kernel VENV= PYTHON=python3
+    local IMAGE BASE SUITE PACKAGES TIER=kernel VENV= VENV_OPTS= AFTER_PIP= PYTHON=python3
     # shellcheck disable=SC1091
     . "$recipe/recipe.conf"
     hash=$(image_recipe_hash "$name")
@@ -209,7 +223,8 @@ build_image() {
         [[ -n $VENV ]] || die "images/$name/recipe.conf: requirements.txt needs VENV"
         rootfs_import "$root" "$recipe" "$IMAGE-rootfs" ""
         rm -rf "$root"
-        image_pip_install "$IMAGE-rootfs" "$recipe" "$IMAGE" "$hash" "$VENV" "$PYTHON"
+        image_pip_install "$IMAGE-rootfs" "$recipe" "$IMAGE" "$hash" "$VENV" "$PYTHON" "$VENV_OPTS" \
+            "${AFTER_PIP:-true}"
     else
         rootfs_import "$root" "$recipe" "$IMAGE" "$hash"
         rm -rf "$root"
