@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-IMAGES = ("berth/busybox:latest", "berth/python:3.11", "berth/bai-compat:26.9.6")
+IMAGES = ("berth/busybox:latest", "berth/python:3.11", "berth/python-notebook:3.11",
+          "berth/bai-compat:26.9.6")
 
 
 def image_ids(dk: Any) -> dict[str, str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import http.client
 import io
 import json
 import socket
@@ -97,6 +98,19 @@ async def file_names(client: Any, kernel_id: str) -> set[str]:
     """Names in the kernel's /home/work, through the agent's list_files RPC."""
     listing = await client.list_files(kernel_id, "/home/work")
     return {entry["filename"] for entry in json.loads(listing["files"])}
+
+
+def https_get(port: int, path: str, token: str | None) -> tuple[int, bytes]:
+    """GET over the agent's TLS proxy (self-signed test certificate)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=ctx)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"token {token}"} if token else {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
 
 
 def tls_handshake(port: int) -> str:
@@ -247,6 +261,18 @@ async def test_jupyterlab_terminal_and_ssh_in_a_real_browser(
             subprocess.run, [*ssh_cmd[:2], str(other), *ssh_cmd[3:-1], "true"],
             capture_output=True, text=True, timeout=60)
         assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused
+
+        # -- the classic notebook and TensorBoard answer on their TLS host ports too
+        started = await c.start_service(kid, "jupyter", {"envs": {"JUPYTER_TOKEN": token}})
+        assert started["status"] in ("started", "running"), started
+        status, _ = await asyncio.to_thread(https_get, ports["jupyter"], "/api/status", token)
+        assert status == 200
+        status, _ = await asyncio.to_thread(https_get, ports["jupyter"], "/api/status", None)
+        assert status == 403  # no token, no Jupyter
+        started = await c.start_service(kid, "tensorboard", {})
+        assert started["status"] in ("started", "running"), started
+        status, body = await asyncio.to_thread(https_get, ports["tensorboard"], "/", None)
+        assert status == 200 and b"TensorBoard" in body, body[:200]
 
         # -- a restart keeps the notebook files
         await c.restart_kernel(sid, kid, None, {})
