@@ -1,4 +1,5 @@
-"""scripts/lib/junit_skips.py turns a skipped integration or compat test into a CI failure."""
+"""scripts/lib/junit_skips.py turns a skipped integration, chaos, compat or e2e test into a CI
+failure, and (with --require-integration) a tier that ran no test."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ SKIPPED_COMPAT = (
     '<testcase classname="tests.compat.test_c" name="test_s">'
     '<skipped type="pytest.skip" message="no image"/></testcase>'
 )
+PASSED_CHAOS = '<testcase classname="tests.chaos.test_k" name="test_ok"/>'
+PASSED_E2E = '<testcase classname="tests.e2e.test_w" name="test_ok"/>'
 SKIPPED_UNIT = (
     '<testcase classname="tests.unit.x.test_b" name="test_s">'
     '<skipped type="pytest.skip" message="linux only"/></testcase>'
@@ -39,7 +42,9 @@ SKIPPED_UNIT = (
     ("xml", "args", "rc"),
     [
         (junit(PASSED_INT, PASSED_COMPAT, SKIPPED_UNIT), [], 0),
-        (junit(PASSED_INT, PASSED_COMPAT, XFAIL_INT), ["--require-integration"], 0),
+        (junit(PASSED_INT, PASSED_COMPAT, PASSED_CHAOS, PASSED_E2E, XFAIL_INT),
+         ["--require-integration"], 0),
+        (junit(PASSED_INT, PASSED_COMPAT, PASSED_CHAOS), ["--require-integration"], 1),
         (junit(PASSED_INT, SKIPPED_INT), [], 1),
         (junit(PASSED_INT, SKIPPED_COMPAT), [], 1),
         (junit(PASSED_INT, PASSED_COMPAT, SKIPPED_COMPAT), ["--require-integration"], 1),
