@@ -1,11 +1,13 @@
-"""Fail when an integration or compat test was skipped: in CI a skip there is a failure.
+"""Fail when an integration, chaos, compat or e2e test was skipped: in CI a skip there is a
+failure.
 
 Usage: python junit_skips.py JUNIT_XML [--require-integration]
 Reads pytest's JUnit XML; an integration test is one whose classname starts with
 "tests.integration", a chaos test (node-level faults) one whose classname starts with
 "tests.chaos", a compat test (the real Backend.AI manager code against Berth) one
-whose classname starts with "tests.compat". xfail is not a skip. Exit 1 with the list of
-skipped tests, or when --require-integration is given and either tier ran no test at all.
+whose classname starts with "tests.compat", an e2e test (a real Backend.AI manager server)
+one whose classname starts with "tests.e2e". xfail is not a skip. Exit 1 with the list of
+skipped tests, or when --require-integration is given and any tier ran no test at all.
 """
 
 from __future__ import annotations
