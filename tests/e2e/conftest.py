@@ -328,17 +328,6 @@ service-addr = "{LOOPBACK}:{self.watcher_port}"
 file = "{self.log_path}"
 """
 
-    async def wait_ready(self, timeout: float = 90) -> None:
-        """After :meth:`spawn`: until ``get_status`` over RPC says ready."""
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while not await self._ready():
-            if self.proc.poll() is not None:
-                pytest.fail(f"the agent exited with {self.proc.returncode}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the agent did not become ready in {timeout} s:\n{self.log()}")
-            await asyncio.sleep(0.2)
-
     def client(self, timeout: float = 60) -> AgentClient:
         return AgentClient(self.addr, load_keypair(self.keys / "agent.key_secret").public_key,
                            load_keypair(self.keys / "manager.key_secret"),
@@ -443,7 +432,7 @@ def e2e_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ESystem]:
             try:
                 agent.spawn()  # it starts (and waits for the manager in etcd) meanwhile
                 manager.start()
-                asyncio.run(agent.wait_ready())
+                asyncio.run(agent.wait_ready(90))
                 yield E2ESystem(manager, agent, pg, redis, app_proxy, keys)
             finally:
                 try:

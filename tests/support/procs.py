@@ -356,6 +356,11 @@ file = "{self.log_path}"
     async def start(self, timeout: float = 60) -> None:
         """Spawn, then wait until ``get_status`` over RPC says ready."""
         self.spawn()
+        await self.wait_ready(timeout)
+
+    async def wait_ready(self, timeout: float = 60) -> None:
+        """After :meth:`spawn`: until ``get_status`` over RPC says ready; fails the test when
+        the process exits or ``timeout`` passes first."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         while not await self._ready():

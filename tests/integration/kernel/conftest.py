@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.docker import docker_session
+from support.docker import docker_session, remove_containers
 from support.net import http_get
-from support.procs import port_block
+from support.procs import AgentProcess, port_block
 
 from berth.agent import Agent
 from berth.config import AgentConfig, load_config
@@ -121,3 +121,19 @@ async def eventually(check: Any, timeout: float = 10.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def agent_proc(tmp_path: Path) -> AsyncIterator[AgentProcess]:
+    """A real ``berth start-server`` on free ports, stopped and swept afterwards."""
+    low, high = free_port_range()
+    proc = AgentProcess(tmp_path, f"{RUN_LABEL}-{uuid.uuid4().hex[:6]}",
+                        port_range=(low, high), internal_port=0)
+    try:
+        await proc.start()
+        yield proc
+    finally:
+        try:
+            await proc.shutdown()
+        finally:
+            remove_containers(proc.agent_id)

@@ -5,31 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
-from support.docker import containers, docker, remove_containers
+from support.docker import containers, docker
 from support.procs import AgentProcess
 
-from .conftest import RUN_LABEL, free_port_range, kernel_config
-
-
-@pytest.fixture
-async def agent_proc(tmp_path: Path) -> AsyncIterator[AgentProcess]:
-    low, high = free_port_range()
-    proc = AgentProcess(tmp_path, f"{RUN_LABEL}-{uuid.uuid4().hex[:6]}",
-                        port_range=(low, high), internal_port=0)
-    try:
-        await proc.start()
-        yield proc
-    finally:
-        try:
-            await proc.shutdown()
-        finally:
-            remove_containers(proc.agent_id)
+from .conftest import kernel_config
 
 
 def small(**extra: Any) -> dict[str, Any]:

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.docker import remove_containers
 from support.procs import AgentProcess
 
-from .conftest import PYTHON, RUN_LABEL, free_port_range, kernel_config
+from .conftest import PYTHON, kernel_config
 
 KERNEL_UID = 9001  # container.kernel-uid's default
 
@@ -72,21 +71,6 @@ async def host_socket(host_dir: Path) -> AsyncIterator[HostSocket]:
     finally:
         assert sock.server is not None
         sock.server.close()
-
-
-@pytest.fixture
-async def agent_proc(tmp_path: Path) -> AsyncIterator[AgentProcess]:
-    low, high = free_port_range()
-    proc = AgentProcess(tmp_path, f"{RUN_LABEL}-{uuid.uuid4().hex[:6]}",
-                        port_range=(low, high), internal_port=0)
-    try:
-        await proc.start()
-        yield proc
-    finally:
-        try:
-            await proc.shutdown()
-        finally:
-            remove_containers(proc.agent_id)
 
 
 def plant(host_dir: Path) -> str:
