@@ -143,6 +143,7 @@ class KernelLifecycle:
         self.layouts: dict[str, ScratchLayout] = {}
         self._create_slots = asyncio.Semaphore(settings.creation_concurrency)
         self._teardowns: dict[str, asyncio.Task[None]] = {}
+        self._judging: set[str] = set()  # containers whose exit is being judged right now
         self._tasks = TaskSupervisor("lifecycle")
         # Called with a kernel's id once it is TERMINATED and retired, so that state other
         # parts keep per kernel (the facade's exec fallbacks, say) goes with the kernel.
@@ -464,11 +465,19 @@ class KernelLifecycle:
         await self._terminate(kernel, reason)
 
     async def on_container_exit(self, container_id: str) -> None:
-        """A container ended on its own (Docker ``die`` event or the periodic sync)."""
+        """A container ended on its own (Docker ``die`` event or the periodic sync). Triggers
+        that arrive while the same container is being judged are dropped: the first one
+        decides (and logs) the exit once."""
+        if container_id in self._judging:
+            return
         kernel = self.registry.by_container(container_id)
-        with logctx.bound(kernel_id=kernel.kernel_id if kernel else None,
-                          session_id=kernel.session_id if kernel else None):
-            await self._on_container_exit(container_id)
+        self._judging.add(container_id)
+        try:
+            with logctx.bound(kernel_id=kernel.kernel_id if kernel else None,
+                              session_id=kernel.session_id if kernel else None):
+                await self._on_container_exit(container_id)
+        finally:
+            self._judging.discard(container_id)
 
     async def _on_container_exit(self, container_id: str) -> None:
         kernel = self.registry.by_container(container_id)

@@ -87,6 +87,11 @@ async def test_real_agent_labels_lines_about_a_kernel_with_its_id(
                 await asyncio.sleep(0.2)
         await wait_for(lambda: any("TERMINATED" in r["message"] and by_itself in r["message"]
                                    for _, r in fake.agent_records()), "the killed kernel's end")
+        # the destroyed kernel's output is shipped from its teardown, off the RPC's path
+        await wait_for(lambda: any(labels.get("source") == "container"
+                                   and labels["kernel_id"] == by_rpc
+                                   for labels, _ in fake.lines()),
+                       "the python kernel's container output")
     finally:
         await agent.shutdown()
         left = remove_containers(agent.agent_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -316,6 +317,20 @@ async def test_exit_notice_racing_destroy_cleans_once(h: Harness) -> None:
     await asyncio.gather(h.lc.destroy(kid), h.lc.on_container_exit(cid))
     assert h.sink.names(kid).count("kernel_terminated") == 1
     assert terminated(h, kid)["reason"] == R.USER_REQUESTED
+    h.assert_released(kid)
+
+
+async def test_two_exit_notices_at_once_judge_the_exit_once(
+        h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    """Docker's die and destroy events (or a sync) arriving together: one judgement, one
+    log line and one event."""
+    kid = await h.create()
+    cid = h.container_id(kid)
+    h.backend.kill(cid, 1)
+    with caplog.at_level(logging.WARNING, logger="berth.kernel.lifecycle"):
+        await asyncio.gather(*(h.lc.on_container_exit(cid) for _ in range(3)))
+    assert caplog.text.count("exited by itself") == 1
+    assert h.sink.names(kid).count("kernel_terminated") == 1
     h.assert_released(kid)
 
 
