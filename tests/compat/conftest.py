@@ -29,7 +29,7 @@ from support.procs import LOOPBACK, AgentProcess, EtcdServer, RedisServer, port_
 from berth.client import AgentClient
 from berth.rpc.keys import KeyPair, generate_keypair, load_keypair
 
-__all__ = ["IMAGE", "CompatNode", "RunInImage", "run_script"]
+__all__ = ["IMAGE", "CompatNode", "RunInImage", "curve_agent", "run_script"]
 
 IMAGE = "berth/bai-compat:26.9.6"
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
@@ -120,6 +120,22 @@ def run_script(script: str, *args: str, env: Mapping[str, str], keys: Path,
 RunInImage = Callable[..., dict[str, Any]]
 
 
+def curve_agent(root: Path, agent_id: str, keys: Path, redis: RedisServer, etcd: EtcdServer,
+                namespace: str, *, port_base: int, extra_toml: str = "") -> CurveAgentProcess:
+    """An agent (not started) that serves CurveZMQ only, with ``keys``' agent pair and the
+    manager's public key, on ``redis`` and ``etcd`` (``skip-manager-detection``: no manager
+    registers in that etcd); ``extra_toml`` adds tables."""
+    root.mkdir()
+    return CurveAgentProcess(
+        root, agent_id, keys, port_range=port_block(port_base),
+        agent_toml=(f'rpc-auth-agent-keypair = "{keys / "agent.key_secret"}"\n'
+                    f'rpc-auth-manager-public-key = ["{keys / "manager.key"}"]\n'
+                    "skip-manager-detection = true\n"),
+        extra_toml=(f'[redis]\naddr = "{LOOPBACK}:{redis.port}"\ndb = {redis.db}\n'
+                    f'[etcd]\naddr = "{etcd.addr}"\nnamespace = "{namespace}"\n' + extra_toml),
+    )
+
+
 # ───────────────────────────────────────────────────────────────── fixtures
 
 
@@ -156,17 +172,8 @@ def compat_node(tmp_path_factory: pytest.TempPathFactory, compat_keys: Path
     root = tmp_path_factory.mktemp("compat-node")
     namespace = f"compat{uuid.uuid4().hex[:6]}"
     with RedisServer(root / "redis") as redis, EtcdServer(root / "etcd", "berth-compat") as etcd:
-        agent_root = root / "agent"
-        agent_root.mkdir()
-        agent = CurveAgentProcess(
-            agent_root, f"{RUN_LABEL}-{uuid.uuid4().hex[:6]}", compat_keys,
-            port_range=port_block(44000),
-            agent_toml=(f'rpc-auth-agent-keypair = "{compat_keys / "agent.key_secret"}"\n'
-                        f'rpc-auth-manager-public-key = ["{compat_keys / "manager.key"}"]\n'
-                        "skip-manager-detection = true\n"),
-            extra_toml=(f'[redis]\naddr = "{LOOPBACK}:{redis.port}"\ndb = {redis.db}\n'
-                        f'[etcd]\naddr = "{etcd.addr}"\nnamespace = "{namespace}"\n'),
-        )
+        agent = curve_agent(root / "agent", f"{RUN_LABEL}-{uuid.uuid4().hex[:6]}", compat_keys,
+                            redis, etcd, namespace, port_base=44000)
         try:
             asyncio.run(agent.start())
             yield CompatNode(agent, redis, etcd, namespace, compat_keys)

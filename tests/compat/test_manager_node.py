@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import redis
 from support.docker import remove_containers
-from support.procs import LOOPBACK, EtcdServer, RedisServer, port_block
+from support.procs import LOOPBACK, EtcdServer, RedisServer
 
-from .conftest import RUN_LABEL, CompatNode, CurveAgentProcess, run_script
+from .conftest import RUN_LABEL, CompatNode, curve_agent, run_script
 
 pytestmark = pytest.mark.timeout(300)
 HEARTBEAT_INTERVAL = 2.0
@@ -36,18 +36,9 @@ def life(tmp_path_factory: pytest.TempPathFactory, compat_keys: Any) -> Iterator
         # what RedisConsumer.create does when a manager starts: XGROUP CREATE events manager $
         redis.Redis(host=LOOPBACK, port=rds.port, db=rds.db).xgroup_create(
             "events", "manager", id="$", mkstream=True)
-        agent_root = root / "agent"
-        agent_root.mkdir()
-        agent = CurveAgentProcess(
-            agent_root, f"{RUN_LABEL}-life-{uuid.uuid4().hex[:6]}", compat_keys,
-            port_range=port_block(52000),
-            agent_toml=(f'rpc-auth-agent-keypair = "{compat_keys / "agent.key_secret"}"\n'
-                        f'rpc-auth-manager-public-key = ["{compat_keys / "manager.key"}"]\n'
-                        "skip-manager-detection = true\n"),
-            extra_toml=(f'[redis]\naddr = "{LOOPBACK}:{rds.port}"\ndb = {rds.db}\n'
-                        f'[etcd]\naddr = "{etcd.addr}"\nnamespace = "{namespace}"\n'
-                        f"[debug]\nheartbeat-interval = {HEARTBEAT_INTERVAL}\n"),
-        )
+        agent = curve_agent(root / "agent", f"{RUN_LABEL}-life-{uuid.uuid4().hex[:6]}",
+                            compat_keys, rds, etcd, namespace, port_base=52000,
+                            extra_toml=f"[debug]\nheartbeat-interval = {HEARTBEAT_INTERVAL}\n")
         node = CompatNode(agent, rds, etcd, namespace, compat_keys)
         result: dict[str, Any] = {"agent_id": agent.agent_id}
         try:
