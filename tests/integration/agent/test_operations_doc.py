@@ -26,6 +26,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
+from support.net import serve_app
 
 from berth import logctx
 from berth.events.models import ALL_EVENTS
@@ -138,13 +139,8 @@ async def loki() -> AsyncIterator[Loki]:
 
     app = web.Application()
     app.router.add_post("/loki/api/v1/push", push)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serve_app(app, port):
         yield got
-    finally:
-        await runner.cleanup()
 
 
 async def redis_keys(server: RedisServer, db: int) -> set[str]:

@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from support.net import serve_app
 
 from berth.errors import MountRefused
 from berth.storage_proxy import AUTH_HEADER
 
-from .conftest import AgentFactory, containers, free_port, kernel_config
+from .conftest import AgentFactory, containers, kernel_config
 
 UID = 9001
 TOKEN = "sp-secret-agtest"
@@ -44,14 +45,8 @@ async def proxy(tmp_path: Path) -> AsyncIterator[tuple[ProxyStandIn, str]]:
     stand_in = ProxyStandIn(tmp_path / "vfroot" / "proxied")
     app = web.Application()
     app.router.add_get("/folder/mount", stand_in.mount)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield stand_in, f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield stand_in, url
 
 
 def folder(path: Path, content: str) -> None:

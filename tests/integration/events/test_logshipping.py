@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-
 from support.docker import docker, docker_session, remove_containers
+from support.net import serve_app
 from support.procs import AgentProcess, port_block
 
 from berth.logshipping import JsonFormatter, LokiHandler
@@ -128,14 +128,8 @@ async def loki() -> AsyncIterator[tuple[FakeLoki, str]]:
     fake = FakeLoki()
     app = web.Application()
     app.router.add_post("/loki/api/v1/push", fake.push)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield fake, f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield fake, url
 
 
 def make_logger(handler: logging.Handler, name: str) -> logging.Logger:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from support.net import serve_app
 
 from berth.storage_proxy import AUTH_HEADER, StorageProxyClient, StorageProxyError
 
@@ -69,14 +70,8 @@ async def proxy() -> AsyncIterator[tuple[FakeProxy, str]]:
     app.router.add_get("/folder/usage", fake.usage)
     app.router.add_get("/folder/fs-usage", fake.fs_usage)
     app.router.add_get("/folder/metadata", fake.metadata)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield fake, f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield fake, url
 
 
 async def test_mount_usage_metadata_unmount(proxy: tuple[FakeProxy, str]) -> None:
