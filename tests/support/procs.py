@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import signal
 import socket
@@ -30,11 +31,31 @@ LOOPBACK = "127.0.0.1"
 BERTH = (sys.executable, "-c", "from berth.cli.main import main; main()")
 
 
+# Listening ports for test servers come from below the kernel's ephemeral range
+# (net.ipv4.ip_local_port_range, 32768-60999 here) and below every kernel port block the
+# tiers use (from 20000): a port the kernel hands out for ``bind(0)`` can come back on the
+# next call, and an outgoing connection can take one between the pick and the server's
+# bind. Picking outside that range, and never twice in one process, leaves neither race.
+_FREE_PORTS = range(10000, 20000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
+    """A loopback TCP port nobody listens on right now and that this process has not handed
+    out before, so two calls never return the same port."""
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(200):
+        port = rng.choice(_FREE_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port in {_FREE_PORTS} after 200 tries")
 
 
 def port_block(base: int, width: int = 40, slots: int = 200) -> tuple[int, int]:

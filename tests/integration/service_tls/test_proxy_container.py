@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import socket
 import ssl
 import subprocess
 import time
@@ -15,15 +14,10 @@ from pathlib import Path
 import pytest
 
 from berth.service_tls import TLSServiceProxy
+from support.procs import free_port
 
 BUSYBOX = "berth/busybox:latest"
 PAGE = "hello from the kernel"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def docker(*args: str) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import time
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 
 from berth.errors import RunnerError, RunnerUnavailable
 from berth.runner import RunnerClient
+from support.procs import free_port
 
 
 async def batch_steps(client: RunnerClient, opts: dict[str, str]) -> list[dict[str, Any]]:
@@ -82,12 +82,6 @@ async def test_environ_txt_reaches_user_code(start_runner: Any, kernel_dirs: Any
         code = "import os\nprint(os.environ['GREETING'], os.environ['LANG'], os.environ['HOME'])"
         result = await client.execute("r", "query", code, flush_timeout=5)
     assert stdout(result) == f"hello=world en_US.UTF-8 {kernel_dirs.work}\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_http_service(kernel_dirs: Any) -> None:

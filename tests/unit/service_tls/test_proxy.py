@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,6 +16,7 @@ import pytest
 
 from berth.errors import ConfigError, InvalidArgument
 from berth.service_tls import ProxyListenFailed, TLSServiceProxy, make_server_context
+from support.procs import free_port as unused_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -103,12 +103,6 @@ async def upstream_factory() -> AsyncIterator[Callable[[Handler], Awaitable[tupl
 
 MakeUpstream = Callable[[Handler], Awaitable[tuple[Upstream, int]]]
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-
-
-def unused_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def tls_connect(port: int, ctx: ssl.SSLContext) -> Conn:
