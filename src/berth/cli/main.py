@@ -14,7 +14,9 @@ from berth.cli.agent import agent
 from berth.cli.events import events_group
 from berth.cli.image import image_group
 from berth.cli.kernel import kernel
-from berth.cli.kernel_exec import COMMANDS as KERNEL_EXEC_COMMANDS
+from berth.cli.kernel_files import COMMANDS as KERNEL_FILES_COMMANDS
+from berth.cli.kernel_run import COMMANDS as KERNEL_RUN_COMMANDS
+from berth.cli.kernel_services import COMMANDS as KERNEL_SERVICE_COMMANDS
 from berth.cli.keys import keys
 from berth.cli.server import config, start_server
 from berth.cli.state import CliState
@@ -45,7 +47,8 @@ def cli(ctx: click.Context, addr: str, server_key: Path | None, client_keypair: 
     state.plain, state.timeout, state.as_json = plain, timeout, as_json or state.as_json
 
 
-for _command in (*KERNEL_EXEC_COMMANDS, kernel_top):
+for _command in (*KERNEL_RUN_COMMANDS, *KERNEL_FILES_COMMANDS, *KERNEL_SERVICE_COMMANDS,
+                 kernel_top):
     kernel.add_command(_command)
 agent.add_command(agent_top)
 cli.add_command(kernel)

@@ -1,5 +1,6 @@
 """Per-kernel scratch storage with quotas, vfolder mounts, and confined file access."""
 
+from berth.storage.archive import UnsafeArchiveMember, extract_archive
 from berth.storage.files import (
     DEFAULT_MAX_DOWNLOAD_BYTES,
     DEFAULT_MAX_UPLOAD_BYTES,
@@ -44,9 +45,11 @@ __all__ = [
     "ScratchType",
     "ScratchUsage",
     "SystemMounter",
+    "UnsafeArchiveMember",
     "VFolderMount",
     "check_kernel_id",
     "docker_mounts",
+    "extract_archive",
     "intrinsic_mounts",
     "list_files_reply",
     "locate",

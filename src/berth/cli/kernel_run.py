@@ -1,4 +1,4 @@
-"""``berth kernel exec|run|cp|ls-files|service``: code, files and services of a live kernel.
+"""``berth kernel exec|run``: run code in a live kernel, or in a kernel made for the run.
 
 A run follows Backend.AI's protocol (reference §5.4): one ``execute`` in ``query`` or
 ``batch`` mode, then ``continue`` calls with a short flush timeout, streaming each reply's
@@ -11,56 +11,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
-import json
-import os
-import posixpath
 import signal
-import tarfile
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path, PurePosixPath
 from typing import Any, Protocol, TypeVar
 
 import click
 
-from berth.cli import render
-from berth.cli.kernel import agent_host, find_kernel, kernel_request, service_url
+from berth.cli.kernel import find_kernel, kernel_request
 from berth.cli.spec import cluster_info, creation_config
-from berth.cli.state import CliState, get_state, json_option, run_with_client
+from berth.cli.state import CliState, get_state, run_with_client
 from berth.client import AgentClient
-from berth.errors import BerthError, FileAccessDenied, KernelNotFound, StorageError
+from berth.errors import KernelNotFound
 
 __all__ = [
     "COMMANDS",
-    "Location",
     "RunSpec",
     "SigintCounter",
     "Terminal",
-    "UnsafeArchiveMember",
     "console_writes",
     "exit_code_of",
-    "extract_archive",
     "follow_run",
-    "parse_location",
-    "service_lines",
 ]
 
 T = TypeVar("T")
 
 API_VERSION = 2
 FLUSH_TIMEOUT = 0.5
-WORK_DIR = "/home/work"
 TERMINAL_STATUSES = frozenset({"finished", "exec-timeout"})
 STEP_STATUSES = {"clean-finished": "clean", "build-finished": "build"}
 EXIT_DETACHED = 130
-
-
-class UnsafeArchiveMember(FileAccessDenied):
-    """A downloaded archive holds a member that would land outside the destination."""
 
 
 # ------------------------------------------------------------------ following a run
@@ -372,281 +354,4 @@ def run(ctx: click.Context, image: str, cpu: str, mem: str, shmem: str | None,
     ctx.exit(_run_async(get_state(ctx), go))
 
 
-# ------------------------------------------------------------------ files
-
-@dataclass(frozen=True)
-class Location:
-    """One side of ``kernel cp``: ``kernel_id`` is None for a local path."""
-
-    path: str
-    kernel_id: str | None = None
-
-
-def parse_location(text: str) -> Location:
-    """``ID:/home/work/x`` or ``ID:x`` → remote; anything else (``./a:b``, ``/a:b``) → local."""
-    head, sep, tail = text.partition(":")
-    if not sep or not head or "/" in head or head in (".", ".."):
-        return Location(text)
-    return Location(tail or WORK_DIR, head)
-
-
-def _escapes(root: str, path: str) -> bool:
-    return path != root and not path.startswith(root.rstrip("/") + "/")
-
-
-def _check_member(member: tarfile.TarInfo, root: str) -> None:
-    name = PurePosixPath(member.name)
-    problem = None
-    if name.is_absolute() or ".." in name.parts:
-        problem = "absolute or '..' path"
-    elif not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-        problem = "not a file, directory or link"
-    elif member.issym():
-        target = posixpath.normpath(posixpath.join(root, str(name.parent), member.linkname))
-        if posixpath.isabs(member.linkname) or _escapes(root, target):
-            problem = f"symbolic link to {member.linkname!r}"
-    elif member.islnk() and _escapes(root, posixpath.normpath(
-            posixpath.join(root, member.linkname))):
-        problem = f"hard link to {member.linkname!r}"
-    if problem:
-        raise UnsafeArchiveMember(f"refused archive member {member.name!r}: {problem}",
-                                  path=member.name, reason=problem)
-
-
-def _rename_top(member: tarfile.TarInfo, old: str, new: str) -> tarfile.TarInfo:
-    def swap(path: str) -> str:
-        parts = PurePosixPath(path).parts
-        return str(PurePosixPath(new, *parts[1:])) if parts and parts[0] == old else path
-
-    renamed = member.replace(name=swap(member.name), deep=False)
-    if member.islnk():
-        renamed = renamed.replace(linkname=swap(member.linkname), deep=False)
-    return renamed
-
-
-def _plan_members(tar: tarfile.TarFile, root: Path, rename_to: str | None
-                  ) -> list[tarfile.TarInfo]:
-    """Every member checked (ours, then tarfile's 'data' filter) before anything is written."""
-    members = tar.getmembers()
-    tops = {PurePosixPath(m.name).parts[0] for m in members if PurePosixPath(m.name).parts}
-    planned = []
-    for member in members:
-        _check_member(member, str(root))
-        if rename_to is not None and len(tops) == 1:
-            member = _rename_top(member, next(iter(tops)), rename_to)
-        try:
-            filtered = tarfile.data_filter(member, str(root))
-        except tarfile.FilterError as exc:
-            raise UnsafeArchiveMember(f"refused archive member {member.name!r}: {exc}",
-                                      path=member.name, reason=str(exc)) from None
-        if filtered is not None:
-            planned.append(filtered)
-    return planned
-
-
-def extract_archive(data: bytes, dest: Path) -> list[str]:
-    """Extract a ``download_file`` tar at ``dest`` (docker cp rules); returns written names.
-
-    An existing directory ``dest`` (or one written with a trailing slash) receives the
-    archived entry under its own name; otherwise the entry is written as ``dest`` itself.
-    A member that would escape is refused before anything is written.
-    """
-    into_dir = dest.is_dir() or str(dest).endswith(os.sep)
-    root = (dest if into_dir else dest.parent).resolve()
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        members = _plan_members(tar, root, None if into_dir else dest.name)
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            tar.extractall(root, members=members, filter="fully_trusted")
-        except OSError as exc:
-            raise StorageError(f"{dest}: {exc.strerror or exc}", path=str(dest)) from None
-    return [m.name for m in members]
-
-
-def _remote_join(base: str, *parts: str) -> str:
-    return posixpath.join(base.rstrip("/") or "/", *parts)
-
-
-async def _remote_is_dir(client: AgentClient, kernel_id: str, path: str) -> bool:
-    if path.endswith("/") or posixpath.normpath(path) in (".", WORK_DIR):
-        return True
-    try:
-        await client.list_files(kernel_id, path)
-    except KernelNotFound:
-        raise
-    except BerthError:  # not there, or not a directory
-        return False
-    return True
-
-
-def _local_files(src: Path) -> list[tuple[Path, tuple[str, ...]]]:
-    """(file, path parts under src's name) for a file or a directory tree; links skipped."""
-    if not src.is_dir():
-        return [(src, ())]
-    found = []
-    for dirpath, _dirs, files in os.walk(src):
-        for name in sorted(files):
-            path = Path(dirpath, name)
-            if path.is_symlink():
-                click.echo(f"berth: skipped symbolic link {path}", err=True)
-                continue
-            found.append((path, path.relative_to(src).parts))
-    return found
-
-
-async def _upload(client: AgentClient, src: Path, dst: Location) -> list[str]:
-    assert dst.kernel_id is not None
-    if not src.exists():
-        raise click.BadParameter(f"{src}: no such file or directory")
-    base = dst.path
-    if await _remote_is_dir(client, dst.kernel_id, dst.path):
-        base = _remote_join(dst.path, src.resolve().name)
-    sent = []
-    for path, parts in _local_files(src):
-        remote = _remote_join(base, *parts) if parts else base
-        await client.upload_file(dst.kernel_id, remote, path.read_bytes())
-        sent.append(remote)
-    return sent
-
-
-async def _download(client: AgentClient, src: Location, dst: Path) -> list[str]:
-    assert src.kernel_id is not None
-    data = await client.download_file(src.kernel_id, src.path)
-    return await asyncio.to_thread(extract_archive, data, dst)
-
-
-@click.command("cp")
-@click.argument("src")
-@click.argument("dst")
-@json_option
-@click.pass_context
-def cp(ctx: click.Context, src: str, dst: str) -> None:
-    """Copy files between a kernel and here: ID:/home/work/PATH ↔ local PATH."""
-    state = get_state(ctx)
-    source, dest = parse_location(src), parse_location(dst)
-    if (source.kernel_id is None) == (dest.kernel_id is None):
-        raise click.UsageError("exactly one of SRC and DST must be KERNEL_ID:PATH")
-    if dest.kernel_id is not None:
-        done = run_with_client(state, lambda c: _upload(c, Path(source.path), dest))
-    else:
-        done = run_with_client(state, lambda c: _download(c, source, Path(dest.path)))
-    if state.as_json:
-        render.emit_json({"copied": done})
-    else:
-        click.echo(f"copied {len(done)} entr{'y' if len(done) == 1 else 'ies'}")
-
-
-FILE_COLUMNS = [("mode", "MODE"), ("size", "SIZE"), ("modified", "MODIFIED"),
-                ("filename", "NAME")]
-
-
-def file_rows(reply: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The entries of a ``list_files`` reply ("files" is a JSON string)."""
-    raw = reply.get("files") or "[]"
-    entries = json.loads(raw) if isinstance(raw, (str, bytes)) else list(raw)
-    return [{**e, "modified": datetime.fromtimestamp(float(e.get("mtime", 0))).isoformat(
-        sep=" ", timespec="seconds")} for e in entries]
-
-
-@click.command("ls-files")
-@click.argument("kernel_id")
-@click.argument("path", default=WORK_DIR)
-@json_option
-@click.pass_context
-def ls_files(ctx: click.Context, kernel_id: str, path: str) -> None:
-    """List a directory of a kernel (default /home/work)."""
-    state = get_state(ctx)
-    reply = run_with_client(state, lambda c: c.list_files(kernel_id, path))
-    if reply.get("errors"):
-        click.echo(f"error: {reply['errors']}", err=True)
-        ctx.exit(1)
-    rows = file_rows(reply)
-    if state.as_json:
-        render.emit_json([{k: v for k, v in r.items() if k != "modified"} for r in rows])
-    else:
-        render.table(rows, FILE_COLUMNS, title=str(reply.get("abspath") or path))
-
-
-# ------------------------------------------------------------------ services
-
-def service_lines(name: str, result: Mapping[str, Any], ports: Sequence[Mapping[str, Any]],
-                  host: str, tls_host_ports: Collection[int] = ()) -> list[str]:
-    """What ``service start`` prints: the status, then each host port of the service (its URL
-    ``https://`` where the agent serves it over TLS)."""
-    lines = [f"{name}: {result.get('status')}"
-             + (f" ({result['error']})" if result.get("error") else "")]
-    decl = next((p for p in ports if p.get("name") == name), None)
-    if decl is None or result.get("status") == "failed":
-        return lines
-    pairs = zip(decl.get("container_ports") or [], decl.get("host_ports") or [])
-    for container_port, host_port in pairs:
-        url = service_url(decl.get("protocol"), host, host_port, tls_host_ports)
-        url = f"  {url}" if url else ""
-        lines.append(f"  host port {host_port} -> container port {container_port}{url}")
-    return lines
-
-
-@click.group("service")
-def service() -> None:
-    """Start or stop a service (app) declared by a kernel's image."""
-
-
-def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=what)
-        out[key] = value
-    return out
-
-
-@service.command("start")
-@click.argument("kernel_id")
-@click.argument("name")
-@click.option("--env", "envs", multiple=True, metavar="KEY=VALUE",
-              help="Environment for the service, if its definition allows the name "
-                   "(e.g. JUPYTER_TOKEN=...). Repeatable.")
-@click.option("--arg", "arguments", multiple=True, metavar="KEY=VALUE",
-              help="An argument the service definition allows "
-                   "(e.g. --ServerApp.base_url=/x/). Repeatable.")
-@json_option
-@click.pass_context
-def service_start(ctx: click.Context, kernel_id: str, name: str, envs: tuple[str, ...],
-                  arguments: tuple[str, ...]) -> None:
-    """Start service NAME; print its status and host port(s)."""
-    state = get_state(ctx)
-    opts: dict[str, Any] = {}
-    if envs:
-        opts["envs"] = _pairs(envs, "--env")
-    if arguments:
-        opts["arguments"] = _pairs(arguments, "--arg")
-
-    async def go(client: AgentClient) -> tuple[dict[str, Any], dict[str, Any]]:
-        result = await client.start_service(kernel_id, name, opts)
-        row = await find_kernel(client, kernel_id)
-        return result, row
-
-    result, row = run_with_client(state, go)
-    ports: list[dict[str, Any]] = list(row.get("service_ports") or [])
-    if state.as_json:
-        decl = next((p for p in ports if p.get("name") == name), {})
-        render.emit_json({**result, "service": name, "host_ports": decl.get("host_ports", [])})
-    else:
-        for line in service_lines(name, result, ports, agent_host(state.addr),
-                                  row.get("tls_host_ports") or ()):
-            click.echo(line)
-    ctx.exit(1 if result.get("status") == "failed" else 0)
-
-
-@service.command("stop")
-@click.argument("kernel_id")
-@click.argument("name")
-@click.pass_context
-def service_stop(ctx: click.Context, kernel_id: str, name: str) -> None:
-    """Stop service NAME."""
-    run_with_client(get_state(ctx), lambda c: c.shutdown_service(kernel_id, name))
-    click.echo(f"{name}: stopped")
-
-
-COMMANDS = [exec_, run, cp, ls_files, service]
+COMMANDS = [exec_, run]
