@@ -325,6 +325,50 @@ class ContainerLogsSection(_Section):
         return parse_binary_size(value)
 
 
+class WarmPoolSection(_Section):
+    """Pre-started containers a create can claim (off while ``images`` is empty).
+
+    ``images`` maps an image (as the Manager names it: its canonical ref) to how many idle
+    containers of it to keep; ``max-total`` caps them all. Pool containers start with the
+    ``cpu``/``mem`` shape and hold at most ``reserve-cpu``/``reserve-mem`` of the node, which is
+    taken off the capacity kernels are allocated from (and nothing more); a claimed container
+    gets the kernel's own allocation applied live.
+    """
+
+    images: dict[str, int] = Field(default_factory=dict)
+    max_total: int = Field(4, ge=0)
+    cpu: Decimal = Field(Decimal("0.25"), gt=0)
+    mem: int = 128 * 2**20
+    reserve_cpu: Decimal = Field(Decimal(1), ge=0)
+    reserve_mem: int = 2**30
+    refill_interval_sec: float = Field(5.0, gt=0)
+
+    @field_validator("mem", "reserve_mem", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> int:
+        return parse_binary_size(value)
+
+    @field_validator("images")
+    @classmethod
+    def _sizes(cls, value: dict[str, int]) -> dict[str, int]:
+        if any(n < 0 for n in value.values()) or any(not ref.strip() for ref in value):
+            raise ValueError("images maps an image ref to a size >= 0")
+        return value
+
+    @model_validator(mode="after")
+    def _fits_its_reserve(self) -> WarmPoolSection:
+        total = min(self.max_total, sum(self.images.values()))
+        if total * self.cpu > self.reserve_cpu or total * self.mem > self.reserve_mem:
+            raise ValueError(
+                f"{total} pool containers of cpu {self.cpu} and mem {self.mem} do not fit "
+                f"reserve-cpu {self.reserve_cpu} and reserve-mem {self.reserve_mem}")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return any(self.images.values()) and self.max_total > 0
+
+
 class AgentConfig(_Section):
     agent: AgentSection = AgentSection()
     container: ContainerSection = ContainerSection()
@@ -338,6 +382,7 @@ class AgentConfig(_Section):
     watcher: WatcherSection = WatcherSection()
     service_tls: ServiceTLSSection = ServiceTLSSection()
     container_logs: ContainerLogsSection = ContainerLogsSection()
+    warm_pool: WarmPoolSection = WarmPoolSection()
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
     volumes: dict[str, Any] = Field(default_factory=dict)
 

@@ -72,6 +72,10 @@ def render_sample() -> str:
         else:
             parts.append(f"[{key}]   # per-plugin tables, e.g. [plugins.mock]\n")
     text = "\n".join(parts).replace("rpc-allow-plain = true", "rpc-allow-plain = false")
+    text = text.replace(
+        "[warm-pool]\nimages = {  }",
+        "[warm-pool]\n# Pre-started containers per image (off while empty), e.g.\n"
+        '# images = { "berth/python:3.11" = 2 }\nimages = {  }')
     return text.replace(
         "# rpc-auth-agent-keypair =\nrpc-auth-manager-public-key = []",
         "# CurveZMQ key files (`berth keys generate`); plain RPC needs rpc-allow-plain = true.\n"

@@ -33,6 +33,14 @@ kernel, net_rx / net_tx per node (device "node"), and each accelerator plugin's 
     berth_kernel_auto_restarts_total{agent_id, outcome}           counter (Berth's own): what
         [kernel-lifecycles] restart-policy = "on-failure" did with a container that failed:
         restarted, failed (the new container did not come up), gave-up (restart-max reached)
+    berth_warm_pool_size{agent_id, image}                         gauge (Berth's own): idle
+        warm-pool containers ready to be claimed, per configured image
+    berth_warm_pool_hits_total{agent_id, image}                   counter: creates served by a
+        pool container
+    berth_warm_pool_misses_total{agent_id, reason}                counter: creates of a pooled
+        agent that took the cold path, and why (warmplan.MissReason)
+    berth_warm_pool_refill_seconds{agent_id}                      histogram (PHASE_BUCKETS):
+        one pool container's start until its runner waits for a claim
 
 What the node holds, so that drift shows instead of being guessed (Berth's own, read at scrape
 time; containers from the janitor's last listing):
@@ -234,6 +242,7 @@ class BerthMetrics:
         self._rpc()
         self._tasks()
         self._agent()
+        self._warm_pool()
 
     def _rpc(self) -> None:
         r = self.registry
@@ -287,6 +296,33 @@ class BerthMetrics:
                               ["agent_id", "kind"], registry=r)
         for kind in REAPED_KINDS:  # every series exists from the start, at zero
             self.reaped.labels(self.agent_id, kind)
+
+    def _warm_pool(self) -> None:
+        r = self.registry
+        self.warm_size = Gauge("berth_warm_pool_size", "Idle warm-pool containers per image",
+                               ["agent_id", "image"], registry=r)
+        self.warm_hits = Counter("berth_warm_pool_hits", "Creates served from the warm pool",
+                                 ["agent_id", "image"], registry=r)
+        self.warm_misses = Counter("berth_warm_pool_misses",
+                                   "Creates that took the cold path, by reason",
+                                   ["agent_id", "reason"], registry=r)
+        self.warm_refill = Histogram("berth_warm_pool_refill_seconds",
+                                     "Time to start one warm-pool container",
+                                     ["agent_id"], buckets=PHASE_BUCKETS, registry=r)
+
+    def observe_warm_pool(self, event: str, value: str = "", seconds: float = 0.0) -> None:
+        """``hit`` (value: image), ``miss`` (value: reason), ``refill`` (seconds)."""
+        if event == "hit":
+            self.warm_hits.labels(self.agent_id, value).inc()
+        elif event == "miss":
+            self.warm_misses.labels(self.agent_id, value).inc()
+        elif event == "refill":
+            self.warm_refill.labels(self.agent_id).observe(seconds)
+        else:
+            raise ValueError(f"unknown warm-pool event {event!r}")
+
+    def set_warm_pool_size(self, image: str, size: int) -> None:
+        self.warm_size.labels(self.agent_id, image).set(size)
 
     def set_snapshot_source(self, source: SnapshotSource) -> None:
         self._snapshot.source = source

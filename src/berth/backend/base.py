@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 __all__ = ["ContainerBackend", "ContainerEvent", "ContainerInfo", "ExecResult", "ImageInfo",
-           "NetworkInfo"]
+           "NetworkInfo", "RemovedContainer"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,14 @@ class NetworkInfo:
 
 
 @dataclass(frozen=True)
+class RemovedContainer:
+    """What :meth:`ContainerBackend.kill_and_remove` learnt about a container it removed."""
+
+    exit_code: int | None  # None: the engine did not say
+    logs: str | None = None  # its last output lines, when asked for
+
+
+@dataclass(frozen=True)
 class ExecResult:
     exit_code: int
     stdout: bytes
@@ -78,7 +86,20 @@ class ContainerBackend(Protocol):
 
     async def remove(self, container_id: str) -> None: ...
 
+    async def kill_and_remove(self, container_id: str, *, logs_tail: int | None = None
+                              ) -> RemovedContainer:
+        """``docker rm -f``: SIGKILL if it runs, then removed, in one engine request; returns
+        its exit code (137 for the kill) and, with ``logs_tail``, its last output lines, taken
+        without another blocking request where the engine allows. ContainerNotFound if gone."""
+        ...
+
     async def inspect(self, container_id: str) -> ContainerInfo: ...
+
+    async def update(self, container_id: str, resources: Mapping[str, Any]) -> None:
+        """Change a running container's limits (Docker's update API: CPU, memory, pids)."""
+        ...
+
+    async def rename(self, container_id: str, name: str) -> None: ...
 
     async def list(self, labels: Mapping[str, str]) -> builtins.list[ContainerInfo]: ...
 

@@ -9,20 +9,32 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import aiodocker
 import aiohttp
 from aiodocker.exceptions import DockerError
 
-from berth.backend.base import ContainerEvent, ContainerInfo, ExecResult, ImageInfo, NetworkInfo
+from berth.backend.base import (
+    ContainerEvent,
+    ContainerInfo,
+    ExecResult,
+    ImageInfo,
+    NetworkInfo,
+    RemovedContainer,
+)
+from berth.backend.jsonlog import tail_text
 from berth.errors import BackendError, ContainerConflict, ContainerNotFound, ImageNotAvailable
 
 __all__ = ["DockerBackend"]
 
 log = logging.getLogger(__name__)
+
+_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 
 
 @contextmanager
@@ -64,6 +76,18 @@ def _info(data: Mapping[str, Any]) -> ContainerInfo:
     )
 
 
+async def _wait_status(waiting: aiohttp.ClientResponse) -> int | None:
+    """The exit code in a finished ``wait``'s answer; None when the engine did not say."""
+    try:
+        async with asyncio.timeout(5.0):
+            data = await waiting.json(content_type=None)
+        code = data.get("StatusCode")
+        return int(code) if code is not None else None
+    except (TimeoutError, ValueError, TypeError, AttributeError, aiohttp.ClientError) as exc:
+        log.debug("no exit code in the wait answer: %r", exc)
+        return None
+
+
 def _image(data: Mapping[str, Any]) -> ImageInfo:
     return ImageInfo(
         id=data["Id"],
@@ -101,6 +125,7 @@ def label_changes(labels: Mapping[str, str]) -> list[str]:
 class DockerBackend:
     def __init__(self, url: str | None = None) -> None:
         self._docker = aiodocker.Docker(url=url)
+        self._root: str | None = None  # the engine's data root, asked once
 
     async def close(self) -> None:
         await self._docker.close()
@@ -115,8 +140,10 @@ class DockerBackend:
     async def root_dir(self) -> str:
         """The engine's data root (``DockerRootDir``): where container writes land."""
         with _translate("info"):
-            info = await self._docker.system.info()
-            return str(info.get("DockerRootDir") or "/var/lib/docker")
+            if self._root is None:
+                info = await self._docker.system.info()
+                self._root = str(info.get("DockerRootDir") or "/var/lib/docker")
+            return self._root
 
     async def create(self, name: str, config: Mapping[str, Any]) -> str:
         with _translate(f"create {name}"):
@@ -138,6 +165,62 @@ class DockerBackend:
     async def remove(self, container_id: str) -> None:
         with _translate(f"remove {container_id[:12]}"):
             await self._docker.containers.container(container_id).delete(force=True, v=True)
+
+    async def kill_and_remove(self, container_id: str, *, logs_tail: int | None = None
+                              ) -> RemovedContainer:
+        """``DELETE /containers/{id}?force=1`` (what ``docker rm -f`` sends), with a
+        ``wait?condition=removed`` registered just before: the engine answers it with the exit
+        code as the removal ends, so no request follows the removal. The json-file log is
+        opened before the removal and read after it (an open file outlives its directory);
+        where it is not on this host (another log driver, a remote engine) the output costs a
+        ``logs`` request first."""
+        files = await self._open_json_logs(container_id) if logs_tail is not None else []
+        try:
+            logs = None
+            if logs_tail is not None and not files:
+                logs = await self.logs(container_id, tail=logs_tail)
+            with _translate(f"remove {container_id[:12]}"):
+                async with self._docker._query(
+                        f"containers/{container_id}/wait", method="POST",
+                        params={"condition": "removed"}, timeout=None) as waiting:
+                    # the engine sends the headers once the wait is registered
+                    await self._docker.containers.container(container_id).delete(force=True,
+                                                                                 v=True)
+                    exit_code = await _wait_status(waiting)
+            if files:
+                assert logs_tail is not None
+                logs = await asyncio.to_thread(tail_text, files, logs_tail)
+            return RemovedContainer(exit_code, logs)
+        finally:
+            for file in files:
+                file.close()
+
+    async def _open_json_logs(self, container_id: str) -> list[BinaryIO]:
+        """The container's json-file logs on this host, newest first, open; [] where there
+        are none (another log driver, an engine on another host)."""
+        if not _CONTAINER_ID.fullmatch(container_id):
+            return []
+        try:
+            root = await self.root_dir()  # asked of the engine once, then known
+        except BackendError:
+            return []
+        base = Path(root, "containers", container_id, f"{container_id}-json.log")
+        files: list[BinaryIO] = []
+        for path in (base, base.with_name(f"{base.name}.1")):
+            try:
+                files.append(path.open("rb"))
+            except OSError:
+                break  # no log here at all, or no rotated one
+        return files
+
+    async def update(self, container_id: str, resources: Mapping[str, Any]) -> None:
+        with _translate(f"update {container_id[:12]}"):
+            await self._docker._query_json(f"containers/{container_id}/update", method="POST",
+                                           data=dict(resources))
+
+    async def rename(self, container_id: str, name: str) -> None:
+        with _translate(f"rename {container_id[:12]}"):
+            await self._docker.containers.container(container_id).rename(name)
 
     async def inspect(self, container_id: str) -> ContainerInfo:
         with _translate(f"inspect {container_id[:12]}"):

@@ -13,7 +13,8 @@ the test releases it, :meth:`inject_faults` makes random calls fail the ways a r
 
 Fidelity notes: ``stop`` of a running container ends it with ``stop_exit_code`` (143, SIGTERM
 under ``Init``) and is a no-op on a stopped one (Docker's 304); ``remove`` is ``force=True`` as in
-the real seam, so a running container dies with 137 first; ``host_ports`` is empty while a
+the real seam, so a running container dies with 137 first (``kill_and_remove`` likewise, returning
+the exit code and, when asked, the log's tail); ``host_ports`` is empty while a
 container is not running, as in ``NetworkSettings.Ports``; events carry only ``ai.backend.*``
 labels, as the real seam keeps. Networks: a container whose ``HostConfig.NetworkMode`` names a
 user network joins it (with ``NetworkingConfig`` aliases) and leaves it on removal; creating a
@@ -36,7 +37,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from berth.backend.base import ContainerEvent, ContainerInfo, ExecResult, ImageInfo, NetworkInfo
+from berth.backend.base import (
+    ContainerEvent,
+    ContainerInfo,
+    ExecResult,
+    ImageInfo,
+    NetworkInfo,
+    RemovedContainer,
+)
 from berth.errors import BackendError, ContainerConflict, ContainerNotFound, ImageNotAvailable
 
 __all__ = ["FAULT_KINDS", "ExecHandler", "FakeBackend", "FakeContainer", "Faults", "RemoteImage"]
@@ -45,7 +53,7 @@ ExecHandler = Callable[["FakeContainer", Sequence[str], "str | None", Mapping[st
                        "ExecResult | Awaitable[ExecResult]"]
 
 VERBS = frozenset({
-    "ping", "create", "start", "stop", "remove", "inspect", "list", "logs", "exec", "events",
+    "ping", "create", "start", "stop", "remove", "kill_and_remove", "inspect", "list", "logs", "exec", "events",
     "image_inspect", "image_list", "image_remove", "image_pull", "image_push", "image_export",
     "commit", "network_create", "network_inspect", "network_list", "network_remove",
 })
@@ -365,6 +373,36 @@ class FakeBackend:
         self._publish("destroy", container)
         await self._leave("remove", None)
 
+    async def kill_and_remove(self, container_id: str, *, logs_tail: int | None = None
+                              ) -> RemovedContainer:
+        await self._enter("kill_and_remove", container_id)
+        container = self._get(container_id)
+        if container.running:
+            self._end(container, 137)
+        logs = _tail(container.log, logs_tail) if logs_tail is not None else None
+        del self.containers[container.id]
+        self._publish("destroy", container)
+        return await self._leave("kill_and_remove", RemovedContainer(container.exit_code, logs))
+
+    async def update(self, container_id: str, resources: Mapping[str, Any]) -> None:
+        await self._enter("update", container_id)
+        container = self._get(container_id)
+        if not container.running:
+            raise BackendError(f"update {container_id[:12]}: container is not running",
+                               status=409)
+        container.config["HostConfig"] = {**(container.config.get("HostConfig") or {}),
+                                          **resources}
+        await self._leave("update", None)
+
+    async def rename(self, container_id: str, name: str) -> None:
+        await self._enter("rename", container_id)
+        container = self._get(container_id)
+        if any(c.name == name and c is not container for c in self.containers.values()):
+            raise ContainerConflict(f"rename {container_id[:12]}: name {name} is in use",
+                                    status=409)
+        container.name = name
+        await self._leave("rename", None)
+
     async def inspect(self, container_id: str) -> ContainerInfo:
         await self._enter("inspect", container_id)
         return await self._leave("inspect", self._get(container_id).info())
@@ -377,9 +415,7 @@ class FakeBackend:
     async def logs(self, container_id: str, *, tail: int | None = None) -> str:
         await self._enter("logs", container_id)
         text = self._get(container_id).log
-        if tail is not None:
-            text = "".join(text.splitlines(keepends=True)[-tail:] if tail > 0 else [])
-        return await self._leave("logs", text)
+        return await self._leave("logs", _tail(text, tail) if tail is not None else text)
 
     async def exec(self, container_id: str, cmd: Sequence[str], *, user: str | None = None,
                    env: Mapping[str, str] | None = None, timeout: float = 60.0) -> ExecResult:
@@ -630,6 +666,10 @@ class FakeBackend:
         for stream in self._subscribers:
             if _matches(container.labels, stream.labels):
                 stream.queue.put_nowait(event)
+
+
+def _tail(text: str, lines: int) -> str:
+    return "".join(text.splitlines(keepends=True)[-lines:] if lines > 0 else [])
 
 
 def _check_verb(verb: str) -> str:

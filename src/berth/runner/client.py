@@ -174,6 +174,15 @@ class RunnerClient:
         """{ready, started_at, bootstrap_exit, python, pid, current_run}"""
         return await self._request(protocol.OP_STATUS, self._request_timeout, retry=True)
 
+    async def probe_ready(self) -> bool:
+        """One ``status`` request: whether the runner says it is ready (False while it cannot
+        be reached yet). The agent asks this when the runner's ready signal wakes it."""
+        try:
+            status = await self._request(protocol.OP_STATUS, self._connect_timeout)
+        except (RunnerUnavailable, RunnerError):
+            return False
+        return bool(status.get("ready"))
+
     async def wait_ready(self, deadline: float) -> dict[str, Any]:
         """Poll until the runner says ready; `deadline` is a `time.monotonic()` instant."""
         last_error: Exception | None = None
@@ -223,6 +232,11 @@ class RunnerClient:
             protocol.OP_START_SERVICE, timeout + REPLY_MARGIN, name=name,
             protocol=protocol_name, ports=list(ports), options=dict(opts or {}),
             launch_timeout=timeout)
+
+    async def claim(self, environ: Mapping[str, str], unset: Sequence[str] = ()) -> dict[str, Any]:
+        """Make a warm-pool runner the kernel's (its environment); {ready}."""
+        return await self._request(protocol.OP_CLAIM, self._request_timeout,
+                                   environ=dict(environ), unset=list(unset))
 
     async def shutdown_service(self, name: str) -> None:
         await self._request(protocol.OP_SHUTDOWN_SERVICE, self._request_timeout, name=name)

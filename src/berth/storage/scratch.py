@@ -201,6 +201,31 @@ class ScratchManager:
         else:
             await self._mounter.mount_tmpfs(paths.kernel_dir, self.size_bytes)
 
+    async def take_over(self, source: ScratchManager, source_id: str,
+                        kernel_id: str) -> ScratchPaths:
+        """Make another manager's scratch (a warm-pool container's, same type and size, same
+        filesystem) this kernel's, without touching what a running container bound from it:
+        a plain dir is renamed (bind mounts follow the inode); a mounted one is bind-mounted
+        at its new place and unmounted at the old (the container's binds keep the filesystem),
+        its image file renamed along."""
+        old, new = source.paths(source_id), self.paths(kernel_id)
+        if new.kernel_dir.exists() or (new.image is not None and new.image.exists()):
+            raise StorageError(f"scratch of kernel {new.kernel_id} exists already",
+                               kernel_id=new.kernel_id)
+        async with source._lock(old.kernel_id), self._lock(new.kernel_id):
+            if self.scratch_type is ScratchType.HOSTDIR:
+                os.rename(old.kernel_dir, new.kernel_dir)
+            else:
+                new.kernel_dir.mkdir(mode=0o755)
+                await self._mounter.bind(old.kernel_dir, new.kernel_dir)
+                await source._unmount_all(old.kernel_id, old.kernel_dir)
+                old.kernel_dir.rmdir()
+                if old.image is not None and new.image is not None:
+                    os.rename(old.image, new.image)
+        source._locks.pop(old.kernel_id, None)
+        log.info("scratch of %s is now kernel %s's", old.kernel_id, new.kernel_id)
+        return new
+
     # --- inspect -------------------------------------------------------------------------
 
     def is_mounted(self, kernel_id: str) -> bool:

@@ -40,9 +40,15 @@ class FakeMounter:
         for i in reversed(range(len(self.table))):
             if self.table[i].mount_point == target:
                 entry = self.table.pop(i)
-                self.loops.pop(entry.source, None)  # autoclear
+                if not any(e.source == entry.source for e in self.table):
+                    self.loops.pop(entry.source, None)  # autoclear, once the last mount goes
                 return
         raise CommandFailed(["umount", str(target)], 32, "not mounted")
+
+    async def bind(self, source: Path, target: Path) -> None:
+        self._maybe_fail("bind", target)
+        entry = next(e for e in self.table if e.mount_point == source)
+        self.table.append(MountEntry(target, entry.fstype, entry.source))
 
     async def loop_devices(self, image: Path) -> list[str]:
         return [dev for dev, img in self.loops.items() if img == image]

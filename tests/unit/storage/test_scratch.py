@@ -193,3 +193,18 @@ async def test_scan_sees_mounts_without_dirs(tmp_path: Path) -> None:
     mgr.root.mkdir(parents=True)
     fake.table.append(MountEntry(mgr.root / "ghost" / "work", "tmpfs", "tmpfs"))
     assert mgr.scan() == {"ghost"}
+
+
+async def test_take_over_renames_a_pool_scratch_to_the_kernel_keeping_its_files(
+        tmp_path: Path) -> None:
+    kernels = hostdir(tmp_path)
+    pool = ScratchManager(tmp_path / "scratch" / ".warm-pool", "hostdir", 0)
+    made = await pool.create("w1", UID, GID)
+    (made.work_dir / "kept").write_text("x")
+    paths = await kernels.take_over(pool, "w1", "k1")
+    assert paths == kernels.paths("k1")
+    assert (paths.work_dir / "kept").read_text() == "x"
+    assert not made.kernel_dir.exists()
+    assert kernels.scan() == {"k1"}  # the pool's root is no kernel
+    with pytest.raises(StorageError):
+        await kernels.take_over(pool, "w1", "k1")  # never over an existing scratch
