@@ -24,6 +24,7 @@ import collections
 import logging
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -100,6 +101,9 @@ class Runner:
         self.queue: asyncio.Queue[Run] = asyncio.Queue()
         self.current: Run | None = None
         self.stopping = asyncio.Event()
+        self.claimed = asyncio.Event()  # --warm: set by the agent's claim
+        if not args.warm:
+            self.claimed.set()
 
     # lifecycle ---------------------------------------------------------------------------
     async def main(self) -> int:
@@ -109,8 +113,10 @@ class Runner:
             loop.add_signal_handler(sig, self.stopping.set)
         executor = loop.create_task(self._executor())
         try:
+            await self.claimed.wait()  # a warm-pool container becomes a kernel first
             await self._bootstrap()
             self.ready = True
+            _tell_ready(self.ipc_dir)
             log.info("runner ready (bootstrap exit %s)", self.bootstrap_exit)
             await self.stopping.wait()
         finally:
@@ -244,6 +250,28 @@ class Runner:
             self._interrupt(run)
         return {"interrupted": run.run_id if run else None}
 
+    async def op_claim(self, req: dict[str, Any]) -> dict[str, Any]:
+        """A warm-pool runner becomes the kernel's: its environment (``environ`` over the
+        container's, less ``unset``, then environ.txt) for everything it starts from now on;
+        the code worker starts only after this. {ready}"""
+        if self.claimed.is_set():
+            raise RequestFailed("AlreadyClaimed", "this runner is not waiting for a claim")
+        unset = set(req.get("unset") or [])
+        base = {k: v for k, v in os.environ.items() if k not in unset}
+        base.update({str(k): str(v) for k, v in (req.get("environ") or {}).items()})
+        self.env = user_environment(base, os.path.join(self.args.config, "environ.txt"),
+                                    self.args.work)
+        self.worker = ReplWorker(sys.executable, self.env, self.args.work)
+        self.batch = BatchRunner(self.env, self.args.work, sys.executable)
+        self.services = ServiceManager(self.args.service_defs, sys.executable, self.env,
+                                       self.args.work, os.path.join(self.ipc_dir, "services"))
+        self.claimed.set()
+        for turn in range(1000):  # main() turns ready within a few loop turns (no bootstrap)
+            if self.ready:
+                break
+            await asyncio.sleep(0 if turn < 100 else 0.001)
+        return {"ready": self.ready}
+
     async def op_start_service(self, req: dict[str, Any]) -> dict[str, Any]:
         """{status: started|running|failed, error?}"""
         ports = [int(p) for p in req.get("ports") or []]
@@ -295,6 +323,23 @@ class Runner:
                 pass
 
 
+def _tell_ready(ipc_dir: str) -> None:
+    """Wake the agent, which holds the ready FIFO open while the container starts (it then
+    asks `status`). Nothing to do when no agent listens or the FIFO is not one."""
+    try:
+        fd = os.open(os.path.join(ipc_dir, protocol.READY_FIFO),
+                     os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # ENXIO: no reader; ENOENT: no FIFO (an adopted runner, say)
+        return
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.write(fd, b"r")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
@@ -311,6 +356,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bootstrap", default=None)
     parser.add_argument("--service-defs", dest="service_defs", default=None)
     parser.add_argument("--exec-timeout", dest="exec_timeout", type=float, default=0.0)
+    parser.add_argument("--warm", action="store_true",
+                        help="a warm-pool container: wait for the agent's claim before ready")
     return parser.parse_args(argv)
 
 

@@ -27,6 +27,12 @@ OP_COMPLETE = "complete"
 OP_INTERRUPT = "interrupt"
 OP_START_SERVICE = "start_service"
 OP_SHUTDOWN_SERVICE = "shutdown_service"
+OP_CLAIM = "claim"  # a warm-pool runner becomes a kernel's
+
+# The FIFO in the runner's ipc dir that the agent holds open while a container starts: the
+# runner writes a byte to it once it answers `status` with ready. Only a wake-up: the kernel's
+# user can write it too, so the agent confirms with `status` on the socket.
+READY_FIFO = "runner.ready"
 
 # Run statuses (Backend.AI names).
 ST_CONTINUED = "continued"
