@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
-from berth.cli import render
-from berth.cli.kernel import COLUMNS, kernels_of
+from berth.cli import render, views
+from berth.cli.kernel import kernels_of
 from berth.cli.state import get_state, json_option, run_with_client
 
 
@@ -26,10 +24,7 @@ def status(ctx: click.Context) -> None:
     if state.as_json:
         render.emit_json(result)
         return
-    summary = {k: v for k, v in result.items() if k != "kernels"}
-    info: Any = summary.pop("agent", None)
-    render.mapping({**(info if isinstance(info, dict) else {}), **summary}, title="agent")
-    render.table(kernels_of(result), COLUMNS, title="kernels")
+    render.show(views.agent_status(result, kernels_of(result)))
 
 
 @agent.command()
@@ -42,7 +37,4 @@ def hwinfo(ctx: click.Context) -> None:
     if state.as_json:
         render.emit_json(result)
         return
-    rows = [{"device": name, **(info if isinstance(info, dict) else {"status": info})}
-            for name, info in result.items()]
-    render.table(rows, [("device", "DEVICE"), ("status", "STATUS"),
-                        ("status_info", "INFO"), ("metadata", "METADATA")])
+    render.show(views.hwinfo(result))

@@ -4,11 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime
+from typing import Any
 
 import click
 
 from berth.errors import EventBusError
-from berth.events.bus import tail_events
+from berth.events import StreamEntry, tail_events
+
+
+def _payload_text(payload: str) -> str:
+    try:
+        value: Any = json.loads(payload)
+    except ValueError:
+        return payload
+    if isinstance(value, dict):
+        return " ".join(f"{k}={json.dumps(v) if isinstance(v, (dict, list)) else v}"
+                        for k, v in value.items())
+    return payload if value is None else json.dumps(value)
+
+
+def event_line(entry: StreamEntry) -> str:
+    """``2026-12-01 10:09:55.123  kernel_started  SOURCE  key=value ...`` (logfmt, as
+    ``docker events`` prints them): the time the stream entry was added, from its id."""
+    millis, _, _seq = entry.entry_id.partition("-")
+    try:
+        when = datetime.fromtimestamp(int(millis) / 1000).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    except ValueError:
+        when = entry.entry_id
+    return f"{when}  {entry.name:<22}  {entry.source}  {_payload_text(entry.payload)}".rstrip()
 
 
 async def _tail(redis_url: str, from_start: bool, count: int | None, as_json: bool) -> None:
@@ -18,7 +42,7 @@ async def _tail(redis_url: str, from_start: bool, count: int | None, as_json: bo
             click.echo(json.dumps({"id": entry.entry_id, "name": entry.name,
                                    "source": entry.source, "payload": json.loads(entry.payload)}))
         else:
-            click.echo(f"{entry.entry_id} {entry.source} {entry.name} {entry.payload}")
+            click.echo(event_line(entry))
         seen += 1
         if count is not None and seen >= count:
             return

@@ -17,6 +17,8 @@ import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from berth.bgtask import BackgroundTaskManager, TaskStatus
+from berth.cli import render
+from berth.cli.render import Column
 from berth.cli.state import get_state, run_with_client
 from berth.client import AgentClient
 from berth.events.models import AgentEvent
@@ -31,6 +33,15 @@ def _docker_backend() -> ClosableImageBackend:
     from berth.backend.docker import DockerBackend
 
     return DockerBackend()
+
+
+IMAGE_COLUMNS = [Column("canonical", "IMAGE"), Column("digest", "ID", 1, no_wrap=True),
+                 Column("architecture", "ARCH", 2)]
+
+
+def short_digest(digest: str) -> str:
+    """``sha256:0123456789ab…`` → ``0123456789ab`` (``docker images``' IMAGE ID)."""
+    return digest.partition(":")[2][:12] if ":" in digest else digest[:12]
 
 
 open_backend: Callable[[], ClosableImageBackend] = _docker_backend
@@ -116,5 +127,5 @@ def ls_cmd(all_images: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(images, indent=2))
         return
-    for img in images:
-        click.echo(f"{img['canonical']:60} {img['digest'][:19]:20} {img['architecture']}")
+    render.show(render.table([{**img, "digest": short_digest(img.get("digest", ""))}
+                              for img in images], IMAGE_COLUMNS))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import platform
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import click
 
-from berth.cli import render
+from berth.cli import render, views
 from berth.cli.spec import (
     KernelRequest,
     cluster_info,
@@ -19,11 +19,9 @@ from berth.cli.spec import (
     parse_size,
 )
 from berth.cli.state import get_state, json_option, run_with_client
+from berth.cli.views import service_url
 from berth.client import AgentClient
 from berth.errors import InvalidArgument, KernelNotFound
-
-COLUMNS = [("id", "KERNEL"), ("session_id", "SESSION"), ("state", "STATE"), ("image", "IMAGE"),
-           ("container", "CONTAINER"), ("slots", "SLOTS"), ("ports", "PORTS"), ("age", "AGE")]
 
 
 def kernels_of(status: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -41,16 +39,6 @@ def kernels_of(status: Mapping[str, Any]) -> list[dict[str, Any]]:
         row["ports"] = row.get("ports", row.get("service_ports"))
         rows.append(row)
     return rows
-
-
-def service_url(protocol: str | None, host: str, host_port: int,
-                tls_host_ports: Collection[int] = ()) -> str | None:
-    """The URL of an HTTP(-like) service port: ``https`` where the agent serves it over TLS
-    (``[service-tls]``; the kernel row's ``tls_host_ports``), else ``http``."""
-    if protocol not in ("http", "preopen"):
-        return None
-    scheme = "https" if host_port in tls_host_ports else "http"
-    return f"{scheme}://{host}:{host_port}/"
 
 
 def service_urls(row: Mapping[str, Any], host: str) -> dict[str, list[str]]:
@@ -122,8 +110,8 @@ def create(ctx: click.Context, image: str, cpu: str, mem: str, shmem: str | None
     if state.as_json:
         render.emit_json(results)
         return
-    for result in results:
-        render.mapping({"session_id": req.session_id, **result}, title="kernel created")
+    host = agent_host(state.addr)
+    render.show(*(views.kernel_reply(result, host, req.session_id) for result in results))
 
 
 @kernel.command("ls")
@@ -136,7 +124,7 @@ def ls(ctx: click.Context) -> None:
     if state.as_json:
         render.emit_json(rows)
     else:
-        render.table(rows, COLUMNS)
+        render.show(views.kernel_list(rows))
 
 
 @kernel.command()
@@ -152,7 +140,7 @@ def show(ctx: click.Context, kernel_id: str) -> None:
     if state.as_json:
         render.emit_json(row)
     else:
-        render.mapping(row, title=f"kernel {kernel_id}")
+        render.show(views.kernel_detail(row, agent_host(state.addr)))
 
 
 @kernel.command()
@@ -173,7 +161,8 @@ def restart(ctx: click.Context, kernel_id: str) -> None:
     if state.as_json:
         render.emit_json(result)
     else:
-        render.mapping(result, title=f"kernel {kernel_id} restarted")
+        click.echo(f"kernel {kernel_id} restarted")
+        render.show(views.kernel_reply(result, agent_host(state.addr)))
 
 
 @kernel.command()

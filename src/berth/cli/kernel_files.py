@@ -20,7 +20,9 @@ from typing import Any
 import click
 
 from berth.cli import render
+from berth.cli.render import Column
 from berth.cli.state import get_state, json_option, run_with_client
+from berth.cli.units import human_bytes
 from berth.client import AgentClient
 from berth.errors import BerthError, KernelNotFound
 from berth.storage import extract_archive
@@ -119,8 +121,8 @@ def cp(ctx: click.Context, src: str, dst: str) -> None:
         click.echo(f"copied {len(done)} entr{'y' if len(done) == 1 else 'ies'}")
 
 
-FILE_COLUMNS = [("mode", "MODE"), ("size", "SIZE"), ("modified", "MODIFIED"),
-                ("filename", "NAME")]
+FILE_COLUMNS = [Column("mode", "MODE", no_wrap=True), Column("size", "SIZE", right=True),
+                Column("modified", "MODIFIED", 1, no_wrap=True), Column("filename", "NAME")]
 
 
 def file_rows(reply: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -147,7 +149,9 @@ def ls_files(ctx: click.Context, kernel_id: str, path: str) -> None:
     if state.as_json:
         render.emit_json([{k: v for k, v in r.items() if k != "modified"} for r in rows])
     else:
-        render.table(rows, FILE_COLUMNS, title=str(reply.get("abspath") or path))
+        listing = [{**r, "size": human_bytes(r["size"]) if isinstance(r.get("size"), int)
+                    else r.get("size")} for r in rows]
+        render.show(render.table(listing, FILE_COLUMNS, title=str(reply.get("abspath") or path)))
 
 
 COMMANDS = [cp, ls_files]

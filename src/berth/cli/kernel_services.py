@@ -8,8 +8,9 @@ from typing import Any
 import click
 
 from berth.cli import render
-from berth.cli.kernel import agent_host, find_kernel, service_url
+from berth.cli.kernel import agent_host, find_kernel
 from berth.cli.state import get_state, json_option, run_with_client
+from berth.cli.views import service_url
 from berth.client import AgentClient
 
 __all__ = ["COMMANDS", "service", "service_lines"]

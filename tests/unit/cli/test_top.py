@@ -1,16 +1,21 @@
-"""`berth kernel top` / `berth agent top` over get_status stats, through the in-memory RPC."""
+"""`berth kernel top` / `berth agent top` over get_status stats, through the in-memory RPC:
+one frame when not on a terminal (or `--once`), a frame per refresh with `--watch`, and on a
+terminal a screen redrawn in place."""
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from rich.console import Console
 from support.served import ServedClient
 
-from berth.cli import CliState, cli
-from berth.cli.top import format_metric, kernel_rows, metric_rows
+from berth.cli import CliState, cli, top
+from berth.cli.stats_view import format_metric, kernel_row, metric_rows
 from berth.rpc.fake import FakeAgent
 
 
@@ -71,14 +76,15 @@ def agent() -> StatsAgent:
 
 def invoke(agent: FakeAgent, *args: str) -> Result:
     state = CliState(client_factory=lambda _s: ServedClient(agent))
-    return CliRunner().invoke(cli, list(args), obj=state, catch_exceptions=False)
+    return CliRunner().invoke(cli, list(args), obj=state, catch_exceptions=False,
+                              env={"COLUMNS": "160"})
 
 
 def test_kernel_top_table_formats_units_and_tolerates_missing_stats(agent: StatsAgent) -> None:
     res = invoke(agent, "kernel", "top")
     assert res.exit_code == 0, res.output
     k1 = next(line for line in res.stdout.splitlines() if "k1" in line)
-    for shown in ("37.5%", "12.35s", "48.0 MiB / 256.0 MiB", "18.75%", "2.0 MiB/s", "0 B/s",
+    for shown in ("37.5%", "12s", "48 MiB / 256 MiB", "18.8%", "2 MiB/s", "0 B/s",
                   "1.5 KiB/s", "7"):
         assert shown in k1, shown
     k2 = next(line for line in res.stdout.splitlines() if "k2" in line)
@@ -90,7 +96,8 @@ def test_kernel_top_one_kernel_lists_every_metric(agent: StatsAgent) -> None:
     assert res.exit_code == 0
     for key in K1_STATS:
         assert key in res.stdout
-    assert "200.0%" in res.stdout  # cpu_util capacity: two cores
+    assert re.search(r"cpu_util\s+37\.5%\s+2 cores\s+18\.8%", res.stdout)  # % of one core
+    assert re.search(r"io_read\s+10 MiB\s+-\s+-\s+2 MiB/s", res.stdout)  # and its rate
     assert invoke(agent, "kernel", "top", "nope").exit_code == 3
     assert "kernel k2" in invoke(agent, "kernel", "top", "k2").stdout
 
@@ -105,9 +112,9 @@ def test_agent_top_node_devices_and_kernels(agent: StatsAgent) -> None:
     res = invoke(agent, "agent", "top")
     assert res.exit_code == 0
     out = res.stdout
-    assert "fake-agent" in out and "42.5%" in out
-    assert "3.0 GiB" in out and "8.0 GiB" in out and "0.85s" in out
-    assert any("cpu_util" in ln and "0.45s" in ln and "45%" in ln for ln in out.splitlines())
+    assert "agent fake-agent, up 12s" in out and "42.5%" in out
+    assert "3 GiB" in out and "8 GiB" in out and "0.8s" in out
+    assert any("cpu_util" in ln and "0.5s" in ln and "45%" in ln for ln in out.splitlines())
     assert "k1" in out and "k2" in out
     body = json.loads(invoke(agent, "agent", "top", "--json").stdout)
     assert body["node_stats"] == NODE_STATS and len(body["kernels"]) == 2
@@ -133,10 +140,38 @@ def test_format_metric_edge_cases() -> None:
     assert format_metric({"current": "1.50", "unit_hint": "mystery"}) == "1.5"
     assert format_metric({"current": "1023", "unit_hint": "bytes"}) == "1023 B"
     assert format_metric({"current": "5", "unit_hint": "bytes", "stats.rate": "2048"},
-                         "stats.rate") == "2.0 KiB/s"
+                         "stats.rate") == "2 KiB/s"
+    assert format_metric({"current": "5", "unit_hint": "msec", "stats.rate": "12.5"},
+                         "stats.rate") == "12.5 ms/s"
+    assert format_metric({"capacity": "400", "unit_hint": "percent"}, "capacity",
+                         "cpu_util") == "4 cores"
+    assert format_metric({"capacity": "100", "unit_hint": "percent"}, "capacity",
+                         "cuda_util") == "100%"
     assert metric_rows("garbage") == [] and metric_rows({}) == []
 
 
-def test_kernel_rows_accept_a_map_of_kernels() -> None:
-    rows = kernel_rows({"kernels": {"kx": {"state": "RUNNING", "stats": "garbage"}}})
-    assert rows[0]["kernel"] == "kx" and rows[0]["cpu_util"] == "-"
+def test_kernel_row_without_stats() -> None:
+    row = kernel_row({"id": "kx", "state": "RUNNING", "stats": "garbage"})
+    assert row["kernel"] == "kx" and row["cpu_util"] == "-"
+
+
+def test_once_prints_one_frame_even_with_watch(agent: StatsAgent) -> None:
+    res = invoke(agent, "kernel", "top", "--once", "--watch", "0.1", "-n", "3")
+    assert res.exit_code == 0 and agent.status_calls == 1
+    assert res.stdout.count("KERNEL") == 1
+
+
+def test_on_a_terminal_top_redraws_in_place(agent: StatsAgent,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --once on a terminal: one screen refreshed in place (cursor moved back up
+    over the last frame, nothing scrolls), until -n refreshes."""
+    screen = io.StringIO()
+    monkeypatch.setattr(top, "on_terminal", lambda: True)
+    monkeypatch.setattr(top.render, "console", lambda *a, **k: Console(
+        file=screen, width=100, force_terminal=True, color_system=None))
+    res = invoke(agent, "agent", "top", "--watch", "0.1", "-n", "3")
+    assert res.exit_code == 0 and agent.status_calls == 3
+    out = screen.getvalue()
+    assert out.count("KERNEL") >= 3  # three frames drawn (rich draws the last once more) ...
+    assert "\x1b[1A" in out and "\x1b[2K" in out  # ... each over the last
+    assert res.stdout == ""  # the screen, not the output stream, got them
