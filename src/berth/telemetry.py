@@ -1,6 +1,6 @@
 """Watching the node: the stats loop, the Prometheus registry and the internal HTTP server.
 
-Stats come straight from cgroupfs (one bounded read per container, in threads), node figures
+Stats come straight from cgroupfs (a cycle's reads batched in one thread), node figures
 from psutil; both feed Prometheus at scrape time and, when Redis is configured, the keys the
 Manager reads.
 """
@@ -128,6 +128,7 @@ class Telemetry:
     async def close(self) -> None:
         await self.server.close()
         self.collector.close()
+        self.reader.close()
 
     def targets(self) -> list[KernelTarget]:
         out = []

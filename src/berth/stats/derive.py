@@ -13,7 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from berth.stats.models import ContainerSample, KernelStats, KernelTarget, Metric
+from berth.stats.models import (
+    ContainerSample,
+    KernelStats,
+    KernelTarget,
+    Metric,
+    StatsSummary,
+)
 from berth.stats.moving import MovingStatistics
 
 _MSEC_PER_NS = Decimal(1_000_000)
@@ -30,25 +36,28 @@ class HostCapacity:
 class KernelHistory:
     """Moving statistics of every metric of one kernel, keyed by metric (and ':rate')."""
 
+    __slots__ = ("_stats",)
+
     def __init__(self) -> None:
         self._stats: dict[str, MovingStatistics] = {}
 
-    def feed(self, key: str, value: Decimal, at: float) -> MovingStatistics:
-        stats = self._stats.setdefault(key, MovingStatistics())
-        stats.update(value, at)
-        return stats
+    def feed(self, key: str, value: Decimal, at: float) -> StatsSummary:
+        stats = self._stats.get(key)
+        if stats is None:
+            stats = self._stats[key] = MovingStatistics()
+        return stats.feed(value, at)
 
 
 def _gauge(h: KernelHistory, key: str, value: int | Decimal, at: float, unit: str,
            capacity: int | Decimal | None = None) -> Metric:
-    stats = h.feed(key, Decimal(value), at)
-    return Metric(key, Decimal(value), Decimal(capacity) if capacity is not None else None,
-                  unit, stats.summary(), _GAUGE_STATS)
+    current = Decimal(value)
+    return Metric(key, current, Decimal(capacity) if capacity is not None else None,
+                  unit, h.feed(key, current, at), _GAUGE_STATS)
 
 
 def _counter(h: KernelHistory, key: str, value: int | Decimal, at: float, unit: str) -> Metric:
-    stats = h.feed(key, Decimal(value), at)
-    return Metric(key, Decimal(value), None, unit, stats.summary(), _COUNTER_STATS)
+    current = Decimal(value)
+    return Metric(key, current, None, unit, h.feed(key, current, at), _COUNTER_STATS)
 
 
 def _rate_of(h: KernelHistory, key: str, value: int, at: float, unit: str) -> Metric:

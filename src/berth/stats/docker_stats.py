@@ -38,7 +38,6 @@ def _memory(doc: Mapping[str, Any]) -> MemoryCounters:
         rss=stats.get("total_rss", stats.get("rss", stats.get("anon"))),
         cache=stats.get("total_cache", stats.get("cache", stats.get("file"))),
         inactive_file=int(inactive),
-        failcnt=mem.get("failcnt"),
     )
 
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 from berth.stats.models import StatsSummary
 
 _ZERO = Decimal(0)
+_EMPTY = StatsSummary(_ZERO, _ZERO, _ZERO, 0, _ZERO, _ZERO)
 
 
 class MovingStatistics:
@@ -14,9 +15,11 @@ class MovingStatistics:
 
     `diff` and `rate` (per second) are clamped at zero: a counter that goes backwards was
     reset (container restart, cgroup recreated), and a reset must never read as negative.
+    `feed` is the stats cycle's path: one update and its summary in a single call (every live
+    kernel feeds ~15 of these per cycle).
     """
 
-    __slots__ = ("_count", "_last", "_max", "_min", "_prev", "_sum")
+    __slots__ = ("_count", "_last", "_max", "_min", "_prev", "_sum", "_summary")
 
     def __init__(self) -> None:
         self._min = _ZERO
@@ -25,15 +28,34 @@ class MovingStatistics:
         self._count = 0
         self._last: tuple[float, Decimal] | None = None
         self._prev: tuple[float, Decimal] | None = None
+        self._summary = _EMPTY
 
-    def update(self, value: Decimal, at: float) -> None:
-        if self._last is not None and at <= self._last[0]:
-            return  # same or older sample: ignore, rates need strictly increasing time
-        self._min = value if self._count == 0 else min(self._min, value)
-        self._max = value if self._count == 0 else max(self._max, value)
+    def feed(self, value: Decimal, at: float) -> StatsSummary:
+        """Update with (at, value) and return the summary; an older or same-time point is
+        ignored (rates need strictly increasing time)."""
+        last = self._last
+        if last is None:
+            low = high = value
+            diff = rate = _ZERO
+        elif at <= last[0]:
+            return self._summary
+        else:
+            low = min(self._min, value)
+            high = max(self._max, value)
+            diff = value - last[1]
+            if diff > 0:
+                rate = diff / Decimal(repr(at - last[0]))
+            else:
+                diff = rate = _ZERO
+        self._min, self._max = low, high
         self._sum += value
         self._count += 1
-        self._prev, self._last = self._last, (at, value)
+        self._prev, self._last = last, (at, value)
+        self._summary = StatsSummary(low, high, self._sum, self._count, diff, rate)
+        return self._summary
+
+    def update(self, value: Decimal, at: float) -> None:
+        self.feed(value, at)
 
     @property
     def last(self) -> Decimal:
@@ -41,17 +63,11 @@ class MovingStatistics:
 
     @property
     def diff(self) -> Decimal:
-        if self._last is None or self._prev is None:
-            return _ZERO
-        return max(self._last[1] - self._prev[1], _ZERO)
+        return self._summary.diff
 
     @property
     def rate(self) -> Decimal:
-        if self._last is None or self._prev is None:
-            return _ZERO
-        elapsed = Decimal(repr(self._last[0] - self._prev[0]))
-        return self.diff / elapsed if elapsed > 0 else _ZERO
+        return self._summary.rate
 
     def summary(self) -> StatsSummary:
-        return StatsSummary(min=self._min, max=self._max, sum=self._sum, count=self._count,
-                            diff=self.diff, rate=self.rate)
+        return self._summary

@@ -47,7 +47,7 @@ class NodeCollector:
     def _gauge(self, key: str, value: Decimal, at: float, unit: str,
                capacity: Decimal | None) -> Metric:
         stats = self._history.feed(key, value, at)
-        return Metric(key, value, capacity, unit, stats.summary(), _GAUGE)
+        return Metric(key, value, capacity, unit, stats, _GAUGE)
 
     def _cpu(self, at: float) -> tuple[Metric, dict[str, Metric]]:
         per_core: dict[str, Metric] = {}

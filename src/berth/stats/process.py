@@ -69,5 +69,5 @@ class ProcessCollector:
         out: dict[str, Metric] = {}
         for key, value, unit, stats_filter in values:
             stats = used if key == "cpu_used" else history.feed(key, value, at)
-            out[key] = Metric(key, value, None, unit, stats.summary(), stats_filter)
+            out[key] = Metric(key, value, None, unit, stats, stats_filter)
         return out

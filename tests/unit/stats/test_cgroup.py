@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import threading
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -40,10 +44,10 @@ def test_v1_sample_values() -> None:
     assert s.taken_at == 42.0
     assert s.cpu.usage_ns == 6703146827
     assert (s.cpu.user_ns, s.cpu.system_ns) == (6_590_000_000, 110_000_000)
-    assert (s.cpu.quota_us, s.cpu.period_us, s.cpu.nr_throttled) == (150000, 100000, 0)
+    assert (s.cpu.quota_us, s.cpu.period_us) == (150000, 100000)
     m = s.memory
     assert (m.usage, m.limit, m.rss, m.cache, m.swap) == (966656, 268435456, 167936, 167936, 0)
-    assert (m.inactive_file, m.failcnt, m.oom_kill, m.under_oom) == (32768, 7, 1, False)
+    assert (m.inactive_file, m.oom_kill) == (32768, 1)
     assert m.working_set == 966656 - 32768
     # 7:0 (a loop device) is left out: its I/O reaches the disk again, counted there
     assert (s.io.read_bytes, s.io.write_bytes) == (52428800, 41951232)
@@ -58,11 +62,11 @@ def test_v2_locate_and_sample() -> None:
     assert dirs.dirs[""].name == f"docker-{cid}.scope"
     s = reader.read(_target(cid, 777))
     assert (s.cpu.usage_ns, s.cpu.user_ns, s.cpu.system_ns) == (8123456000, 6e9, 2123456000)
-    assert (s.cpu.quota_us, s.cpu.period_us, s.cpu.throttled_ns) == (200000, 100000, 345678000)
+    assert (s.cpu.quota_us, s.cpu.period_us) == (200000, 100000)
     m = s.memory
     assert (m.usage, m.limit, m.rss, m.cache, m.swap) == (104857600, 536870912, 73400320,
                                                          29360128, 4096)
-    assert (m.inactive_file, m.oom_kill, m.failcnt) == (20971520, 2, 5)
+    assert (m.inactive_file, m.oom_kill) == (20971520, 2)
     assert (s.io.read_bytes, s.io.write_bytes) == (1048576 + 4096, 2097152)
     assert (s.net.rx_bytes, s.net.tx_bytes) == (9876543 + 1000, 123456 + 500)
     assert s.pids is not None and (s.pids.current, s.pids.limit) == (9, 1024)
@@ -116,3 +120,80 @@ def test_combined_cpu_cpuacct_mount(tmp_path: Path) -> None:
 def test_net_dev_rejects_short_lines() -> None:
     with pytest.raises(cg.CgroupParseError):
         cg.parse_net_dev("h1\nh2\n eth0: 1 2 3\n")
+
+
+def _copy_tree(tree: str, dest: Path) -> tuple[CgroupReader, str]:
+    shutil.copytree(FIXTURES / tree, dest, symlinks=True)
+    reader = CgroupReader(cgroup_root=dest / "sys/fs/cgroup", proc_root=dest / "proc",
+                          clk_tck=100, clock=lambda: 42.0)
+    return reader, (dest / "CONTAINER_ID").read_text().strip()
+
+
+def test_held_files_are_read_afresh_and_only_exported_files_are_opened(tmp_path: Path) -> None:
+    reader, cid = _copy_tree("v1", tmp_path / "v1")
+    assert reader.read(_target(cid, 4242)).memory.usage == 966656
+    # 11 cgroup files (no cpu.stat, no memory.failcnt: nothing exports them) + net/dev
+    assert reader.open_fds == len(cg.V1_FILES) + 1 == 12
+    usage = tmp_path / "v1/sys/fs/cgroup/memory/docker" / cid / "memory.usage_in_bytes"
+    usage.write_text("123456\n")   # same inode: the held descriptor sees the new value
+    assert reader.read(_target(cid, 4242)).memory.usage == 123456
+    assert reader.open_fds == 12
+    reader.retain(set())
+    assert reader.open_fds == 0
+
+
+def test_over_the_descriptor_budget_files_are_opened_per_read(tmp_path: Path) -> None:
+    root = tmp_path / "v2"
+    shutil.copytree(FIXTURES / "v2", root, symlinks=True)
+    reader = CgroupReader(cgroup_root=root / "sys/fs/cgroup", proc_root=root / "proc",
+                          fd_budget=lambda: 5)
+    cid = (root / "CONTAINER_ID").read_text().strip()
+    assert reader.read(_target(cid, 777)).pids is not None
+    assert reader.open_fds == 0
+
+
+def test_a_retired_handle_closes_when_its_read_ends(tmp_path: Path) -> None:
+    """Forgetting a container while a (stuck) read holds its descriptors must not close them
+    under the read: the read closes them when it ends."""
+    reader, cid = _copy_tree("v1", tmp_path / "v1")
+    target = _target(cid, 4242)
+    reader.read(target)
+    entered, release = threading.Event(), threading.Event()
+    real_pread = os.pread
+
+    def slow_pread(fd: int, n: int, offset: int) -> bytes:
+        entered.set()
+        release.wait(5)
+        return real_pread(fd, n, offset)
+
+    with mock.patch("berth.stats.cgroupfs.os.pread", slow_pread):
+        thread = threading.Thread(target=reader.read, args=(target,))
+        thread.start()
+        assert entered.wait(5)
+        reader.forget(cid)
+        assert reader.open_fds == 12        # still held by the read in progress
+        release.set()
+        thread.join(5)
+    assert reader.open_fds == 0
+
+
+def test_a_vanished_cgroup_is_reopened_next_time(tmp_path: Path) -> None:
+    reader, cid = _copy_tree("v1", tmp_path / "v1")
+    memory = tmp_path / "v1/sys/fs/cgroup/memory/docker" / cid
+    saved = tmp_path / "saved"
+    shutil.move(memory, saved)
+    with pytest.raises(cg.CgroupParseError):
+        reader.read(_target(cid, 4242))
+    assert reader.open_fds == 0
+    shutil.move(saved, memory)
+    assert reader.read(_target(cid, 4242)).memory.usage == 966656
+
+
+@pytest.mark.parametrize("tree", ["v1", "v2"])
+def test_parse_fields_agrees_with_parse_keyed(tree: str) -> None:
+    for path in (FIXTURES / tree / "sys/fs/cgroup").rglob("*"):
+        if path.is_file() and path.name.endswith((".stat", "oom_control", ".events")):
+            text = path.read_text()
+            keyed = cg.parse_keyed(text)
+            keys = (*keyed, "rss", "file", "absent")
+            assert cg.parse_fields(text, keys) == keyed, path

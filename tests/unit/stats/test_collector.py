@@ -173,3 +173,36 @@ async def test_plugin_kernel_metrics_are_merged_and_failures_isolated() -> None:
     finally:
         collector.close()
     assert stats.metrics["cuda_util"].current == 70 and "cpu_util" in stats.metrics
+
+
+async def test_a_cycle_reads_every_container_in_one_thread() -> None:
+    threads: set[int] = set()
+
+    def reader(target: KernelTarget) -> ContainerSample:
+        threads.add(threading.get_ident())
+        return _sample(time.monotonic(), 1)
+
+    collector = StatsCollector(reader, HOST, scratch_reader=None)
+    try:
+        got = await collector.collect([_target(n) for n in range(300)])
+    finally:
+        collector.close()
+    assert len(got) == 300 and len(threads) == 1
+    assert threading.get_ident() not in threads
+
+
+async def test_every_worker_blocked_gives_timeouts_not_a_hang() -> None:
+    release = threading.Event()
+
+    def reader(target: KernelTarget) -> ContainerSample:
+        release.wait(10)
+        return _sample(time.monotonic(), 1)
+
+    collector = StatsCollector(reader, HOST, read_timeout=0.1, scratch_reader=None,
+                               max_workers=1)
+    try:
+        assert await collector.collect([_target(1), _target(2)]) == {}
+        assert collector.stuck_reads() == ["c1"]   # c2 never started: no worker was free
+    finally:
+        release.set()
+        collector.close()
