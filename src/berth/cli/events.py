@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from berth.errors import EventBusError
-from berth.events import StreamEntry, tail_events
+
+if TYPE_CHECKING:
+    from berth.events import StreamEntry
 
 
 def _payload_text(payload: str) -> str:
@@ -36,6 +38,8 @@ def event_line(entry: StreamEntry) -> str:
 
 
 async def _tail(redis_url: str, from_start: bool, count: int | None, as_json: bool) -> None:
+    from berth.events import tail_events  # Redis: loaded by this command only
+
     seen = 0
     async for entry in tail_events(redis_url, from_start=from_start):
         if as_json:

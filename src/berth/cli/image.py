@@ -11,22 +11,22 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from berth.bgtask import BackgroundTaskManager, TaskStatus
 from berth.cli import render
 from berth.cli.render import Column
 from berth.cli.state import get_state, run_with_client
 from berth.client import AgentClient
-from berth.events.models import AgentEvent
-from berth.images import ImageBackend, ImageService
 
+if TYPE_CHECKING:  # the image service pulls in Docker and Redis: loaded by ``image ls`` only
+    from berth.events.models import AgentEvent
+    from berth.images import ImageBackend
 
-class ClosableImageBackend(ImageBackend, Protocol):
-    async def close(self) -> None: ...
+    class ClosableImageBackend(ImageBackend, Protocol):
+        async def close(self) -> None: ...
 
 
 def _docker_backend() -> ClosableImageBackend:
@@ -58,6 +58,8 @@ class _NullEmitter:
 async def follow_pull(client: AgentClient, ref: str, config: dict[str, Any], quiet: bool,
                       interval: float = 0.25) -> str | None:
     """Ask the agent to pull ``ref`` and follow its background task to the end."""
+    from berth.bgtask import TaskStatus
+
     ids = await client.check_and_pull({ref: config})
     task_id = (ids or {}).get(ref)
     if not task_id:
@@ -82,6 +84,9 @@ async def follow_pull(client: AgentClient, ref: str, config: dict[str, Any], qui
 
 
 async def _list(all_images: bool) -> list[dict[str, str]]:
+    from berth.bgtask import BackgroundTaskManager
+    from berth.images import ImageService
+
     backend = open_backend()
     try:
         null = _NullEmitter()

@@ -30,10 +30,14 @@ from rich.text import Text
 __all__ = [
     "PIPE_WIDTH",
     "Column",
+    "FitTable",
     "cell",
     "console",
     "describe",
     "emit_json",
+    "iter_mapping",
+    "label",
+    "lines",
     "nested",
     "section",
     "show",
@@ -186,8 +190,8 @@ def label(key: str) -> str:
 
 def nested(value: Any) -> RenderableType:
     """Any JSON value as a screen part: mappings as sub-tables, lists of records as tables."""
-    if isinstance(value, Mapping) and value:
-        return describe((label(k), v) for k, v in value.items())
+    if isinstance(value, Mapping) and value:  # its keys are data: shown as they are
+        return describe((str(k), v) for k, v in value.items())
     if isinstance(value, (list, tuple)) and _records(value):
         keys = list(dict.fromkeys(k for v in value for k in v))
         return table(value, [(k, k.upper()) for k in keys])

@@ -176,6 +176,8 @@ def kernel_detail(row: Mapping[str, Any], host: str) -> Group:
     ]
     if (ended := _termination(row.get("termination"))) is not None:
         fields.append(("Termination", ended))
+    if not _port_decls(row) and row.get("ports"):  # bare port numbers (pre-opened ports)
+        fields.append(("Ports", row["ports"]))
     fields += [(render.label(k), v) for k, v in row.items() if k not in _SHOWN_ELSEWHERE]
     parts: list[RenderableType] = [render.describe(fields)]
     for title, body in (("Resources", resources_table(row)),

@@ -8,19 +8,14 @@ import shlex
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from berth.config import load_config
 from berth.errors import ConfigError
-from berth.watcher import (
-    AgentSupervisor,
-    WatcherConfig,
-    WatcherServer,
-    default_agent_command,
-    docker_kernel_counter,
-    load_token,
-)
+
+if TYPE_CHECKING:  # the daemon's modules load when the watcher runs, not with every command
+    from berth.watcher import AgentSupervisor, WatcherConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +29,7 @@ async def run_watcher(config: WatcherConfig, supervisor: AgentSupervisor,
                       agent_id: str | None = None) -> None:
     """Serve until SIGINT/SIGTERM; with ``agent_id`` the status counts its kernel containers."""
     from berth.backend.docker import DockerBackend
+    from berth.watcher import WatcherServer, docker_kernel_counter
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -71,6 +67,14 @@ def watcher_group(service_addr: str, token_file: Path, config_path: str | None,
                   stop_timeout: float, soft_reset_signal: bool, no_autostart: bool,
                   keep_agent_on_exit: bool) -> None:
     """Supervise the agent and serve the watcher API (token-protected)."""
+    from berth.config import load_config
+    from berth.watcher import (
+        AgentSupervisor,
+        WatcherConfig,
+        default_agent_command,
+        load_token,
+    )
+
     try:
         token = load_token(token_file)
         agent_id = load_config(config_path).agent.id

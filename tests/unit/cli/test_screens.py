@@ -170,6 +170,24 @@ def test_kernel_create_and_restart(width: int) -> None:
     assert "kernel k1 restarted" in out
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+def test_fields_the_screens_do_not_know_are_shown_once_and_nested(width: int) -> None:
+    agent = FakeAgent()  # its get_status has another shape: {"agent": {...}, "kernels": [...]}
+    agent._create("s1", "k1", {"image": {"canonical": "berth/python:3.11"},
+                               "resource_slots": {"cpu": "2", "mem": str(2**29)},
+                               "preopen_ports": [8080]})
+    agent.kernels["k1"]["labels"] = {"team": "vision", "owner": "ana"}
+    out = screen(agent, width, "kernel", "show", "k1")
+    assert_readable(out, width)
+    assert labels(out) == ["Kernel", "Session", "State", "Image", "Container", "Created",
+                           "Ports", "Restarts", "Labels"]
+    assert re.search(r"^Labels:\s+team:\s+vision\s*\n\s+owner:\s+ana\s*$", out,
+                     re.MULTILINE)  # a sub-table
+    assert re.search(r"cpu\s+2 cores", out) and re.search(r"mem\s+512 MiB", out)
+    status = screen(agent, width, "agent", "status")
+    assert labels(status)[0] == "Agent" and "fake-agent" in status
+
+
 def test_json_is_the_agents_answer_unchanged(agent: NodeAgent) -> None:
     out = json.loads(screen(agent, 80, "--json", "agent", "status"))
     assert out == STATUS
