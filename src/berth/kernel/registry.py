@@ -1,6 +1,7 @@
 """The in-memory kernel registry: the agent's view of its kernels, guarded by one lock.
 
-Never hold the lock across slow I/O (the anchor's 56 s stall came from that). Readers take a
+Never hold the lock across slow I/O (an agent that held its registry lock across Docker calls
+stalled every RPC for 56 s while the engine was slow). Readers take a
 :meth:`KernelRegistry.snapshot`, a list of frozen views stamped with the time they were taken, so
 reconciliation can tell a kernel that changed after the snapshot from one that is really gone.
 """
