@@ -89,8 +89,8 @@ def parse_fields(text: str, keys: tuple[str, ...]) -> dict[str, int]:
 
 
 _V1_CPU_TICKS = ("user", "system")
-_V1_MEMORY = ("total_rss", "rss", "total_cache", "cache", "total_swap", "swap",
-              "total_inactive_file", "inactive_file")
+_V1_MEMORY = ("total_rss", "total_cache", "total_swap", "total_inactive_file")
+_V1_MEMORY_FLAT = ("rss", "cache", "swap", "inactive_file")  # without hierarchy totals
 _OOM_KILL = ("oom_kill",)
 _V2_CPU = ("usage_usec", "user_usec", "system_usec")
 _V2_MEMORY = ("anon", "file", "inactive_file")
@@ -108,11 +108,12 @@ def parse_blkio_v1(text: str) -> IoCounters:
     read = write = 0
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) != 3 or _loop_device(parts[0]):
+        if len(parts) != 3:
             continue
-        if parts[1] == "Read":
+        op = parts[1]
+        if op == "Read" and not _loop_device(parts[0]):
             read += int(parts[2])
-        elif parts[1] == "Write":
+        elif op == "Write" and not _loop_device(parts[0]):
             write += int(parts[2])
     return IoCounters(read_bytes=read, write_bytes=write)
 
@@ -275,7 +276,10 @@ def cpu_v1(files: Mapping[str, str | None], clk_tck: int) -> CpuCounters:
 
 
 def memory_v1(files: Mapping[str, str | None]) -> MemoryCounters:
-    stat = parse_fields(_opt(files, "memory.stat") or "", _V1_MEMORY)
+    text = _opt(files, "memory.stat") or ""
+    stat = parse_fields(text, _V1_MEMORY)
+    if len(stat) < len(_V1_MEMORY):
+        stat.update(parse_fields(text, _V1_MEMORY_FLAT))
     oom = parse_fields(_opt(files, "memory.oom_control") or "", _OOM_KILL)
     limit_text = _opt(files, "memory.limit_in_bytes")
     return MemoryCounters(

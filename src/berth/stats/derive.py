@@ -48,21 +48,27 @@ class KernelHistory:
         return stats.feed(value, at)
 
 
+_new_metric = tuple.__new__  # Metric without its keyword-handling constructor (hot path)
+
+
 def _gauge(h: KernelHistory, key: str, value: int | Decimal, at: float, unit: str,
            capacity: int | Decimal | None = None) -> Metric:
     current = Decimal(value)
-    return Metric(key, current, Decimal(capacity) if capacity is not None else None,
-                  unit, h.feed(key, current, at), _GAUGE_STATS)
+    return _new_metric(Metric, (key, current,
+                                Decimal(capacity) if capacity is not None else None,
+                                unit, h.feed(key, current, at), _GAUGE_STATS))
 
 
 def _counter(h: KernelHistory, key: str, value: int | Decimal, at: float, unit: str) -> Metric:
     current = Decimal(value)
-    return Metric(key, current, None, unit, h.feed(key, current, at), _COUNTER_STATS)
+    return _new_metric(Metric, (key, current, None, unit, h.feed(key, current, at),
+                                _COUNTER_STATS))
 
 
-def _rate_of(h: KernelHistory, key: str, value: int, at: float, unit: str) -> Metric:
-    """Current = per-second rate of a byte counter; stats over the rates."""
-    rate = h.feed(f"{key}:counter", Decimal(value), at).rate
+def _rate_of(h: KernelHistory, key: str, counter_key: str, value: int, at: float,
+             unit: str) -> Metric:
+    """Current = per-second rate of a byte counter (fed as `counter_key`); stats over rates."""
+    rate = h.feed(counter_key, Decimal(value), at).rate
     return _gauge(h, key, rate, at, unit)
 
 
@@ -101,8 +107,8 @@ def _io_net(h: KernelHistory, s: ContainerSample) -> list[Metric]:
     return [
         _counter(h, "io_read", s.io.read_bytes, at, "bytes"),
         _counter(h, "io_write", s.io.write_bytes, at, "bytes"),
-        _rate_of(h, "net_rx", s.net.rx_bytes, at, "bps"),
-        _rate_of(h, "net_tx", s.net.tx_bytes, at, "bps"),
+        _rate_of(h, "net_rx", "net_rx:counter", s.net.rx_bytes, at, "bps"),
+        _rate_of(h, "net_tx", "net_tx:counter", s.net.tx_bytes, at, "bps"),
     ]
 
 

@@ -8,6 +8,18 @@ from berth.stats.models import StatsSummary
 
 _ZERO = Decimal(0)
 _EMPTY = StatsSummary(_ZERO, _ZERO, _ZERO, 0, _ZERO, _ZERO)
+_new_summary = tuple.__new__  # StatsSummary without its keyword-handling constructor
+_last_seconds = (0.0, _ZERO)
+
+
+def _seconds(elapsed: float) -> Decimal:
+    """`elapsed` as a Decimal (exactly as printed); every metric of one sample shares it, so
+    the last conversion is kept (one tuple, replaced whole: safe across threads)."""
+    global _last_seconds
+    cached = _last_seconds
+    if cached[0] != elapsed:
+        cached = _last_seconds = (elapsed, Decimal(repr(elapsed)))
+    return cached[1]
 
 
 class MovingStatistics:
@@ -34,25 +46,26 @@ class MovingStatistics:
         """Update with (at, value) and return the summary; an older or same-time point is
         ignored (rates need strictly increasing time)."""
         last = self._last
+        diff = rate = _ZERO
         if last is None:
             low = high = value
-            diff = rate = _ZERO
         elif at <= last[0]:
             return self._summary
         else:
-            low = min(self._min, value)
-            high = max(self._max, value)
-            diff = value - last[1]
-            if diff > 0:
-                rate = diff / Decimal(repr(at - last[0]))
-            else:
-                diff = rate = _ZERO
+            low, high = self._min, self._max
+            if value < low:
+                low = value
+            elif value > high:
+                high = value
+            if value > last[1]:
+                diff = value - last[1]
+                rate = diff / _seconds(at - last[0])
         self._min, self._max = low, high
-        self._sum += value
-        self._count += 1
+        self._sum = total = self._sum + value
+        self._count = count = self._count + 1
         self._prev, self._last = last, (at, value)
-        self._summary = StatsSummary(low, high, self._sum, self._count, diff, rate)
-        return self._summary
+        self._summary = summary = _new_summary(StatsSummary, (low, high, total, count, diff, rate))
+        return summary
 
     def update(self, value: Decimal, at: float) -> None:
         self.feed(value, at)
