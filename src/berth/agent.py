@@ -183,6 +183,7 @@ class Agent:
                                SlotName("mem"): Decimal(r.reserved_mem)},
             allocation_order=r.allocation_order,
             affinity_policy=AffinityPolicy[r.affinity_policy],
+            overcommit={SlotName("cpu"): Decimal(str(r.cpu_overcommit_ratio))},
         )
 
     def _report_plugin_failures(self) -> None:

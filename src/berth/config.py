@@ -212,6 +212,13 @@ class ContainerSection(_Section):
 
 class ResourceSection(_Section):
     reserved_cpu: int = Field(1, ge=0)
+    cpu_overcommit_ratio: float = Field(
+        1.0, ge=1.0, le=1000.0,
+        description="Each core is promised to kernels this many times over: a kernel's cpu "
+                    "stays its CFS limit, accounted as a request of cpu / ratio, so the node "
+                    "offers (cores - reserved-cpu) x ratio (Kubernetes' requests and limits "
+                    "in a fixed proportion). 1.0: no overcommit. Raise it only for mostly "
+                    "idle kernels (notebooks): busy ones then share, and slow, each other.")
     reserved_mem: int = 2**30
     reserved_disk: int = 8 * 2**30
     allocation_order: list[str] = Field(

@@ -4,6 +4,7 @@ so the sample can never drift from what :func:`berth.config.load_config` accepts
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,8 @@ def _section(name: str, model: BaseModel | None, cls: type[BaseModel], commented
         if field == "id" and cls is AgentSection:
             lines.append('# id = "i-<hostname>"   # default: i- followed by the host name')
             continue
+        if info.description:
+            lines.extend(f"# {line}" for line in textwrap.wrap(info.description, 92))
         if value is None:
             lines.append(f"# {key} =")
         else:

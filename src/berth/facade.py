@@ -124,14 +124,21 @@ class AgentFacade:
     async def gather_hwinfo(self, agent_id: str | None = None) -> dict[str, Any]:
         self._check_agent(agent_id)
         info: dict[str, Any] = {}
-        for plugin in self.agent.resources.plugins:
+        res = self.agent.resources
+        for plugin in res.plugins:
             try:
-                info[plugin.key] = await plugin.get_node_hwinfo()
+                hw = await plugin.get_node_hwinfo()
             except NotImplementedError:
                 continue
             except Exception as exc:  # noqa: BLE001 - a broken plugin reports, never fails the call
                 info[plugin.key] = {"status": "unavailable", "status_info": repr(exc),
                                     "metadata": {}}
+                continue
+            # The hardware stays as it is (cores: 2); the slots reported are overcommitted.
+            ratios = {f"{slot}_overcommit_ratio": str(ratio) for slot, _ in plugin.slot_types
+                      if (ratio := res.overcommit_ratio(slot)) != 1}
+            info[plugin.key] = ({**hw, "metadata": {**(hw.get("metadata") or {}), **ratios}}
+                                if ratios else hw)
         return info
 
     async def scan_gpu_alloc_map(self, agent_id: str | None = None) -> dict[str, str]:

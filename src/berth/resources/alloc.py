@@ -17,6 +17,12 @@ Strategies, applied inside the device groups given by the affinity order (`affin
 
 Every successful `allocate` returns a `DeviceAlloc` that `free` accepts back exactly; on any
 error nothing is changed (all-or-nothing).
+
+Overcommit (`FractionAllocMap.overcommit`): each device of a slot offers `ratio` times its
+amount to the accounting, while one kernel still takes at most the device's real amount from
+it (a kernel asking 1.5 cores gets 1 + 0.5 on two cores, never 1.5 of one), so the CFS quota a
+kernel is given (its amount) can always be used. Devices are ordered by their overcommitted
+free amount, so kernels spread over the devices.
 """
 
 from __future__ import annotations
@@ -197,6 +203,19 @@ class FractionAllocMap(AllocMap):
         super().__init__(device_slots, strategy=strategy)
         self.quantum = quantum
         self.fragmentation = fragmentation
+        # device → the most one kernel may take from it (its real amount), when overcommitted
+        self.per_kernel: dict[DeviceId, Decimal] = {}
+
+    def overcommit(self, slot: SlotName, ratio: Decimal) -> None:
+        """Offer `ratio` × each device's amount of `slot` to the accounting (ratio ≥ 1, set
+        before anything is allocated); one kernel still gets at most the real amount."""
+        if ratio < 1:
+            raise InvalidArgument(f"overcommit ratio {ratio} is below 1", field="ratio")
+        for device_id, info in list(self.device_slots.items()):
+            if info.slot_name == slot:
+                self.per_kernel[device_id] = info.amount
+                self.device_slots[device_id] = DeviceSlot(slot, info.slot_type,
+                                                          info.amount * ratio)
 
     def _plan(self, slot: SlotName, amount: Decimal, groups: list[list[DeviceId]],
               allow_fragmentation: bool) -> dict[DeviceId, Decimal]:
@@ -204,16 +223,22 @@ class FractionAllocMap(AllocMap):
             raise NotMultipleOfQuantum(f"{slot}: {amount} is not a multiple of {self.quantum}",
                                        slot=slot, requested=amount, quantum=self.quantum)
         free = self.free_per_device(slot)
-        self._insufficient(slot, amount, free)
         order = self._preference(groups, free)
+        free = self._capped(free)
+        self._insufficient(slot, amount, free)
         allowed = allow_fragmentation if self.fragmentation is None else self.fragmentation
         if allowed:
             return self._take(amount, order, free, self.quantum)
         return self._unfragmented(slot, amount, order, free)
 
+    def _capped(self, free: Mapping[DeviceId, Decimal]) -> dict[DeviceId, Decimal]:
+        """What one kernel may take from each device: its free amount, at most its real one."""
+        cap = self.per_kernel
+        return {d: min(f, cap[d]) if d in cap else f for d, f in free.items()}
+
     def _unfragmented(self, slot: SlotName, amount: Decimal, order: list[DeviceId],
                       free: Mapping[DeviceId, Decimal]) -> dict[DeviceId, Decimal]:
-        size = max(self.device_slots[d].amount for d in order)
+        size = max(self.per_kernel.get(d, self.device_slots[d].amount) for d in order)
         count = max(1, math.ceil(amount / size))
         shares = _equal_shares(amount, count, self.quantum)
         fits = [d for d in order if free[d] >= shares[-1]]

@@ -8,6 +8,12 @@ first error.
 
 Capacity is enforced twice: per device (the alloc maps) and per slot (device totals minus the
 reserved amounts, e.g. `reserved-cpu`), so a kernel can never be promised what the host keeps.
+
+An overcommit ratio R for a fractional slot (`[resource] cpu-overcommit-ratio`) is Kubernetes'
+requests and limits with a fixed proportion: a kernel's amount stays its limit (its CFS quota),
+and it is accounted as a request of amount / R, so the node promises (total − reserved) × R and
+mostly idle kernels share cores. Everything reported (`total_slots`, `available_slots`, the
+heartbeat) is in the same overcommitted units as the kernels' amounts.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from berth.plugins.base import (
     merge_docker_args,
 )
 from berth.resources.affinity import AffinityPolicy, device_groups, nodes_of
-from berth.resources.alloc import AllocationConflict, AllocMap, DeviceAlloc
+from berth.resources.alloc import AllocationConflict, AllocMap, DeviceAlloc, FractionAllocMap
 from berth.resources.slots import (
     ResourceSlots,
     add_slots,
@@ -104,12 +110,22 @@ class ResourceManager:
     def __init__(self, plugins: Sequence[ComputePlugin], *,
                  reserved: Mapping[SlotName, Decimal] | None = None,
                  allocation_order: Sequence[str] = DEFAULT_ALLOCATION_ORDER,
-                 affinity_policy: AffinityPolicy = AffinityPolicy.INTERLEAVED) -> None:
+                 affinity_policy: AffinityPolicy = AffinityPolicy.INTERLEAVED,
+                 overcommit: Mapping[SlotName, Decimal] | None = None) -> None:
         self._plugins = _ordered_plugins(plugins, allocation_order)
         self._maps: dict[str, AllocMap] = {p.key: p.create_alloc_map() for p in self._plugins}
         self._numa = {p.key: device_nodes(p.list_devices()) for p in self._plugins}
         self._slot_owner = {slot: key for key, m in self._maps.items() for slot in m.slot_names()}
-        self._reserved = dict(reserved or {})
+        self._overcommit = {s: r for s, r in (overcommit or {}).items()
+                            if r != 1 and s in self._slot_owner}
+        for slot, ratio in self._overcommit.items():
+            alloc_map = self._maps[self._slot_owner[slot]]
+            if not isinstance(alloc_map, FractionAllocMap):
+                raise InvalidArgument(f"slot {slot} is not fractional: it cannot be overcommitted",
+                                      field="overcommit")
+            alloc_map.overcommit(slot, ratio)
+        self._reserved = {s: a * self._overcommit.get(s, Decimal(1))
+                          for s, a in (reserved or {}).items()}
         self._policy = affinity_policy
         self._kernels: dict[KernelId, KernelAllocation] = {}
         self._lock = threading.Lock()
@@ -118,6 +134,10 @@ class ResourceManager:
     @property
     def plugins(self) -> Sequence[ComputePlugin]:
         return tuple(self._plugins)
+
+    def overcommit_ratio(self, slot: SlotName) -> Decimal:
+        """How many times its real amount the node promises of `slot` (1: no overcommit)."""
+        return self._overcommit.get(slot, Decimal(1))
 
     def slot_types(self) -> dict[SlotName, SlotType]:
         return {slot: self._maps[key].slot_type(slot) for slot, key in self._slot_owner.items()}

@@ -20,6 +20,8 @@ def test_checked_in_sample_is_current_and_valid() -> None:
     assert config.container.port_range == (30000, 31000)
     assert config.container.port_reuse_cooldown_sec == 60
     assert config.agent.rpc_auth_agent_keypair == SAMPLE.parent / "keys/agent.key_secret"
+    assert config.resource.cpu_overcommit_ratio == 1.0       # default: no overcommit
+    assert "# Each core is promised to kernels this many times over" in SAMPLE.read_text()
 
 
 @pytest.mark.parametrize(("overrides", "key_path"), [
@@ -29,6 +31,7 @@ def test_checked_in_sample_is_current_and_valid() -> None:
     ({"container.scratch-type": "tape"}, "container.scratch-type"),
     ({"agent.kernel-creation-concurrency": 0}, "agent.kernel-creation-concurrency"),
     ({"agent.rpc-listen-addr": "nohost"}, "agent.rpc-listen-addr"),
+    ({"resource.cpu-overcommit-ratio": 0.5}, "resource.cpu-overcommit-ratio"),
 ])
 def test_errors_name_the_key_path(overrides: dict[str, object], key_path: str) -> None:
     with pytest.raises(ConfigError) as err:

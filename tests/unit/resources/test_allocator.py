@@ -22,8 +22,8 @@ GIB = 1 << 30
 
 
 async def make(tmp_path: Path, mock: dict[str, object] | None = None, *,
-               reserved_cpu: int = 1, policy: AffinityPolicy = AffinityPolicy.INTERLEAVED
-               ) -> ResourceManager:
+               reserved_cpu: int = 1, policy: AffinityPolicy = AffinityPolicy.INTERLEAVED,
+               cpu_ratio: str = "1") -> ResourceManager:
     sysdir = tmp_path / "sys/devices/system/node"
     for node, cpus in ((0, "0-1"), (1, "2-3")):
         (sysdir / f"node{node}").mkdir(parents=True, exist_ok=True)
@@ -36,7 +36,8 @@ async def make(tmp_path: Path, mock: dict[str, object] | None = None, *,
     for p in plugins:
         await p.init()
     return ResourceManager(plugins, reserved={SlotName("cpu"): D(reserved_cpu),
-                                              SlotName("mem"): D(GIB)}, affinity_policy=policy)
+                                              SlotName("mem"): D(GIB)}, affinity_policy=policy,
+                           overcommit={SlotName("cpu"): D(cpu_ratio)})
 
 
 async def test_capacity_is_devices_minus_reserved(tmp_path: Path) -> None:
@@ -158,3 +159,81 @@ async def test_scan_gpu_alloc_map_and_attached(tmp_path: Path,
     attached = rm.attached_devices(a)
     assert [d["device_id"] for d in attached["mock"]] == a.device_ids("mock")
     assert "allocated" in caplog.text
+
+
+# ---------------------------------------------------------------- CPU overcommit (issue 14)
+async def test_ratio_one_is_todays_accounting(tmp_path: Path) -> None:
+    rm = await make(tmp_path, cpu_ratio="1.0")
+    assert rm.total_slots()["cpu"] == D(3) and rm.overcommit_ratio(SlotName("cpu")) == 1
+    for n in range(300):
+        rm.allocate(KernelId(f"k{n}"), {"cpu": "0.01"})
+    with pytest.raises(InsufficientResource):
+        rm.allocate(KernelId("one-more"), {"cpu": "0.01"})
+
+
+async def test_overcommit_promises_cores_minus_reserved_times_ratio(tmp_path: Path) -> None:
+    rm = await make(tmp_path, cpu_ratio="4")   # 4 cores, 1 reserved
+    assert rm.total_slots()["cpu"] == D(12)
+    kernels = [rm.allocate(KernelId(f"k{n}"), {"cpu": "1"}) for n in range(12)]
+    with pytest.raises(InsufficientResource) as refused:
+        rm.allocate(KernelId("k12"), {"cpu": "1"})
+    assert refused.value.available == 0
+    assert rm.available_slots()["cpu"] == 0 and rm.used_slots()["cpu"] == D(12)
+    # each kernel's limit stays what it asked: one core of quota, on one core
+    for a in kernels:
+        host = rm.docker_args(a)["HostConfig"]
+        assert host["CpuQuota"] == 100_000 and len(host["CpusetCpus"].split(",")) == 1
+    # spread: every core carries 3 kernels (12 over 4 cores)
+    per_core: dict[str, int] = {}
+    for a in kernels:
+        for core in a.device_ids("cpu"):
+            per_core[core] = per_core.get(core, 0) + 1
+    assert sorted(per_core.values()) == [3, 3, 3, 3]
+
+
+async def test_one_kernel_never_takes_more_than_a_core_of_one_device(tmp_path: Path) -> None:
+    """1.5 cores at ratio 8 must be 1 + 0.5 on two cores (quota 1.5 usable), never 1.5 of
+    one core's overcommitted 8; and more than the node's real cores is refused."""
+    rm = await make(tmp_path, cpu_ratio="8")
+    a = rm.allocate(KernelId("k1"), {"cpu": "1.5"})
+    shares = sorted(a.devices["cpu"][SlotName("cpu")].values())
+    assert shares == [D("0.5"), D(1)] or shares == [D("0.75"), D("0.75")]
+    host = rm.docker_args(a)["HostConfig"]
+    assert host["CpuQuota"] == 150_000 and len(host["CpusetCpus"].split(",")) == 2
+    with pytest.raises(InsufficientResource):
+        rm.allocate(KernelId("k2"), {"cpu": "5"})   # 4 cores exist, whatever the ratio
+    b = rm.allocate(KernelId("k3"), {"cpu": "4"}, AllocationOptions(False))
+    assert sorted(b.devices["cpu"][SlotName("cpu")].values()) == [D(1)] * 4
+
+
+async def test_overcommitted_allocation_restores_and_frees_exactly(tmp_path: Path) -> None:
+    rm = await make(tmp_path, cpu_ratio="2.5")
+    records = [rm.allocate(KernelId(f"k{n}"), {"cpu": "0.5"}) for n in range(15)]
+    again = await make(tmp_path, cpu_ratio="2.5")
+    for a in records:
+        again.restore(a.kernel_id, KernelAllocation.from_json(json.loads(json.dumps(a.to_json()))))
+    assert again.used_slots() == rm.used_slots()
+    for a in records:
+        again.free(a.kernel_id)
+    assert again.used_slots()["cpu"] == 0
+
+
+async def test_only_fractional_slots_overcommit(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument):
+        ResourceManager((await make(tmp_path)).plugins,
+                        overcommit={SlotName("mem"): D(2)})
+
+
+async def test_hwinfo_keeps_the_cores_and_names_the_ratio(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from berth.facade import AgentFacade
+
+    for ratio, expected in (("1", None), ("4", "4")):
+        rm = await make(tmp_path, cpu_ratio=ratio)
+        facade = AgentFacade(SimpleNamespace(agent_id="a", resources=rm))  # type: ignore[arg-type]
+        meta = (await facade.gather_hwinfo())["cpu"]["metadata"]
+        assert meta["cores"] == "4"
+        assert meta.get("cpu_overcommit_ratio") == expected
+        # what the heartbeat reports (total_slots) is in the kernels' own units
+        assert rm.total_slots()["cpu"] == 3 * D(ratio)
