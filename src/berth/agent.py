@@ -130,6 +130,7 @@ class Agent:
         self.reconciler.on_reaped = self.telemetry.metrics.observe_reaped
         self.telemetry.metrics.set_holdings_source(self._holdings)
         report = await self.reconciler.at_start()
+        await self._start_warm_pool()
         await self.networks.remove_strays()
         await self.link.start(self.resources, self.images,
                               on_beat=self.telemetry.metrics.heartbeat)
@@ -160,6 +161,8 @@ class Agent:
         self.ready = False
         await self._tasks.close()
         if hasattr(self, "lifecycle"):
+            if self.lifecycle.warm_pool is not None:
+                await self.lifecycle.warm_pool.close()
             await self.lifecycle.close()
         if hasattr(self, "resources"):
             for plugin in self.resources.plugins:
@@ -177,10 +180,12 @@ class Agent:
             configs=self.config.plugins,
             on_failure=lambda name, exc: self._plugin_failures.append((name, exc)),
         )
-        r = self.config.resource
+        r, pool = self.config.resource, self.config.warm_pool
+        # The warm pool's reserve is the node capacity its containers may hold, off the slots.
+        warm = (pool.reserve_cpu, Decimal(pool.reserve_mem)) if pool.enabled else (0, 0)
         return ResourceManager(
-            plugins, reserved={SlotName("cpu"): Decimal(r.reserved_cpu),
-                               SlotName("mem"): Decimal(r.reserved_mem)},
+            plugins, reserved={SlotName("cpu"): Decimal(r.reserved_cpu) + warm[0],
+                               SlotName("mem"): Decimal(r.reserved_mem) + warm[1]},
             allocation_order=r.allocation_order,
             affinity_policy=AffinityPolicy[r.affinity_policy],
             overcommit={SlotName("cpu"): Decimal(str(r.cpu_overcommit_ratio))},
@@ -212,19 +217,21 @@ class Agent:
             log.warning("block-I/O throttling disabled: no block device found (%s)", exc)
             return None
 
-    def _blkio(self, spec: KernelSpec) -> dict[str, Any]:
+    def _blkio(self, spec: KernelSpec, scratch: ScratchManager | None = None) -> dict[str, Any]:
         """Throttle rules from resource_opts io_read_bps/io_write_bps; a very high rule
         otherwise, since cgroup v1 counts a container's I/O only under some rule. The rules
         go on the disk under the data root and on the kernel's scratch loop device, if any."""
-        devices = [d for d in (self.blkio_device, self._scratch_device(spec.kernel_id)) if d]
+        devices = [d for d in (self.blkio_device, self._scratch_device(spec.kernel_id, scratch))
+                   if d]
         return dict(blkio_host_config(spec.resource_opts, *devices))
 
-    def _scratch_device(self, kernel_id: str | None) -> BlockDevice | None:
+    def _scratch_device(self, kernel_id: str | None,
+                        scratch: ScratchManager | None = None) -> BlockDevice | None:
         """The loop device a hostfile scratch is mounted from (made before the container)."""
         if kernel_id is None or self.scratch.scratch_type is not ScratchType.HOSTFILE:
             return None
         try:
-            device = block_device_of(self.scratch.paths(kernel_id).kernel_dir)
+            device = block_device_of((scratch or self.scratch).paths(kernel_id).kernel_dir)
         except (OSError, ValueError, BerthError) as exc:
             log.warning("no loop device behind the scratch of %s: /home/work is not "
                         "throttled (%s)", kernel_id, exc)
@@ -282,6 +289,32 @@ class Agent:
             oom_counter=OomCounterAdapter(self.telemetry.reader, self.telemetry.collector),
             on_worker_death=self.telemetry.metrics.observe_worker_death,
         )
+
+    async def _start_warm_pool(self) -> None:
+        """[warm-pool]: adopt (or reap) the pool's containers left running, then keep it full
+        in the agent's background task; off while no image is configured."""
+        from berth.kernel.warmpool import POOL_DIR, WarmPool, WarmPoolSettings
+        from berth.runner.client import RunnerClient
+
+        w, c = self.config.warm_pool, self.config.container
+        pool_scratch = ScratchManager(c.scratch_root / POOL_DIR, c.scratch_type, c.scratch_size)
+        metrics = self.telemetry.metrics
+        pool = WarmPool(
+            WarmPoolSettings(images=w.images, max_total=w.max_total, cpu=w.cpu, mem=w.mem,
+                             refill_interval=w.refill_interval_sec,
+                             start_timeout=self.config.kernel_lifecycles.creating_timeout_sec),
+            self.lifecycle, pool_scratch=pool_scratch, kernel_scratch=self.scratch,
+            runner_factory=RunnerClient,
+            host_config=lambda spec: self._blkio(spec, pool_scratch),
+            on_event=lambda event, value, seconds: metrics.observe_warm_pool(
+                event, value if event != "refill" else "", seconds),
+            on_size=metrics.set_warm_pool_size)
+        claimed = {k.container_id for k in self.registry.live() if k.container_id}
+        await pool.adopt_or_reap(claimed)
+        if not w.enabled:
+            return  # what an earlier configuration left is gone now
+        self.lifecycle.warm_pool = pool
+        pool.start()
 
     def _container_log_sink(self) -> Callable[[str, str, str], Awaitable[None]] | None:
         """Where a kernel's container output goes before its container is removed: Loki (with

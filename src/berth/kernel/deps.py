@@ -7,7 +7,10 @@ from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from berth.kernel.registry import Kernel
 
 __all__ = [
     "EventSink",
@@ -20,6 +23,7 @@ __all__ = [
     "ScratchLayout",
     "ScratchRole",
     "TLSProxyRole",
+    "WarmPoolRole",
 ]
 
 
@@ -110,6 +114,16 @@ class OomCounter(Protocol):
 
 class EventSink(Protocol):
     def emit(self, name: str, payload: Mapping[str, Any], *, broadcast: bool = False) -> None: ...
+
+
+class WarmPoolRole(Protocol):
+    async def serve(self, kernel: Kernel) -> bool:
+        """Make a warm-pool container this kernel (allocation and service port declarations
+        made): True when it did; False when the create must go on cold, nothing of the pool's
+        left on the kernel."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class TLSProxyRole(Protocol):

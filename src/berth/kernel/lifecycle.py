@@ -62,6 +62,7 @@ from berth.kernel.deps import (
     ScratchLayout,
     ScratchRole,
     TLSProxyRole,
+    WarmPoolRole,
 )
 from berth.kernel.image_minimums import check_image_minimums
 from berth.kernel.ledger import Ledger, LedgerEntry
@@ -148,6 +149,9 @@ class KernelLifecycle:
         # Called with a kernel's id once it is TERMINATED and retired, so that state other
         # parts keep per kernel (the facade's exec fallbacks, say) goes with the kernel.
         self.gone_hooks: list[Callable[[str], None]] = []
+        # [warm-pool]: makes a pre-started container the kernel when it can serve the spec
+        # exactly (berth.kernel.warmpool); otherwise the create goes on cold.
+        self.warm_pool: WarmPoolRole | None = None
 
     # ---------------------------------------------------------------- create
     async def create(self, raw_config: Mapping[str, Any], kernel_id: str,
@@ -264,6 +268,8 @@ class KernelLifecycle:
         kernel.allocation = self.resources.allocate(
             kernel.kernel_id, spec.resource_slots, spec.resource_opts)
         kernel.service_ports = _service_port_decls(kernel)
+        if self.warm_pool is not None and await self.warm_pool.serve(kernel):
+            return
         needed = sum(len(s["container_ports"]) for s in kernel.service_ports)
         tls = self._tls_container_ports(kernel)
         host_ports = self.ports.acquire_many(needed + len(tls))
@@ -323,6 +329,17 @@ class KernelLifecycle:
 
     def _prepare_files(self, kernel: Kernel, layout: ScratchLayout,
                        environ: Mapping[str, str]) -> None:
+        self._write_kernel_files(kernel, layout, environ)
+        self.scratch.unseal(kernel.kernel_id, kernel.uid, kernel.gid)
+        if kernel.spec.bootstrap_script:
+            nofollow.write_file(layout.kernel_dir, _rel(layout, layout.work_dir, "bootstrap.sh"),
+                                kernel.spec.bootstrap_script.encode(), mode=0o755,
+                                uid=kernel.uid, gid=kernel.gid)
+
+    def _write_kernel_files(self, kernel: Kernel, layout: ScratchLayout,
+                            environ: Mapping[str, str]) -> None:
+        """environ.txt, resource.txt, the ipc dir's owner, cluster and session keys (also
+        what a claimed warm-pool container gets)."""
         spec = kernel.spec
         # The whole env, agent values included (as Backend.AI writes it): the runner loads it
         # over the container's env, so it must not carry the spec's values over the agent's.
@@ -338,11 +355,6 @@ class KernelLifecycle:
             write_session_keys(kdir, _rel(layout, layout.work_dir), keypair, uid=kernel.uid,
                                gid=kernel.gid, mount_paths=[m.kernel_path or f"/home/work/{m.name}"
                                                             for m in spec.mounts])
-        self.scratch.unseal(kernel.kernel_id, kernel.uid, kernel.gid)
-        if spec.bootstrap_script:
-            nofollow.write_file(kdir, _rel(layout, layout.work_dir, "bootstrap.sh"),
-                                spec.bootstrap_script.encode(), mode=0o755,
-                                uid=kernel.uid, gid=kernel.gid)
 
     async def _wait_ready(self, kernel: Kernel, layout: ScratchLayout) -> None:
         if has_runner(kernel.image_labels):

@@ -20,6 +20,7 @@ from berth.errors import BerthError, ContainerNotFound, StorageError
 from berth.kernel.deps import ScratchLayout
 from berth.kernel.ledger import Ledger, LedgerEntry
 from berth.kernel.state import classify_exit
+from berth.kernel.warmplan import WARM_POOL_LABEL
 from berth.types import KERNEL_ID_LABEL, OWNER_LABEL, KernelState, TerminationReason
 
 if TYPE_CHECKING:
@@ -85,11 +86,13 @@ def plan_reconcile(entries: Mapping[str, LedgerEntry | None],
                    containers: Sequence[ContainerInfo]) -> list[Action]:
     by_kernel: dict[str, list[ContainerInfo]] = {}
     actions: list[Action] = []
+    # A warm-pool container a kernel claimed carries the pool's labels: its ledger names it.
+    claimed = {e.container_id: kid for kid, e in entries.items() if e and e.container_id}
     for c in containers:
-        kid = c.labels.get(KERNEL_ID_LABEL, "")
+        kid = claimed.get(c.id) or c.labels.get(KERNEL_ID_LABEL, "")
         if kid in entries and entries[kid] is not None:
             by_kernel.setdefault(kid, []).append(c)
-        else:
+        elif WARM_POOL_LABEL not in c.labels:  # unclaimed pool containers: the pool's own
             actions.append(RemoveStrayContainer(c))
     for kid, entry in sorted(entries.items()):
         if entry is None:
@@ -294,7 +297,9 @@ class Reconciler:
             await self.lc.on_container_exit(container_id)
         # A kernel being torn down stays in the registry until its container is gone, so a
         # container whose kernel is unknown here really has no owner.
-        strays = [c for c in containers if c.labels.get(KERNEL_ID_LABEL) not in known]
+        kernels = {v.container_id for v in views if v.container_id}
+        strays = [c for c in containers if c.labels.get(KERNEL_ID_LABEL) not in known
+                  and c.id not in kernels and WARM_POOL_LABEL not in c.labels]
         for c in strays:
             log.warning("sync: removing container %s that no kernel owns", c.id[:12])
             await self._remove(c.id)
