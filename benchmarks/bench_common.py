@@ -194,14 +194,17 @@ file = "{root / 'agent.log'}"
 
 
 @contextlib.asynccontextmanager
-async def agent_process(timeout: float = 30.0) -> AsyncIterator[AgentProcess]:
+async def agent_process(timeout: float = 30.0, extra_toml: str = ""
+                        ) -> AsyncIterator[AgentProcess]:
+    """``extra_toml``: more tables appended to the agent's file (e.g. ``[warm-pool]``)."""
     root = Path(tempfile.mkdtemp(prefix="berth-bench-"))
     (root / "vfolders").mkdir()
     agent_id = f"bench-{uuid.uuid4().hex[:8]}"
     port = free_port()
     keys = make_keys(root / "keys")
     config = root / "agent.toml"
-    config.write_text(_agent_toml(root, agent_id, port, keys, 33000 + os.getpid() % 100 * 100))
+    config.write_text(_agent_toml(root, agent_id, port, keys, 33000 + os.getpid() % 100 * 100)
+                      + extra_toml)
     berth = Path(sys.executable).parent / "berth"
     with (root / "stderr.log").open("wb") as stderr:
         proc = await asyncio.create_subprocess_exec(

@@ -214,8 +214,8 @@ class WarmPool:
         kernel.container_id, kernel.pid = member.container_id, member.pid
         lc._write_ledger(kernel)  # the kernel's container from here, by id
         await self._step("ledger-written")
-        await lc.backend.update(member.container_id, live_update(config))
-        await lc.backend.rename(member.container_id, container_name(kid))
+        await asyncio.gather(lc.backend.update(member.container_id, live_update(config)),
+                             lc.backend.rename(member.container_id, container_name(kid)))
         await self._step("updated")
         await lc._watch_ooms(kernel)
         runner = self.runner_factory(layout.runner_socket)
