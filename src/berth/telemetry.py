@@ -28,6 +28,7 @@ from berth.stats import (
     Metric,
     NodeCollector,
     ProcessCollector,
+    ScratchMeter,
     StatsCollector,
     StatsSnapshot,
 )
@@ -115,7 +116,7 @@ class Telemetry:
             self.reader.read,
             HostCapacity(cpu_count=os.cpu_count() or 1,
                          mem_total=psutil.virtual_memory().total),
-            kernel_sources=[self.plugins.kernel_metrics])
+            scratch_reader=ScratchMeter(), kernel_sources=[self.plugins.kernel_metrics])
         self.node = NodeCollector(device_sources=[self.plugins.device_metrics])
         self.processes = ProcessCollector(self.reader.read_pids)
         self.metrics = BerthMetrics(agent_id, lambda: self.collector.latest)

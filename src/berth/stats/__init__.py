@@ -26,7 +26,7 @@ from berth.stats.models import (
 from berth.stats.moving import MovingStatistics
 from berth.stats.node import DeviceSource, NodeCollector
 from berth.stats.process import ProcessCollector
-from berth.stats.scratch import scratch_usage
+from berth.stats.scratch import ScratchMeter, scratch_usage
 
 __all__ = [
     "EMPTY_SNAPSHOT",
@@ -49,6 +49,7 @@ __all__ = [
     "ProcessStats",
     "SampleReader",
     "SampleSource",
+    "ScratchMeter",
     "StatsCollector",
     "StatsSnapshot",
     "blkio_host_config",

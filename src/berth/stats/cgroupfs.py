@@ -97,6 +97,7 @@ class _Files:
             _close_all(fds)
             raise
         self.fds = fds
+        self.paths = {}  # held open now: the paths are not needed again
         return sum(fd is not None for fd in fds.values())
 
     def read(self) -> dict[str, str | None]:

@@ -23,47 +23,44 @@ def _seconds(elapsed: float) -> Decimal:
 
 
 class MovingStatistics:
-    """Keeps min/max/sum/count and the last two (time, value) points.
+    """Keeps min/max/sum/count (in its last summary) and the last (time, value) point.
 
     `diff` and `rate` (per second) are clamped at zero: a counter that goes backwards was
     reset (container restart, cgroup recreated), and a reset must never read as negative.
     `feed` is the stats cycle's path: one update and its summary in a single call (every live
-    kernel feeds ~15 of these per cycle).
+    kernel feeds ~15 of these per cycle, so the state is three slots).
     """
 
-    __slots__ = ("_count", "_last", "_max", "_min", "_prev", "_sum", "_summary")
+    __slots__ = ("_at", "_last", "_summary")
 
     def __init__(self) -> None:
-        self._min = _ZERO
-        self._max = _ZERO
-        self._sum = _ZERO
-        self._count = 0
-        self._last: tuple[float, Decimal] | None = None
-        self._prev: tuple[float, Decimal] | None = None
+        self._at: float | None = None
+        self._last = _ZERO
         self._summary = _EMPTY
 
     def feed(self, value: Decimal, at: float) -> StatsSummary:
         """Update with (at, value) and return the summary; an older or same-time point is
         ignored (rates need strictly increasing time)."""
-        last = self._last
+        previous = self._at
         diff = rate = _ZERO
-        if last is None:
-            low = high = value
-        elif at <= last[0]:
+        if previous is None:
+            low = high = total = value
+            count = 1
+        elif at <= previous:
             return self._summary
         else:
-            low, high = self._min, self._max
+            low, high, total, count = self._summary[:4]
             if value < low:
                 low = value
             elif value > high:
                 high = value
-            if value > last[1]:
-                diff = value - last[1]
-                rate = diff / _seconds(at - last[0])
-        self._min, self._max = low, high
-        self._sum = total = self._sum + value
-        self._count = count = self._count + 1
-        self._prev, self._last = last, (at, value)
+            total += value
+            count += 1
+            last = self._last
+            if value > last:
+                diff = value - last
+                rate = diff / _seconds(at - previous)
+        self._at, self._last = at, value
         self._summary = summary = _new_summary(StatsSummary, (low, high, total, count, diff, rate))
         return summary
 
@@ -72,7 +69,7 @@ class MovingStatistics:
 
     @property
     def last(self) -> Decimal:
-        return self._last[1] if self._last is not None else _ZERO
+        return self._last
 
     @property
     def diff(self) -> Decimal:

@@ -206,3 +206,23 @@ async def test_every_worker_blocked_gives_timeouts_not_a_hang() -> None:
     finally:
         release.set()
         collector.close()
+
+
+def test_scratch_meter_walks_a_directory_again_only_when_old(tmp_path: Path) -> None:
+    from berth.stats import ScratchMeter
+
+    now = [100.0]
+    meter = ScratchMeter(30.0, clock=lambda: now[0], jitter=lambda: 0.0)
+    scratch = tmp_path / "k1"
+    scratch.mkdir()
+    (scratch / "a").write_bytes(b"x" * 100_000)
+    first = meter(scratch)
+    assert first >= 100_000
+    (scratch / "b").write_bytes(b"x" * 100_000)
+    now[0] += 29
+    assert meter(scratch) == first                  # cached: walked 29 s ago
+    now[0] += 2
+    assert meter(scratch) >= first + 100_000        # 31 s: walked again
+    now[0] += 100
+    assert meter(tmp_path / "k2") == 0              # gone kernels' entries are swept
+    assert list(meter._walked) == []
