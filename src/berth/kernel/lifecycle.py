@@ -80,6 +80,7 @@ __all__ = ["KernelLifecycle", "LifecycleSettings"]
 
 log = logging.getLogger(__name__)
 R = TerminationReason
+LOG_TAIL = 10000  # lines of a dead container's output shipped to the Manager
 
 
 @dataclass(frozen=True)
@@ -501,7 +502,7 @@ class KernelLifecycle:
         try:
             info = await self.backend.inspect(container_id)
         except ContainerNotFound:
-            await self._terminate(kernel, R.CONTAINER_NOT_FOUND, stop=False)
+            await self._terminate(kernel, R.CONTAINER_NOT_FOUND)
             return
         if info.running:
             return
@@ -517,8 +518,7 @@ class KernelLifecycle:
             detail = f"restart policy gave up after {kernel.auto_restarts} restart(s)"
             log.warning("kernel %s: %s", kernel.kernel_id, detail)
             self.on_auto_restart("gave-up")
-        await self._terminate(kernel, reason, exit_code=info.exit_code, stop=False,
-                              detail=detail)
+        await self._terminate(kernel, reason, exit_code=info.exit_code, detail=detail)
 
     async def _auto_restart(self, kernel: Kernel, exit_code: int | None,
                             cause: TerminationReason) -> None:
@@ -560,12 +560,12 @@ class KernelLifecycle:
                    creation_info=self._creation_info(kernel))
 
     async def _terminate(self, kernel: Kernel, reason: TerminationReason, *,
-                         exit_code: int | None = None, stop: bool = True, detail: str = "") -> None:
+                         exit_code: int | None = None, detail: str = "") -> None:
         task = self._teardowns.get(kernel.kernel_id)
         if task is None:
             with logctx.bound(kernel_id=kernel.kernel_id, session_id=kernel.session_id):
                 task = self._tasks.spawn(  # the task keeps the context it was spawned in
-                    self._teardown(kernel, reason, exit_code, stop, detail),
+                    self._teardown(kernel, reason, exit_code, detail),
                     name=f"teardown-{kernel.kernel_id}")
             self._teardowns[kernel.kernel_id] = task
             # A teardown that failed half-way must not pin its task (and kernel) forever.
@@ -574,13 +574,13 @@ class KernelLifecycle:
         await asyncio.shield(task)
 
     async def _teardown(self, kernel: Kernel, reason: TerminationReason, exit_code: int | None,
-                        stop: bool, detail: str) -> None:
+                        detail: str) -> None:
         if kernel.state != KernelState.TERMINATING:
             kernel.transition(KernelState.TERMINATING)
         log.info("kernel %s: TERMINATING (%s)", kernel.kernel_id, reason)
         try:
             async with asyncio.timeout(self.s.terminating_timeout):
-                exit_code = await self._release_container(kernel, stop, exit_code)
+                exit_code = await self._release_container(kernel, exit_code)
         except TimeoutError:
             log.error("kernel %s: TERMINATING exceeded %gs; removing by force",
                       kernel.kernel_id, self.s.terminating_timeout)
@@ -618,33 +618,39 @@ class KernelLifecycle:
             except Exception:  # one part's cleanup must not stop the others'
                 log.exception("kernel %s: a cleanup hook failed", kernel_id)
 
-    async def _release_container(self, kernel: Kernel, stop: bool,
-                                 exit_code: int | None) -> int | None:
-        if not kernel.container_id:
+    async def _release_container(self, kernel: Kernel, exit_code: int | None) -> int | None:
+        """One engine request, as ``docker rm -f``: the container is killed if it still runs
+        and removed; the engine's answer gives its exit code (137 for the kill; a code already
+        judged wins) and, with a log sink, its output for the Manager (the backend reads it
+        without another blocking request where it can). No SIGTERM and grace: the runner's own
+        shutdown SIGKILLs the user's code anyway, and the scratch goes next."""
+        cid = kernel.container_id
+        if not cid:
             return exit_code
         try:
-            if stop:
-                await self.backend.stop(kernel.container_id, grace=self.s.stop_grace)
-            info = await self.backend.inspect(kernel.container_id)
-            if exit_code is None:
-                exit_code = info.exit_code
-            await self._ship_logs(kernel, kernel.container_id)
-            await self.backend.remove(kernel.container_id)
+            removed = await self.backend.kill_and_remove(
+                cid, logs_tail=LOG_TAIL if self.log_sink is not None else None)
         except ContainerNotFound:
-            pass
-        except BackendError as exc:  # a failed stop must not leave the kernel TERMINATING
-            log.warning("kernel %s: releasing its container failed (%s); removing by force",
+            return exit_code
+        except BackendError as exc:  # a failed removal must not leave the kernel TERMINATING
+            log.warning("kernel %s: removing its container failed (%s); trying once more",
                         kernel.kernel_id, exc)
-            await _quietly(self.backend.remove(kernel.container_id))
-        return exit_code
+            await _quietly(self.backend.remove(cid))
+            return exit_code
+        if removed.logs is not None:
+            await self._ship_logs(kernel, cid, removed.logs)
+        return exit_code if exit_code is not None else removed.exit_code
 
-    async def _ship_logs(self, kernel: Kernel, container_id: str) -> None:
-        """Hand the container's output to the Manager before the container goes (bounded)."""
+    async def _ship_logs(self, kernel: Kernel, container_id: str,
+                         logs: str | None = None) -> None:
+        """Hand the container's output (asked of the engine unless given) to the Manager before
+        the kernel's end is told (bounded)."""
         if self.log_sink is None:
             return
         try:
             async with asyncio.timeout(5.0):
-                logs = await self.backend.logs(container_id, tail=10000)
+                if logs is None:
+                    logs = await self.backend.logs(container_id, tail=LOG_TAIL)
                 await self.log_sink(kernel.kernel_id, container_id, logs)
         except (BerthError, TimeoutError) as exc:
             log.warning("kernel %s: its logs could not be shipped: %s", kernel.kernel_id, exc)

@@ -17,6 +17,7 @@ from berth.backend import (
     FakeBackend,
     FakeContainer,
 )
+from berth.backend.base import RemovedContainer
 from berth.errors import BackendError, ContainerConflict, ContainerNotFound, ImageNotAvailable
 
 IMAGE = "berth/busybox:latest"
@@ -112,6 +113,21 @@ async def test_stop_exits_143_and_is_a_noop_when_stopped(be: FakeBackend) -> Non
     assert (await be.inspect(cid)).exit_code == 0  # start resets the exit code
     await be.stop(cid, grace=1)
     assert (await be.inspect(cid)).exit_code == 0
+
+
+async def test_kill_and_remove_is_rm_f_with_exit_code_and_log_tail(be: FakeBackend) -> None:
+    running = await be.create("a", config())
+    await be.start(running)
+    be.write_log(running, "one\ntwo\nthree\n")
+    removed = await be.kill_and_remove(running, logs_tail=2)
+    assert (removed.exit_code, removed.logs) == (137, "two\nthree\n")
+    assert running not in be.containers
+    dead = await be.create("b", config())
+    await be.start(dead)
+    be.kill(dead, 3)
+    assert await be.kill_and_remove(dead) == RemovedContainer(3, None)  # no logs asked for
+    with pytest.raises(ContainerNotFound):
+        await be.kill_and_remove(dead)
 
 
 async def test_kill_records_exit_code_and_oom(be: FakeBackend) -> None:

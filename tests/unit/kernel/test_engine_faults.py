@@ -37,7 +37,8 @@ DEADLINE = 0.4  # every phase deadline of the lifecycle under test
 HANG = 5.0  # a hung engine call, far past every deadline
 CALL_BOUND = 3.5  # a client call answering later than this hung with the engine
 INTERNAL_BOUND = HANG + 10 * DEADLINE  # the agent's own work waits out at most one hang
-FAULT_VERBS = ("create", "start", "stop", "remove", "inspect", "list", "logs", "image_inspect")
+FAULT_VERBS = ("create", "start", "stop", "remove", "kill_and_remove", "inspect", "list", "logs",
+               "image_inspect")
 
 
 class NoVfolderHosts:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from berth.adapters import EventAdapter
+from berth.backend.base import RemovedContainer
 from berth.errors import (
     BackendError,
     ContainerConflict,
@@ -161,7 +162,7 @@ async def test_start_failure_removes_the_created_container(h: Harness) -> None:
         await h.lc.create(kernel_config(), kid, "s")
     created = [t for v, t in h.backend.calls if v == "create"]
     assert created == [container_name(kid)]
-    assert ("remove", h.registry.ended(kid).container_id) in h.backend.calls
+    assert ("kill_and_remove", h.registry.ended(kid).container_id) in h.backend.calls
     assert terminated(h, kid)["reason"] == R.FAILED_TO_CREATE
     h.assert_released(kid)
 
@@ -239,11 +240,11 @@ async def test_destroy_records_user_requested_and_is_idempotent(h: Harness) -> N
     cid = h.container_id(kid)
     await h.lc.destroy(kid)
     payload = terminated(h, kid)
-    assert payload["reason"] == R.USER_REQUESTED and payload["exit_code"] == 143
+    assert payload["reason"] == R.USER_REQUESTED and payload["exit_code"] == 137  # killed
     h.assert_released(kid)
     await h.lc.destroy(kid)  # already gone: not an error, nothing emitted twice
     assert h.sink.names(kid).count("kernel_terminated") == 1
-    assert ("stop", cid) in h.backend.calls
+    assert ("kill_and_remove", cid) in h.backend.calls
     with pytest.raises(KernelNotFound):
         await h.lc.destroy(new_id())
 
@@ -251,7 +252,7 @@ async def test_destroy_records_user_requested_and_is_idempotent(h: Harness) -> N
 async def test_concurrent_double_destroy_cleans_once(h: Harness) -> None:
     kid = await h.create()
     cid = h.container_id(kid)
-    gate = h.backend.hold("stop")
+    gate = h.backend.hold("kill_and_remove")
     first = asyncio.ensure_future(h.lc.destroy(kid))
     await gate.reached.wait()
     second = asyncio.ensure_future(h.lc.destroy(kid, reason=R.AGENT_RESET))
@@ -259,8 +260,7 @@ async def test_concurrent_double_destroy_cleans_once(h: Harness) -> None:
     assert not second.done()  # waits for the teardown in flight
     gate.release()
     await asyncio.gather(first, second)
-    assert [v for v, t in h.backend.calls if t == cid].count("stop") == 1
-    assert [v for v, t in h.backend.calls if t == cid].count("remove") == 1
+    assert [v for v, t in h.backend.calls if t == cid].count("kill_and_remove") == 1
     assert h.sink.names(kid).count("kernel_terminated") == 1
     assert terminated(h, kid)["reason"] == R.USER_REQUESTED
     h.assert_released(kid)
@@ -287,7 +287,8 @@ async def test_container_dying_by_itself(h: Harness, code: int, oom: bool, reaso
     await h.lc.on_container_exit(cid)
     payload = terminated(h, kid)
     assert payload["reason"] == reason and payload["exit_code"] == code
-    assert ("stop", cid) not in h.backend.calls  # nothing to stop: it is dead already
+    # the exit judged from the dead container wins over anything the removal says
+    assert [v for v, t in h.backend.calls if t == cid][-1] == "kill_and_remove"
     h.assert_released(kid)
     ended = h.registry.ended(kid)
     assert ended is not None and ended.termination is not None
@@ -334,11 +335,65 @@ async def test_two_exit_notices_at_once_judge_the_exit_once(
     h.assert_released(kid)
 
 
-async def test_stop_failure_still_releases_the_kernel(h: Harness) -> None:
+async def test_removal_failure_still_releases_the_kernel(h: Harness) -> None:
     kid = await h.create()
-    h.backend.fail_next("stop", BackendError("engine hiccup", status=500))
+    h.backend.fail_next("kill_and_remove", BackendError("engine hiccup", status=500))
     await h.lc.destroy(kid)
     assert h.registry.ended(kid) is not None
+    assert terminated(h, kid)["exit_code"] == -1  # the engine never said
+    h.assert_released(kid)  # the second try removed it
+
+
+async def test_destroy_is_one_engine_call_like_docker_rm_f(h: Harness) -> None:
+    """No stop, inspect or logs round trips: one forced removal; its answer carries the
+    exit code and the output shipped to the log sink before the kernel's end is told."""
+    shipped: list[tuple[str, str, str]] = []
+    told_at: list[int] = []
+
+    async def sink(kernel_id: str, container_id: str, logs: str) -> None:
+        shipped.append((kernel_id, container_id, logs))
+        told_at.append(h.sink.names(kernel_id).count("kernel_terminated"))
+    h.lc.log_sink = sink
+    kid = await h.create()
+    cid = h.container_id(kid)
+    h.backend.write_log(cid, "".join(f"line {i}\n" for i in range(10_005)))
+    mark = len(h.backend.calls)
+    await h.lc.destroy(kid)
+    assert [c for c in h.backend.calls[mark:] if c[1] == cid] == [("kill_and_remove", cid)]
+    [(k, c, text)] = shipped
+    assert (k, c) == (kid, cid) and told_at == [0]
+    assert text.splitlines() == [f"line {i}" for i in range(5, 10_005)]  # the last 10,000
+    assert terminated(h, kid)["exit_code"] == 137
+    h.assert_released(kid)
+
+
+async def test_destroy_without_a_log_sink_asks_for_no_output(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[int | None] = []
+    real = h.backend.kill_and_remove
+
+    async def spy(container_id: str, *, logs_tail: int | None = None) -> RemovedContainer:
+        asked.append(logs_tail)
+        return await real(container_id, logs_tail=logs_tail)
+    monkeypatch.setattr(h.backend, "kill_and_remove", spy)
+    await h.lc.destroy(await h.create())
+    assert asked == [None]  # the engine is not made to read (or the disk to give) any output
+
+
+async def test_a_dead_containers_output_is_shipped_with_its_own_exit_code(h: Harness) -> None:
+    shipped: list[str] = []
+
+    async def sink(kernel_id: str, container_id: str, logs: str) -> None:
+        shipped.append(logs)
+    h.lc.log_sink = sink
+    kid = await h.create()
+    cid = h.container_id(kid)
+    h.backend.write_log(cid, "Traceback: boom\n")
+    h.backend.kill(cid, 3)
+    await h.lc.on_container_exit(cid)
+    assert shipped == ["Traceback: boom\n"]
+    payload = terminated(h, kid)
+    assert (payload["reason"], payload["exit_code"]) == (R.SELF_TERMINATED, 3)
     h.assert_released(kid)
 
 
