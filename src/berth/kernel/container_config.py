@@ -73,7 +73,9 @@ def has_runner(labels: Mapping[str, str]) -> bool:
 
 
 def runner_command(labels: Mapping[str, str], *, bootstrap: bool) -> list[str]:
-    cmd = [labels.get("ai.backend.runtime-path") or "/usr/bin/python3", "-u",
+    # -I -S: the runner is stdlib-only, so no site (Debian's runs apport's hook: a third of
+    # the start-up), no user site, no PYTHON* variables; the code it runs gets a plain python.
+    cmd = [labels.get("ai.backend.runtime-path") or "/usr/bin/python3", "-I", "-S", "-u",
            f"{RUNNER_MOUNT}/krunner.py", "--socket", RUNNER_SOCKET, "--ipc", "/home/config/ipc",
            "--work", "/home/work", "--config", "/home/config", "--service-defs", SERVICE_DEFS]
     if bootstrap:

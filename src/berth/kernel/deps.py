@@ -91,8 +91,8 @@ class MountPlanner(Protocol):
 
 
 class RunnerRole(Protocol):
-    async def wait_ready(self, deadline: float) -> Any:
-        """Return once ready; raise when ``deadline`` (a monotonic instant) passes."""
+    async def probe_ready(self) -> bool:
+        """Ask the runner once whether it is ready; False while it cannot be reached."""
         ...
 
     async def close(self) -> None: ...

@@ -12,13 +12,14 @@ sealed once the runner is ready and on adoption, and unsealed only for a new con
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import stat
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -72,6 +73,7 @@ from berth.kernel.registry import Kernel, KernelRegistry, Termination
 from berth.kernel.spec import KernelSpec, parse_kernel_spec, parse_service_ports
 from berth.kernel.sshkeys import session_keypair, write_session_keys
 from berth.kernel.state import classify_exit
+from berth.runner.readiness import ReadySignal
 from berth.storage import nofollow
 from berth.tasks import TaskSupervisor
 from berth.types import KernelState, TerminationReason
@@ -81,6 +83,16 @@ __all__ = ["KernelLifecycle", "LifecycleSettings"]
 log = logging.getLogger(__name__)
 R = TerminationReason
 LOG_TAIL = 10000  # lines of a dead container's output shipped to the Manager
+# A starting container is woken by its runner's ready signal and by its exit event; without
+# either, Docker and the runner are asked this often (events lost, the FIFO removed).
+ALIVE_CHECK_SECONDS = 5.0
+
+
+@dataclass
+class _StartWatch:
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    died: bool = False  # an exit notice came for the container
+    signal: ReadySignal | None = None
 
 
 @dataclass(frozen=True)
@@ -143,7 +155,8 @@ class KernelLifecycle:
         self.on_auto_restart: Callable[[str], None] = lambda outcome: None  # the metric
         self.runners: dict[str, RunnerRole] = {}
         self.layouts: dict[str, ScratchLayout] = {}
-        self._create_slots = asyncio.Semaphore(settings.creation_concurrency)
+        self._create_slots = asyncio.Semaphore(settings.creation_concurrency)  # Docker calls
+        self._starting: dict[str, _StartWatch] = {}  # containers a create waits for, by id
         self._teardowns: dict[str, asyncio.Task[None]] = {}
         self._judging: set[str] = set()  # containers whose exit is being judged right now
         self._tasks = TaskSupervisor("lifecycle")
@@ -174,8 +187,7 @@ class KernelLifecycle:
         self._emit("kernel_preparing", kernel, reason="")
         log.info("kernel %s: PREPARING (image %s)", kernel_id, spec.image.canonical)
         try:
-            async with self._create_slots:
-                await self._create(kernel)
+            await self._create(kernel)
         except BaseException as exc:
             reason, detail = _failure_reason(exc)
             log.warning("kernel %s: creation failed: %s", kernel_id, detail)
@@ -285,14 +297,43 @@ class KernelLifecycle:
         self._prepare_files(kernel, layout, kernel_environ(plan))
         self._write_ledger(kernel)  # before the container exists
         config = self._container_config(kernel, plan)
-        kernel.container_id = await self.backend.create(container_name(kernel.kernel_id), config)
-        self._write_ledger(kernel)
-        await self.backend.start(kernel.container_id)
-        info = await self.backend.inspect(kernel.container_id)
-        kernel.pid = info.pid
-        await self._watch_ooms(kernel)
-        await self._open_tls_routes(kernel)
-        await self._wait_ready(kernel, layout)
+        await self._open_tls_routes(kernel)  # answers once the container publishes the port
+        await self._run_container(kernel, layout, config)
+
+    async def _run_container(self, kernel: Kernel, layout: ScratchLayout,
+                             config: Mapping[str, Any]) -> None:
+        """Create and start the kernel's container and wait until it is ready. The agent-wide
+        creation limit covers the Docker calls only: waiting for a runner holds no slot."""
+        with self._start_watch(kernel, layout) as watch:
+            async with self._create_slots:
+                kernel.container_id = await self.backend.create(
+                    container_name(kernel.kernel_id), config)
+                self._starting[kernel.container_id] = watch
+                self._write_ledger(kernel)
+                await self.backend.start(kernel.container_id)
+                kernel.pid = (await self.backend.inspect(kernel.container_id)).pid
+            await self._watch_ooms(kernel)
+            await self._wait_ready(kernel, layout, watch)
+
+    @contextlib.contextmanager
+    def _start_watch(self, kernel: Kernel, layout: ScratchLayout) -> Iterator[_StartWatch]:
+        """What wakes a create waiting for its container: the runner's ready signal (a FIFO
+        opened before the container starts) and the container's exit (`on_container_exit`)."""
+        watch = _StartWatch()
+        if has_runner(kernel.image_labels):
+            try:
+                watch.signal = ReadySignal.open(layout.kernel_dir, _rel(layout, layout.ipc_dir),
+                                                kernel.uid, kernel.gid, watch.wake.set)
+            except OSError as exc:  # the kernel's user owns ipc/: it may have put a dir there
+                log.warning("kernel %s: no ready signal (%s); asking the runner every %gs",
+                            kernel.kernel_id, exc, ALIVE_CHECK_SECONDS)
+        try:
+            yield watch
+        finally:
+            if kernel.container_id and self._starting.get(kernel.container_id) is watch:
+                del self._starting[kernel.container_id]
+            if watch.signal is not None:
+                watch.signal.close()
 
     def _plan(self, kernel: Kernel, layout: ScratchLayout) -> ContainerPlan:
         spec = kernel.spec
@@ -357,20 +398,21 @@ class KernelLifecycle:
                                gid=kernel.gid, mount_paths=[m.kernel_path or f"/home/work/{m.name}"
                                                             for m in spec.mounts])
 
-    async def _wait_ready(self, kernel: Kernel, layout: ScratchLayout) -> None:
+    async def _wait_ready(self, kernel: Kernel, layout: ScratchLayout,
+                          watch: _StartWatch) -> None:
         if has_runner(kernel.image_labels):
             runner = self.runner_factory(layout.runner_socket)
             self.runners[kernel.kernel_id] = runner
-            await self._until_ready(kernel, runner)
+            await self._until_ready(kernel, runner, watch)
             self._seal(kernel)
             return
         if kernel.spec.bootstrap_script:
             marker = _rel(layout, layout.ipc_dir, "bootstrap.exit")
-            checks = 0
-            while not _is_file(layout.kernel_dir, marker):
-                if checks % 20 == 0:  # the marker is a cheap stat; ask Docker once a second
+            asked = time.monotonic()
+            while not _is_file(layout.kernel_dir, marker):  # a cheap stat
+                if watch.died or time.monotonic() - asked > ALIVE_CHECK_SECONDS:
+                    watch.died, asked = False, time.monotonic()
                     await self._ensure_alive(kernel)
-                checks += 1
                 await asyncio.sleep(0.05)
 
     def _seal(self, kernel: Kernel) -> None:
@@ -386,13 +428,25 @@ class KernelLifecycle:
                         "connects only to a socket there, never through a link",
                         kernel.kernel_id)
 
-    async def _until_ready(self, kernel: Kernel, runner: RunnerRole) -> None:
+    async def _until_ready(self, kernel: Kernel, runner: RunnerRole,
+                           watch: _StartWatch) -> None:
+        """Sleep until the runner's ready signal or the container's exit wakes us, then ask:
+        the signal is only a wake-up (the kernel's user can write the FIFO), ``status`` on the
+        runner's socket decides. Without any wake-up Docker and the runner are asked every
+        ALIVE_CHECK_SECONDS (a lost events stream, a FIFO the kernel removed)."""
         while True:
             try:
-                await runner.wait_ready(time.monotonic() + 1.0)
-                return
-            except (BerthError, OSError, TimeoutError):
+                async with asyncio.timeout(ALIVE_CHECK_SECONDS):
+                    await watch.wake.wait()
+                woke = True
+            except TimeoutError:
+                woke = False
+            watch.wake.clear()
+            if watch.died or not woke:
+                watch.died = False
                 await self._ensure_alive(kernel)
+            if await runner.probe_ready():
+                return
 
     async def _ensure_alive(self, kernel: Kernel) -> None:
         assert kernel.container_id
@@ -461,12 +515,7 @@ class KernelLifecycle:
         self.scratch.unseal(kernel.kernel_id, kernel.uid, kernel.gid)
         nofollow.unlink_at(layout.kernel_dir, _rel(layout, layout.ipc_dir, "bootstrap.exit"))
         config = self._container_config(kernel, self._plan(kernel, layout))
-        kernel.container_id = await self.backend.create(container_name(kernel.kernel_id), config)
-        self._write_ledger(kernel)
-        await self.backend.start(kernel.container_id)
-        kernel.pid = (await self.backend.inspect(kernel.container_id)).pid
-        await self._watch_ooms(kernel)
-        await self._wait_ready(kernel, layout)
+        await self._run_container(kernel, layout, config)
 
     # ---------------------------------------------------------------- destroy
     async def destroy(self, kernel_id: str, reason: TerminationReason = R.USER_REQUESTED) -> None:
@@ -481,6 +530,9 @@ class KernelLifecycle:
         """A container ended on its own (Docker ``die`` event or the periodic sync). Triggers
         that arrive while the same container is being judged are dropped: the first one
         decides (and logs) the exit once."""
+        if (watch := self._starting.get(container_id)) is not None:
+            watch.died = True  # a create or restart waiting for this container looks now
+            watch.wake.set()
         if container_id in self._judging:
             return
         kernel = self.registry.by_container(container_id)

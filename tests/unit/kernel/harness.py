@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,7 +13,6 @@ from typing import Any
 
 from berth.adapters import MountAdapter, ResourceAdapter
 from berth.backend import FakeBackend
-from berth.errors import RunnerUnavailable
 from berth.kernel.deps import TLSProxyRole
 from berth.kernel.ledger import Ledger
 from berth.kernel.lifecycle import KernelLifecycle, LifecycleSettings
@@ -25,6 +23,7 @@ from berth.plugins.cpu import CPUPlugin
 from berth.plugins.mem import MemoryPlugin
 from berth.ports import PortPool
 from berth.resources import ResourceManager
+from berth.runner.protocol import READY_FIFO
 from berth.storage import ScratchManager
 from berth.types import KernelState, SlotName
 
@@ -63,26 +62,49 @@ class RecordingSink:
 
 
 class FakeRunner:
+    """A runner as the lifecycle sees it: ``probe_ready`` answers as the mode says, and a
+    ready runner writes the kernel's ready FIFO as krunner does (``signal``)."""
+
     def __init__(self, factory: FakeRunnerFactory, socket_path: Path) -> None:
         self.factory = factory
         self.socket_path = socket_path
         self.closed = False
+        self.probes = 0
+        self._signaller: asyncio.Task[None] | None = None
+        if factory.mode == "ready":
+            self.signal()
+        elif factory.mode == "gate":
+            self._signaller = asyncio.get_running_loop().create_task(self._signal_at_gate())
 
-    async def wait_ready(self, deadline: float) -> Any:
+    @property
+    def ready_fifo(self) -> Path:
+        return self.socket_path.parent.parent / "ipc" / READY_FIFO
+
+    def signal(self) -> None:
+        """What krunner's _tell_ready does: a byte into the FIFO the agent holds open (no
+        FIFO there, or no reader: nothing)."""
+        try:
+            fd = os.open(self.ready_fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        except OSError:
+            return
+        try:
+            os.write(fd, b"r")
+        finally:
+            os.close(fd)
+
+    async def _signal_at_gate(self) -> None:
+        await self.factory.gate.wait()
+        self.signal()
+
+    async def probe_ready(self) -> bool:
+        self.probes += 1
         mode = self.factory.mode
-        if mode == "ready":
-            return {"status": "ok"}
-        if mode == "gate":
-            await self.factory.gate.wait()
-            return {"status": "ok"}
-        if mode == "refused":  # the socket is there but nobody answers yet
-            await asyncio.sleep(0.01)
-            raise RunnerUnavailable("connection refused")
-        await asyncio.sleep(max(0.0, deadline - time.monotonic()))  # "never"
-        raise TimeoutError
+        return mode == "ready" or (mode == "gate" and self.factory.gate.is_set())
 
     async def close(self) -> None:
         self.closed = True
+        if self._signaller is not None:
+            self._signaller.cancel()
 
 
 @dataclass

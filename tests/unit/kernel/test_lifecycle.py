@@ -190,6 +190,7 @@ async def test_container_dying_before_ready_is_failed_to_start(h: Harness) -> No
     while not h.runners.made:
         await asyncio.sleep(0.01)
     h.backend.kill(h.container_id(kid), 1)
+    await h.lc.on_container_exit(h.container_id(kid))  # the agent's die event
     with pytest.raises(KernelStartupFailed, match="exited with 1"):
         await task
     payload = terminated(h, kid)
