@@ -42,6 +42,8 @@ class CommandFailed(StorageError):
 
 def _unescape(field: str) -> str:
     """mountinfo escapes space, tab, newline and backslash as \\ooo octal."""
+    if "\\" not in field:  # nearly every field: nothing to undo
+        return field
     out, i = [], 0
     while i < len(field):
         code = field[i + 1:i + 4]
