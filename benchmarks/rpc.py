@@ -1,6 +1,10 @@
 """RPC round trip and calls/s over CurveZMQ: berth RPCServer + AgentClient `ping` vs a raw
 pyzmq DEALER/ROUTER echo with Curve, same run, alternating.
 
+A third side isolates the server: a raw DEALER sending callosum-framed `ping` requests (the
+bytes a Manager's client sends) to the berth server and decoding its replies, so the ratio
+against the raw echo is what the agent's server adds, without Berth's own client.
+
 Each server runs in its own process (this script with `--serve`), both started at once and
 both with Curve and a ZAP allow-list holding the client's key; the clients run here. A
 round trip is one call awaited before the next; calls/s keeps `--inflight` calls
@@ -30,7 +34,7 @@ import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
 from berth.client import AgentClient
-from berth.rpc import HandlerRegistry, RPCServer, server_security
+from berth.rpc import HandlerRegistry, RPCServer, codec, server_security
 
 Probe = Callable[[], Awaitable[None]]
 
@@ -117,6 +121,22 @@ class RawClient:
         self.ctx.term()
 
 
+class FramedClient(RawClient):
+    """Callosum's frames over a raw DEALER: what the berth server costs on its own."""
+
+    def __init__(self, port: int, keys: bc.Keys) -> None:
+        super().__init__(port, keys)
+        self.seq = 0
+
+    async def call(self) -> None:
+        self.seq += 1
+        await self.sock.send_multipart([codec.UPPER,
+                                        *codec.encode_request("ping", self.seq, ["ping"], {})])
+        frames = await self.sock.recv_multipart()
+        if codec.decode_reply(frames[1], frames[2]).value != "ping":
+            raise RuntimeError("berth ping answered something else")
+
+
 async def berth_call(client: AgentClient) -> None:
     if await client.ping("ping") != "ping":
         raise RuntimeError("berth ping answered something else")
@@ -169,28 +189,38 @@ async def main(runs: int, calls: int, inflight: int, keydir: Path,
     with servers(keydir, log_level) as ports:
         raw = await connect_raw(ports["raw"], keys)
         client = await connect_berth(ports["berth"], keys)
+        framed = FramedClient(ports["berth"], keys)
         try:
             sides = {"berth": (lambda: berth_call(client),
                                lambda: berth_burst(client, calls, inflight)),
-                     "raw": (raw.call, lambda: raw.burst(calls, inflight))}
+                     "raw": (raw.call, lambda: raw.burst(calls, inflight)),
+                     "berth_server": (framed.call, None)}
             lat: dict[str, list[float]] = {k: [] for k in sides}
-            rate: dict[str, list[float]] = {k: [] for k in sides}
+            rate: dict[str, list[float]] = {k: [] for k in sides if sides[k][1] is not None}
             for k, (call, _) in sides.items():  # warm-up, not counted
                 await latency(call, 50)
+            order = list(sides)
             for i in range(runs):
-                for k in (["berth", "raw"] if i % 2 == 0 else ["raw", "berth"]):
+                for k in order[i % 3:] + order[:i % 3]:  # the side that goes first rotates
                     call, burst = sides[k]
                     lat[k] += await latency(call, calls // 4)
-                    rate[k].append(await throughput(burst, calls))
+                    if burst is not None:
+                        rate[k].append(await throughput(burst, calls))
         finally:
             raw.close()
+            framed.close()
             await client.__aexit__(None, None, None)
     med = {k: sorted(v)[len(v) // 2] for k, v in rate.items()}
     return {"runs": runs, "calls_per_burst": calls, "inflight": inflight,
             "server_log_level": log_level,
-            "round_trip": {k: bc.summary(v) for k, v in lat.items()},
+            "round_trip": {k: {**bc.summary(v), "p95_ms": p95_ms(v)} for k, v in lat.items()},
             "calls_per_s_median": {k: round(v) for k, v in med.items()},
             "calls_per_s_all": {k: [round(x) for x in v] for k, v in rate.items()}}
+
+
+def p95_ms(samples: list[float]) -> float:
+    ms = sorted(s * 1000 for s in samples)
+    return round(ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))], 3)
 
 
 def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -198,6 +228,11 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return [("round trip (ping vs raw echo), Curve",
              f"{rt['berth']['median_ms']:.3f} ms", f"{rt['raw']['median_ms']:.3f} ms",
              f"{bc.ratio(rt['berth'], rt['raw']):.2f}×"),
+            ("round trip p95", f"{rt['berth']['p95_ms']:.3f} ms",
+             f"{rt['raw']['p95_ms']:.3f} ms", f"{rt['berth']['p95_ms'] / rt['raw']['p95_ms']:.2f}×"),
+            ("round trip, server only (callosum frames from a raw DEALER)",
+             f"{rt['berth_server']['median_ms']:.3f} ms", f"{rt['raw']['median_ms']:.3f} ms",
+             f"{bc.ratio(rt['berth_server'], rt['raw']):.2f}×"),
             (f"calls/s, {r['inflight']} in flight", f"{cps['berth']}", f"{cps['raw']}",
              f"{cps['berth'] / cps['raw']:.2f}×")]
 
@@ -210,7 +245,8 @@ if __name__ == "__main__":
     p.add_argument("--port", type=int)
     p.add_argument("--keydir", type=Path)
     p.add_argument("--server-log-level", default="INFO",
-                   help="the berth server logs one INFO line per call, as the agent does")
+                   help="the agent's level: the server logs `ping` at DEBUG (a probe) and every "
+                        "state-changing call at INFO, after its reply")
     args = p.parse_args()
     if args.serve:
         serve(args.serve, args.port, args.keydir, args.server_log_level)

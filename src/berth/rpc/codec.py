@@ -105,7 +105,22 @@ def _decode_envelope(raw: bytes, header: Header) -> tuple[bytes, Any]:
 
 
 def _encode_envelope(meta: bytes, body: bytes | None) -> bytes:
-    return _plain_pack({"meta": meta, "body": body})
+    """msgpack of ``{"meta": meta, "body": body}``, byte for byte what ``packb`` makes."""
+    return b"".join((b"\x82\xa4meta", _bin(meta), b"\xa4body",
+                     b"\xc0" if body is None else _bin(body)))
+
+
+def _bin(data: bytes) -> bytes:
+    """msgpack's bin family (use_bin_type): the shortest length prefix, then the bytes."""
+    size = len(data)
+    if size < 0x100:
+        return b"\xc4" + size.to_bytes(1, "big") + data
+    if size < 0x10000:
+        return b"\xc5" + size.to_bytes(2, "big") + data
+    return b"\xc6" + size.to_bytes(4, "big") + data
+
+
+_NO_META = _plain_pack([])  # a RESULT's meta
 
 
 def decode_request(raw_header: bytes, raw_body: bytes) -> Request:
@@ -149,7 +164,7 @@ def encode_result(request: Header, value: Any) -> tuple[bytes, bytes]:
     """Encode a RESULT; raises TypeError when ``value`` cannot be serialized."""
     inner = serial.packb(value)
     return (encode_header(_reply_header(request, MsgType.RESULT)),
-            _encode_envelope(_plain_pack([]), inner))
+            _encode_envelope(_NO_META, inner))
 
 
 def encode_error(request: Header, msgtype: MsgType, name: str, representation: str,

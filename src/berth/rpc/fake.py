@@ -148,7 +148,7 @@ class _LoopbackServer:
     async def recv(self) -> list[bytes]:
         return await self._hub.to_server.get()
 
-    async def send(self, frames: list[bytes]) -> None:
+    def send(self, frames: list[bytes]) -> None:
         queue = self._hub.to_clients.get(frames[0])
         if queue is not None:
             queue.put_nowait(frames[1:])

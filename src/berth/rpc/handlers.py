@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import types
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,6 +39,23 @@ METHOD_NAMES: tuple[str, ...] = BACKENDAI_METHODS + SEED_METHODS
 V3_FALLBACKS: dict[str, str] = {"health_v2": "health", "gather_hwinfo_v2": "gather_hwinfo"}
 
 _KERNEL_ARG_NAMES = ("kernel_id", "raw_kernel_ids")
+_SESSION_ARG_NAMES = ("session_id", "raw_session_id")
+_PASS = frozenset({object})  # Any: every value passes unchanged
+_PLAIN = (str, int, float, bool, bytes, type(None))
+
+
+def _unchanged_types(annotation: Any) -> frozenset[type] | None:
+    """The types whose values the annotation's pydantic validation (lax mode) returns as they
+    are, so a value of exactly such a type needs no validation; None: always validate."""
+    if annotation is Any:
+        return _PASS
+    if annotation in _PLAIN:
+        return frozenset({annotation})
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [_unchanged_types(a) for a in typing.get_args(annotation)]
+        if all(m is not None and m is not _PASS for m in members):
+            return frozenset(t for m in members if m for t in m)
+    return None
 
 AsyncMethod = Callable[..., Awaitable[Any]]
 
@@ -70,6 +88,40 @@ class _Handler:
                          for name in self.signature.parameters}
         self.accepts_agent_id = "agent_id" in self.signature.parameters or any(
             p.kind is p.VAR_KEYWORD for p in self.signature.parameters.values())
+        # The fast binding, for signatures whose parameters can all be passed by name.
+        params = self.signature.parameters.values()
+        self.by_name = all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params)
+        self.names = tuple(self.signature.parameters)
+        self.positional = tuple(p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD)
+        self.required = frozenset(p.name for p in params if p.default is p.empty)
+        self.unchanged = {name: _unchanged_types(hints.get(name, Any)) for name in self.names}
+        self.kernel_names = tuple(n for n in _KERNEL_ARG_NAMES if n in self.names)
+        self.session_names = tuple(n for n in _SESSION_ARG_NAMES if n in self.names)
+
+    def bind_by_name(self, args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        """The validated arguments by name, in the signature's order; None when the call is
+        not a plain one (then :meth:`bind` decides, and words any error)."""
+        if not self.by_name or len(args) > len(self.positional):
+            return None
+        given = dict(zip(self.positional, args, strict=False))
+        for name, value in kwargs.items():
+            if name in given or name not in self.unchanged:
+                if name == "agent_id" and not self.accepts_agent_id:
+                    continue
+                return None
+            given[name] = value
+        if not self.required <= given.keys():
+            return None
+        arguments = {}
+        for name in self.names:
+            if name in given:
+                value = given[name]
+                unchanged = self.unchanged[name]
+                if unchanged is not _PASS and (unchanged is None
+                                               or type(value) not in unchanged):
+                    value = self._validate(name, value)
+                arguments[name] = value
+        return arguments
 
     def bind(self, args: list[Any], kwargs: dict[str, Any]) -> inspect.BoundArguments:
         if not self.accepts_agent_id:
@@ -110,9 +162,9 @@ def _hwinfo_v2(result: Any) -> Any:
     return {"devices": devices}
 
 
-def _kernel_of(bound: inspect.BoundArguments) -> str | None:
-    for name in _KERNEL_ARG_NAMES:
-        value = bound.arguments.get(name)
+def _kernel_of(arguments: typing.Mapping[str, Any], names: tuple[str, ...]) -> str | None:
+    for name in names:
+        value = arguments.get(name)
         if isinstance(value, (list, tuple)):
             return ",".join(str(v) for v in value) or None
         if value is not None:
@@ -120,9 +172,11 @@ def _kernel_of(bound: inspect.BoundArguments) -> str | None:
     return None
 
 
-def _session_of(bound: inspect.BoundArguments) -> str | None:
-    value = bound.arguments.get("session_id") or bound.arguments.get("raw_session_id")
-    return str(value) if value else None
+def _session_of(arguments: typing.Mapping[str, Any], names: tuple[str, ...]) -> str | None:
+    for name in names:
+        if value := arguments.get(name):
+            return str(value)
+    return None
 
 
 class HandlerRegistry:
@@ -149,9 +203,15 @@ class HandlerRegistry:
         handler = self._handlers.get(method)
         if handler is None:
             raise MethodNotFound(f"unknown RPC method {method!r}", method=method)
+        arguments = handler.bind_by_name(args, kwargs)
+        if arguments is not None:
+            return PreparedCall(method, _kernel_of(arguments, handler.kernel_names),
+                                handler.func, (), arguments,
+                                session_id=_session_of(arguments, handler.session_names))
         bound = handler.bind(args, kwargs)
-        return PreparedCall(method, _kernel_of(bound), handler.func, bound.args, bound.kwargs,
-                            session_id=_session_of(bound))
+        return PreparedCall(method, _kernel_of(bound.arguments, _KERNEL_ARG_NAMES), handler.func,
+                            bound.args, bound.kwargs,
+                            session_id=_session_of(bound.arguments, _SESSION_ARG_NAMES))
 
     def _prepare_v3(self, method: str, args: list[Any], kwargs: dict[str, Any]) -> PreparedCall:
         v1 = V3_FALLBACKS[method]

@@ -1,4 +1,5 @@
-"""The agent's RPC server: callosum-compatible ROUTER, one task per request.
+"""The agent's RPC server: callosum-compatible ROUTER; a quick call is answered in the loop
+turn that read it, a call that waits goes on in a task of its own.
 
 Shape follows uvicorn: ``await server.start()`` returns once the socket is bound (and Curve
 auth is running); ``await server.close()`` stops it. Nothing a client sends stops the
@@ -16,10 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
+import inspect
 import logging
 import time
-from collections.abc import Callable
-from typing import Protocol, Self
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, Self
 
 from berth import logctx
 from berth.errors import BerthError, ConfigError, ProtocolError, RequestTooLarge, RPCTimeout
@@ -34,6 +38,9 @@ OnRequest = Callable[[str, float, BaseException | None], None]
 """Called after every addressed request: (method, duration in seconds, error or None);
 a method the server does not serve is reported as :data:`UNKNOWN_METHOD`."""
 UNKNOWN_METHOD = "<unknown>"
+QUIET_METHODS = frozenset({"ping", "health", "health_v2", "ping_kernel"})
+"""Liveness probes, logged at DEBUG: they change nothing and a Manager or a load balancer may
+send them every few seconds; every other call gets its INFO line (after its reply)."""
 
 DEFAULT_MAX_BODY_SIZE = 10 * 2**20
 
@@ -50,7 +57,9 @@ class ServerTransport(Protocol):
 
     async def bind(self) -> None: ...
     async def recv(self) -> list[bytes]: ...
-    async def send(self, frames: list[bytes]) -> None: ...
+    def send(self, frames: list[bytes]) -> None:
+        """Queue a message without waiting (a ROUTER never blocks: it drops for a gone peer)."""
+        ...
     async def close(self) -> None: ...
 _CallKey = tuple[bytes, str, str | bytes, int]
 
@@ -81,7 +90,7 @@ class RPCServer:
             listen_addr, security=security, max_message_size=transport_cap(max_body_size))
         self._loop_task: asyncio.Task[None] | None = None
         self._inflight: dict[_CallKey, asyncio.Task[None]] = {}
-        self._send_lock = asyncio.Lock()
+        self._tasks: asyncio.TaskGroup | None = None
 
     @property
     def endpoint(self) -> str:
@@ -115,81 +124,127 @@ class RPCServer:
 
     async def _serve(self) -> None:
         async with asyncio.TaskGroup() as tg:
+            self._tasks = tg
             while True:
                 frames = await self._transport.recv()
                 try:
-                    await self._on_frames(frames, tg)
+                    self._on_frames(frames)
                 except Exception:  # never let one message stop the loop
                     log.exception("RPC: unexpected error handling a message; continuing")
 
-    async def _on_frames(self, frames: list[bytes], tg: asyncio.TaskGroup) -> None:
+    def _on_frames(self, frames: list[bytes]) -> None:
         if len(frames) != 4:
-            await self._reply_malformed(frames, f"expected 4 frames, got {len(frames)}")
+            self._reply_malformed(frames, f"expected 4 frames, got {len(frames)}")
             return
         peer, kind, raw_header, raw_body = frames
-        if kind == codec.PING:
-            await self._send([peer, codec.PONG, raw_header, raw_body])
-        elif kind == codec.UPPER:
-            await self._on_upper(peer, raw_header, raw_body, tg)
+        if kind == codec.UPPER:
+            self._on_upper(peer, raw_header, raw_body)
+        elif kind == codec.PING:
+            self._transport.send([peer, codec.PONG, raw_header, raw_body])
         else:
             log.debug("RPC: dropped a message of unknown kind %r", kind[:16])
 
-    async def _reply_malformed(self, frames: list[bytes], why: str) -> None:
+    def _reply_malformed(self, frames: list[bytes], why: str) -> None:
         header = codec.header_or_none(frames[-2]) if len(frames) >= 3 else None
         if header is None or len(frames) < 3:
             log.debug("RPC: dropped an unaddressable message: %s", why)
             return
-        await self._send_error(frames[0], header, MsgType.ERROR, ProtocolError(why))
+        self._send_error(frames[0], header, MsgType.ERROR, ProtocolError(why))
 
-    async def _on_upper(self, peer: bytes, raw_header: bytes, raw_body: bytes,
-                        tg: asyncio.TaskGroup) -> None:
+    def _on_upper(self, peer: bytes, raw_header: bytes, raw_body: bytes) -> None:
         header = codec.header_or_none(raw_header)
         if header is None:
             log.debug("RPC: dropped a message with an undecodable header")
             return
-        key = (peer, header.meth, header.okey, header.seq)
-        if header.type is MsgType.CANCEL:
-            self._cancel(key)
+        if header.type is MsgType.FUNCTION and len(raw_body) <= self._max_body_size:
+            # its own context: what the request binds (logctx) stays with it
+            contextvars.copy_context().run(self._start, peer, header, raw_body)
+        elif header.type is MsgType.CANCEL:
+            self._cancel((peer, header.meth, header.okey, header.seq))
         elif header.type is not MsgType.FUNCTION:
-            await self._send_error(peer, header, MsgType.ERROR,
-                                   ProtocolError(f"unexpected message type {header.type.name}"))
-        elif len(raw_body) > self._max_body_size:
+            self._send_error(peer, header, MsgType.ERROR,
+                             ProtocolError(f"unexpected message type {header.type.name}"))
+        else:
             err = RequestTooLarge(f"request body of {len(raw_body)} bytes exceeds the limit "
                                   f"of {self._max_body_size}", size=len(raw_body),
                                   limit=self._max_body_size)
-            self._finish(header.meth, None, 0.0, err)
-            await self._send_error(peer, header, MsgType.FAILURE, err)
-        else:
-            task = tg.create_task(self._handle(peer, header, raw_body, key))
-            self._inflight[key] = task
+            self._send_error(peer, header, MsgType.FAILURE, err)
+            self._finish(header.meth, None, time.perf_counter(), err)
 
     def _cancel(self, key: _CallKey) -> None:
         task = self._inflight.get(key)
         if task is not None:
             task.cancel()
 
-    async def _handle(self, peer: bytes, header: Header, raw_body: bytes, key: _CallKey) -> None:
+    def _start(self, peer: bytes, header: Header, raw_body: bytes) -> None:
+        """Decode, validate and run a call's first step in this loop turn. A handler that
+        returns without waiting (``ping``, the checks) is answered right here: no task, no
+        further loop turn. One that waits goes on in a task of its own (cancellable, under the
+        request timeout). The log line and the metrics follow the reply."""
         started = time.perf_counter()
-        kernel_id: str | None = None
         try:
             call = self._decode(header, raw_body)
-            kernel_id = call.kernel_id
-            # this request's task: its records name the kernel, session and method
-            logctx.bind(kernel_id=kernel_id, session_id=call.session_id, rpc_method=call.method)
-            reply = await self._run(call, header)
-            self._finish(header.meth, kernel_id, time.perf_counter() - started, None)
-            await self._send([peer, codec.UPPER, *reply])
-        except asyncio.CancelledError:
-            self._finish(header.meth, kernel_id, time.perf_counter() - started,
-                         RPCTimeout("cancelled"))
-            raise
         except _ReplyWithError as wrapped:
-            self._finish(header.meth, kernel_id, time.perf_counter() - started, wrapped.exc)
-            await self._send_error(peer, header, wrapped.msgtype, wrapped.exc)
+            self._send_error(peer, header, wrapped.msgtype, wrapped.exc)
+            self._finish(header.meth, None, started, wrapped.exc)
+            return
+        logctx.bind(kernel_id=call.kernel_id, session_id=call.session_id, rpc_method=call.method)
+        coro = call.run()
+        try:
+            waits_on = coro.send(None)
+        except StopIteration as done:
+            self._reply(peer, header, call, done.value, started)
+            return
+        except Exception as exc:  # noqa: BLE001 - any handler error becomes a FAILURE
+            self._send_error(peer, header, MsgType.FAILURE, exc)
+            self._finish(header.meth, call.kernel_id, started, exc)
+            return
+        key = (peer, header.meth, header.okey, header.seq)
+        assert self._tasks is not None, "the server is not serving"
+        task = self._tasks.create_task(
+            self._finish_waiting(peer, header, call, coro, waits_on, started),
+            name=f"rpc-{header.meth}")
+        self._inflight[key] = task
+        task.add_done_callback(functools.partial(self._waited, key, header.meth, call.kernel_id,
+                                                 coro, waits_on, started))
+
+    def _waited(self, key: _CallKey, method: str, kernel_id: str | None,
+                coro: Coroutine[Any, Any, Any], waits_on: Any, started: float,
+                task: asyncio.Task[None]) -> None:
+        """A waiting call's task ended. Cancelled before its first step, it never resumed
+        the handler: that one is ended here, as a Task would end it."""
+        self._inflight.pop(key, None)
+        if inspect.getcoroutinestate(coro) == inspect.CORO_SUSPENDED:
+            if isinstance(waits_on, asyncio.Future):
+                waits_on.cancel()
+            coro.close()
+            self._finish(method, kernel_id, started, RPCTimeout("cancelled"))
+
+    async def _finish_waiting(self, peer: bytes, header: Header, call: PreparedCall,
+                              coro: Coroutine[Any, Any, Any], waits_on: Any,
+                              started: float) -> None:
+        try:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    result = await _resume(coro, waits_on)
+            except TimeoutError:
+                exc: BaseException = RPCTimeout(
+                    f"{call.method} did not finish within {self._timeout}s",
+                    method=call.method, timeout=self._timeout)
+            except asyncio.CancelledError:
+                self._finish(header.meth, call.kernel_id, started, RPCTimeout("cancelled"))
+                raise
+            except Exception as exc_:  # noqa: BLE001 - any handler error becomes a FAILURE
+                exc = exc_
+            else:
+                self._reply(peer, header, call, result, started)
+                return
+            self._send_error(peer, header, MsgType.FAILURE, exc)
+            self._finish(header.meth, call.kernel_id, started, exc)
+        except asyncio.CancelledError:
+            raise
         except Exception:  # a request task must never abort the task group
             log.exception("RPC: unexpected error serving %s", header.meth)
-        finally:
-            self._inflight.pop(key, None)
 
     def _decode(self, header: Header, raw_body: bytes) -> PreparedCall:
         try:
@@ -201,42 +256,64 @@ class RPCServer:
         except BerthError as exc:
             raise _ReplyWithError(MsgType.FAILURE, exc) from None
 
-    async def _run(self, call: PreparedCall, header: Header) -> tuple[bytes, bytes]:
+    def _reply(self, peer: bytes, header: Header, call: PreparedCall, result: Any,
+               started: float) -> None:
         try:
-            result = await asyncio.wait_for(call.run(), self._timeout)
-        except TimeoutError:
-            raise _ReplyWithError(MsgType.FAILURE, RPCTimeout(
-                f"{call.method} did not finish within {self._timeout}s",
-                method=call.method, timeout=self._timeout)) from None
-        except Exception as exc:  # noqa: BLE001 - any handler error becomes a FAILURE
-            raise _ReplyWithError(MsgType.FAILURE, exc) from None
-        try:
-            return codec.encode_result(header, result)
+            reply = codec.encode_result(header, result)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise _ReplyWithError(MsgType.FAILURE, exc) from None
+            self._send_error(peer, header, MsgType.FAILURE, exc)
+            self._finish(header.meth, call.kernel_id, started, exc)
+            return
+        self._transport.send([peer, codec.UPPER, *reply])
+        self._finish(header.meth, call.kernel_id, started, None)
 
-    def _finish(self, method: str, kernel_id: str | None, duration: float,
+    def _finish(self, method: str, kernel_id: str | None, started: float,
                 exc: BaseException | None) -> None:
+        """After the reply went out: the call's log line and metrics (off its round trip)."""
+        duration = time.perf_counter() - started
         outcome = "ok" if exc is None else type(exc).__name__
         # A client picks the name: metrics see only served ones (bounded label values).
         if method not in self._served:
             method = UNKNOWN_METHOD
-        log.info("rpc %s kernel=%s %.1fms %s", method, kernel_id or "-", duration * 1000, outcome)
+        log.log(logging.DEBUG if method in QUIET_METHODS else logging.INFO,
+                "rpc %s kernel=%s %.1fms %s", method, kernel_id or "-", duration * 1000, outcome)
         if self._on_request is not None:
             try:
                 self._on_request(method, duration, exc)
             except Exception:  # a metrics hook must not break serving
                 log.exception("RPC on_request hook failed")
 
-    async def _send_error(self, peer: bytes, header: Header, msgtype: MsgType,
-                          exc: BaseException) -> None:
+    def _send_error(self, peer: bytes, header: Header, msgtype: MsgType,
+                    exc: BaseException) -> None:
         name, representation, tb = failure.describe(exc)
-        await self._send([peer, codec.UPPER,
-                          *codec.encode_error(header, msgtype, name, representation, tb)])
+        self._transport.send([peer, codec.UPPER,
+                              *codec.encode_error(header, msgtype, name, representation, tb)])
 
-    async def _send(self, frames: list[bytes]) -> None:
-        async with self._send_lock:
-            await self._transport.send(frames)
+
+async def _resume(coro: Coroutine[Any, Any, Any], waits_on: Any) -> Any:
+    """Run to its end a coroutine that already took its first step, the way a Task would:
+    wait for the future it yielded (a bare ``yield`` is one loop turn), then resume it; the
+    future's outcome is the coroutine's to read. A cancellation of this task that did not
+    reach that future (it was done already) is thrown into the coroutine."""
+    try:
+        while True:
+            try:
+                if waits_on is None:
+                    await asyncio.sleep(0)
+                else:
+                    waits_on._asyncio_future_blocking = False  # taken, as a Task takes it
+                    await waits_on
+                thrown: BaseException | None = None
+            except asyncio.CancelledError as exc:
+                thrown = None if waits_on is not None and waits_on.cancelled() else exc
+            except BaseException:  # noqa: BLE001 - the future's error: the coroutine reads it
+                thrown = None
+            try:
+                waits_on = coro.send(None) if thrown is None else coro.throw(thrown)
+            except StopIteration as done:
+                return done.value
+    finally:
+        coro.close()
 
 
 class _ReplyWithError(Exception):

@@ -7,10 +7,12 @@ certificate-file helpers :mod:`berth.rpc.keys` builds on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import zmq
 import zmq.asyncio
@@ -73,6 +75,11 @@ class _AllowList:
         return allowed
 
 
+def _log_unsent(sent: asyncio.Future[Any]) -> None:
+    if not sent.cancelled() and (exc := sent.exception()) is not None:
+        log.debug("RPC reply not sent: %s", exc)
+
+
 class RouterTransport:
     """Bound ROUTER socket; frames in, frames out."""
 
@@ -119,12 +126,16 @@ class RouterTransport:
         frames: list[bytes] = await self._sock.recv_multipart()
         return frames
 
-    async def send(self, frames: list[bytes]) -> None:
+    def send(self, frames: list[bytes]) -> None:
+        """Queue ``frames`` without waiting: a ROUTER sends at once or drops (a gone peer, a
+        full pipe); pyzmq keeps the order of any send it has to finish later."""
         assert self._sock is not None, "transport is not bound"
-        try:
-            await self._sock.send_multipart(frames)
-        except zmq.ZMQError as exc:  # peer gone (ROUTER drops silently unless mandatory)
-            log.debug("RPC reply not sent: %s", exc)
+        sent = cast("asyncio.Future[Any]", self._sock.send_multipart(frames))
+        if sent.done():
+            if (exc := sent.exception()) is not None:
+                log.debug("RPC reply not sent: %s", exc)
+        else:
+            sent.add_done_callback(_log_unsent)
 
     async def close(self) -> None:
         if self._sock is not None:

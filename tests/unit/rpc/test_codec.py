@@ -95,3 +95,16 @@ def test_every_truncation_of_a_valid_request_is_rejected_or_parsed(cut: int) -> 
         return
     with pytest.raises(ProtocolError):
         codec.decode_request(raw_header, raw_body[:cut])
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 65535, 65536, 70000])
+def test_envelope_is_byte_for_byte_what_msgpack_makes(size: int) -> None:
+    import msgpack
+
+    from berth.rpc.codec import _encode_envelope
+    body = b"x" * size
+    for meta in (b"", b"\x90", b"m" * 300):
+        assert _encode_envelope(meta, body) == msgpack.packb({"meta": meta, "body": body},
+                                                             use_bin_type=True)
+        assert _encode_envelope(meta, None) == msgpack.packb({"meta": meta, "body": None},
+                                                             use_bin_type=True)

@@ -91,3 +91,21 @@ def test_failure_triple_rebuilds_the_typed_error_with_its_data() -> None:
     assert isinstance(again, KernelNotFound) and again.kernel_id == "k1"
     other = failure.rebuild("ValueError", "ValueError('x')", "tb")
     assert type(other).__name__ == "RemoteError" and other.data["name"] == "ValueError"
+
+
+async def test_plain_calls_bind_by_name_and_still_validate() -> None:
+    class Plain:
+        async def commit(self, kernel_id: str, email: str, *, canonical: str | None = None,
+                         agent_id: str | None = None) -> tuple[str, str, str | None]:
+            return kernel_id, email, canonical
+
+    reg = HandlerRegistry(Plain())
+    call = reg.prepare("commit", ["k1"], {"email": "a@b", "canonical": None, "agent_id": "x"})
+    assert call.kwargs == {"kernel_id": "k1", "email": "a@b", "canonical": None,
+                           "agent_id": "x"} and call.kernel_id == "k1"
+    assert await call.run() == ("k1", "a@b", None)
+    with pytest.raises(InvalidArgument) as err:  # not a str: pydantic decides and refuses
+        reg.prepare("commit", ["k1", "a@b"], {"canonical": 5})
+    assert err.value.field == "canonical"  # type: ignore[attr-defined]
+    with pytest.raises(InvalidArgument):  # keyword-only given by position
+        reg.prepare("commit", ["k1", "a@b", "c"], {})
