@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,17 +194,19 @@ file = "{root / 'agent.log'}"
 
 
 @contextlib.asynccontextmanager
-async def agent_process(timeout: float = 30.0, extra_toml: str = ""
+async def agent_process(timeout: float = 30.0, extra_toml: str = "",
+                        edit_toml: Callable[[str], str] = lambda text: text,
                         ) -> AsyncIterator[AgentProcess]:
-    """``extra_toml``: more tables appended to the agent's file (e.g. ``[warm-pool]``)."""
+    """``extra_toml``: more tables appended to the agent's file (e.g. ``[warm-pool]``);
+    ``edit_toml`` rewrites the base file first (a key in one of its tables)."""
     root = Path(tempfile.mkdtemp(prefix="berth-bench-"))
     (root / "vfolders").mkdir()
     agent_id = f"bench-{uuid.uuid4().hex[:8]}"
     port = free_port()
     keys = make_keys(root / "keys")
     config = root / "agent.toml"
-    config.write_text(_agent_toml(root, agent_id, port, keys, 33000 + os.getpid() % 100 * 100)
-                      + extra_toml)
+    config.write_text(edit_toml(_agent_toml(root, agent_id, port, keys,
+                                            33000 + os.getpid() % 100 * 100)) + extra_toml)
     berth = Path(sys.executable).parent / "berth"
     with (root / "stderr.log").open("wb") as stderr:
         proc = await asyncio.create_subprocess_exec(

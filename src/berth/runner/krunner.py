@@ -123,7 +123,9 @@ class Runner:
             self.ready = True
             _tell_ready(self.ipc_dir)
             log.info("runner ready (bootstrap exit %s)", self.bootstrap_exit)
+            prestart = loop.create_task(self._prestart_worker())
             await self.stopping.wait()
+            prestart.cancel()
         finally:
             executor.cancel()
             server.close()
@@ -138,6 +140,15 @@ class Runner:
         server = await asyncio.start_unix_server(self._serve_connection, path=self.args.socket)
         os.chmod(self.args.socket, 0o660)
         return server
+
+    async def _prestart_worker(self) -> None:
+        """Start the code interpreter once ready, not at the first run: its start-up then
+        overlaps the agent's reply to the Manager instead of delaying the first execute. One
+        that fails is started again (and its error reported) by the first run."""
+        try:
+            await self.worker.ensure_started()
+        except (WorkerGone, OSError) as exc:
+            log.warning("REPL worker did not start ahead of the first run: %s", exc)
 
     async def _bootstrap(self) -> None:
         script = self.args.bootstrap
