@@ -3,7 +3,7 @@
 Precedence, highest first: command-line flags > ``BACKEND_*`` environment variables > the TOML
 file > etcd > the defaults written here; except that, as in Backend.AI, etcd's ``config/agent``
 sections (api, container-logs, kernel-lifecycles) and ``config/container`` kernel-uid/gid override
-the file (applied at agent start with :func:`berth.etcd.apply_etcd_overrides`).
+the file (applied at agent start with :func:`berth.events.etcd.apply_etcd_overrides`).
 Keys are kebab-case as in Backend.AI's ``agent.toml``; snake_case spellings are accepted too.
 Unknown keys are refused with their full key path, so a typo never silently falls back to a
 default. The file is found as Backend.AI finds it: ``-f PATH``, else ``BACKEND_CONFIG_FILE``, else

@@ -17,7 +17,7 @@ import pytest
 from support.leaks import assert_no_leaks, fd_count
 from support.procs import AgentProcess, EtcdServer, RedisServer
 
-from berth.etcd import EtcdConfigSource
+from berth.events.etcd import EtcdConfigSource
 
 from .conftest import AgentFactory, EventStream, eventually, kernel_config, new_id, warm_up
 

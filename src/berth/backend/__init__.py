@@ -6,6 +6,7 @@ from berth.backend.base import (
     ContainerInfo,
     ExecResult,
     ImageInfo,
+    NetworkInfo,
 )
 from berth.backend.docker import DockerBackend
 from berth.backend.fake import FakeBackend, FakeContainer, RemoteImage
@@ -19,5 +20,6 @@ __all__ = [
     "FakeBackend",
     "FakeContainer",
     "ImageInfo",
+    "NetworkInfo",
     "RemoteImage",
 ]

@@ -22,7 +22,7 @@ from berth.cli.state import get_state, run_with_client
 from berth.client import AgentClient
 
 if TYPE_CHECKING:  # the image service pulls in Docker and Redis: loaded by ``image ls`` only
-    from berth.events.models import AgentEvent
+    from berth.events import AgentEvent
     from berth.images import ImageBackend
 
     class ClosableImageBackend(ImageBackend, Protocol):
@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the image service pulls in Docker and Redis: loaded by ``im
 
 
 def _docker_backend() -> ClosableImageBackend:
-    from berth.backend.docker import DockerBackend
+    from berth.backend import DockerBackend
 
     return DockerBackend()
 
@@ -58,7 +58,7 @@ class _NullEmitter:
 async def follow_pull(client: AgentClient, ref: str, config: dict[str, Any], quiet: bool,
                       interval: float = 0.25) -> str | None:
     """Ask the agent to pull ``ref`` and follow its background task to the end."""
-    from berth.bgtask import TaskStatus
+    from berth.events import TaskStatus
 
     ids = await client.check_and_pull({ref: config})
     task_id = (ids or {}).get(ref)
@@ -84,7 +84,7 @@ async def follow_pull(client: AgentClient, ref: str, config: dict[str, Any], qui
 
 
 async def _list(all_images: bool) -> list[dict[str, str]]:
-    from berth.bgtask import BackgroundTaskManager
+    from berth.events import BackgroundTaskManager
     from berth.images import ImageService
 
     backend = open_backend()

@@ -1,4 +1,4 @@
-"""``berth config check`` and ``berth start-server`` (the daemon is wired in berth.server)."""
+"""``berth config check`` and ``berth start-server`` (the daemon is wired in berth.daemon.server)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def config() -> None:
               help="write here instead of standard output")
 def sample(output: Path | None) -> None:
     """Print a sample agent.toml with every key and its default."""
-    from berth.config_sample import render_sample
+    from berth.cli.config_sample import render_sample
 
     text = render_sample()
     if output is None:
@@ -50,6 +50,6 @@ def check(path: Path) -> None:
 @click.option("-f", "--file", "path", default=None, type=_FILE, help="agent.toml")
 def start_server(path: Path | None) -> None:
     """Run the agent daemon in the foreground."""
-    from berth.server import main as server_main  # lazy, see above
+    from berth.daemon import main as server_main
 
     sys.exit(server_main(path))

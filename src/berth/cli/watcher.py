@@ -28,7 +28,7 @@ def _split_addr(addr: str) -> tuple[str, int]:
 async def run_watcher(config: WatcherConfig, supervisor: AgentSupervisor,
                       agent_id: str | None = None) -> None:
     """Serve until SIGINT/SIGTERM; with ``agent_id`` the status counts its kernel containers."""
-    from berth.backend.docker import DockerBackend
+    from berth.backend import DockerBackend
     from berth.watcher import WatcherServer, docker_kernel_counter
 
     stop = asyncio.Event()

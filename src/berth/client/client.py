@@ -27,9 +27,7 @@ from berth.errors import (
     ProtocolError,
     RPCTimeout,
 )
-from berth.rpc import codec, failure
-from berth.rpc.codec import MsgType
-from berth.rpc.keys import KeyPair, load_keypair, load_public_keys
+from berth.rpc import KeyPair, MsgType, codec, failure, load_keypair, load_public_keys
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from berth.events import models as ev
-from berth.kernel.deps import ScratchLayout
-from berth.resources.allocator import AllocationOptions, KernelAllocation, ResourceManager
+from berth.kernel import ScratchLayout
+from berth.resources import AllocationOptions, KernelAllocation, ResourceManager
 from berth.stats import CgroupReader, StatsCollector
 from berth.storage import ScratchPaths, docker_mounts, intrinsic_mounts, parse_mounts
 from berth.types import ContainerId, KernelId

@@ -1,7 +1,7 @@
 """The agent: the only wiring. ``startup()`` returns when the node is ready, ``serve()`` runs
 until asked to stop, ``shutdown()`` leaves every kernel running for the next agent to adopt.
 
-The RPC methods live on :class:`berth.facade.AgentFacade`; this module owns the parts and the
+The RPC methods live on :class:`berth.daemon.facade.AgentFacade`; this module owns the parts and the
 order they start and stop in (reverse order, through one exit stack).
 """
 
@@ -18,39 +18,32 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from berth.adapters import EventAdapter, MountAdapter, OomCounterAdapter, ResourceAdapter
-from berth.agent_errors import ErrorReporter
-from berth.backend.base import ContainerBackend
-from berth.backend.docker import DockerBackend
-from berth.bgtask import TaskStatus
+from berth.backend import ContainerBackend, DockerBackend
 from berth.config import AgentConfig, parse_host_port
+from berth.daemon.adapters import EventAdapter, MountAdapter, OomCounterAdapter, ResourceAdapter
 from berth.errors import BackendError, BerthError, ImagePullFailed
-from berth.image_commit import ImageCommitService
-from berth.images import ImageService
-from berth.kernel.ledger import Ledger
-from berth.kernel.lifecycle import KernelLifecycle, LifecycleSettings
-from berth.kernel.policy import KernelPolicy
-from berth.kernel.reconcile import Reconciler
-from berth.kernel.registry import KernelRegistry
-from berth.kernel.spec import KernelSpec
-from berth.manager_link import ManagerLink
-from berth.metrics import Holdings
-from berth.networks import LocalNetworks
-from berth.plugins import load_plugins, plugin_env_names
-from berth.ports import PortPool
-from berth.resources.affinity import AffinityPolicy
-from berth.resources.allocator import ResourceManager
-from berth.service_tls import TLSServiceProxy
-from berth.stats import BlockDevice, blkio_host_config, block_device_of
-from berth.stats.blkio import LOOP_MAJOR
-from berth.storage import ScratchManager, ScratchType
-from berth.storage.vfolder_hosts import VFolderHostResolver, VolumesConfig
+from berth.events import ErrorReporter, ManagerLink, TaskStatus
+from berth.images import ImageCommitService, ImageService
+from berth.kernel import (
+    KernelLifecycle,
+    KernelPolicy,
+    KernelRegistry,
+    KernelSpec,
+    Ledger,
+    LifecycleSettings,
+    Reconciler,
+)
+from berth.network import LocalNetworks, PortPool, TLSServiceProxy
+from berth.plugins import load_plugins
+from berth.resources import AffinityPolicy, ResourceManager, plugin_env_names
+from berth.stats import LOOP_MAJOR, BlockDevice, blkio_host_config, block_device_of
+from berth.storage import ScratchManager, ScratchType, VFolderHostResolver, VolumesConfig
 from berth.tasks import TaskSupervisor
-from berth.telemetry import Telemetry
+from berth.telemetry import Holdings, Telemetry
 from berth.types import OWNER_LABEL, SlotName
 
 if TYPE_CHECKING:
-    from berth.etcd import EtcdConfigSource
+    from berth.events import EtcdConfigSource
 
 __all__ = ["Agent"]
 
@@ -255,7 +248,7 @@ class Agent:
             scratch_dir=lambda kid: self.scratch.paths(kid).kernel_dir)
 
     def _build_lifecycle(self) -> KernelLifecycle:
-        from berth.runner.client import RunnerClient
+        from berth.runner import RunnerClient
 
         c, k = self.config.container, self.config.kernel_lifecycles
         rpc_host, rpc_port = parse_host_port(self.config.agent.advertised_rpc_addr
@@ -293,8 +286,8 @@ class Agent:
     async def _start_warm_pool(self) -> None:
         """[warm-pool]: adopt (or reap) the pool's containers left running, then keep it full
         in the agent's background task; off while no image is configured."""
-        from berth.kernel.warmpool import POOL_DIR, WarmPool, WarmPoolSettings
-        from berth.runner.client import RunnerClient
+        from berth.kernel import POOL_DIR, WarmPool, WarmPoolSettings
+        from berth.runner import RunnerClient
 
         w, c = self.config.warm_pool, self.config.container
         pool_scratch = ScratchManager(c.scratch_root / POOL_DIR, c.scratch_type, c.scratch_size)
@@ -321,7 +314,7 @@ class Agent:
         ``[logging] loki-endpoint``, never blocking) and Redis (the Manager's containerlog keys)."""
         sinks: list[Callable[[str, str, str], Awaitable[None]]] = []
         if self.config.logging.loki_endpoint:
-            from berth.logshipping import ContainerOutputShipper
+            from berth.telemetry import ContainerOutputShipper
 
             shipper = ContainerOutputShipper(self.config.logging.loki_endpoint, self.agent_id)
             self._stack.push_async_callback(shipper.close)
@@ -349,7 +342,7 @@ class Agent:
         """With ``[etcd]``: take the global config and register this node as `starting`."""
         if self.config.etcd is None:
             return
-        from berth.etcd import EtcdConfigSource, apply_etcd_overrides
+        from berth.events import EtcdConfigSource, apply_etcd_overrides
 
         e = self.config.etcd
         etcd = await self._stack.enter_async_context(
@@ -371,7 +364,7 @@ class Agent:
         """Mark the node running in etcd (removed again at a clean stop) and announce the
         metrics endpoint for service discovery: events, Redis and, with etcd, etcd."""
         from berth import __version__
-        from berth.events.discovery import Publisher, ServiceRecord
+        from berth.events import Publisher, ServiceRecord
 
         announce = self.config.agent.announce_internal_addr or self.config.agent.internal_addr
         host, port = parse_host_port(announce)

@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from berth import __version__
-from berth.agent import Agent
-from berth.batch_session import run_batch_job
+from berth.daemon.agent import Agent
 from berth.errors import (
     AgentIdMismatch,
     InvalidArgument,
@@ -24,12 +23,9 @@ from berth.errors import (
     KernelStateError,
     RunnerUnavailable,
 )
-from berth.kernel.container_config import has_runner
-from berth.kernel.registry import Kernel
-from berth.runner import BatchExecFallback
-from berth.runner.results import WORKER_EXIT
-from berth.storage import KernelFiles, list_files_reply, parse_mounts
-from berth.storage.vfolder_hosts import VFolderHostResolver
+from berth.kernel import Kernel, has_runner, run_batch_job
+from berth.runner import WORKER_EXIT, BatchExecFallback
+from berth.storage import KernelFiles, VFolderHostResolver, list_files_reply, parse_mounts
 from berth.types import KernelState, TerminationReason
 
 __all__ = ["AgentFacade"]

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 from berth import logctx
-from berth.agent import Agent
 from berth.config import AgentConfig, load_config
+from berth.daemon.agent import Agent
+from berth.daemon.facade import AgentFacade
 from berth.errors import BerthError, ConfigError
-from berth.facade import AgentFacade
 from berth.rpc import HandlerRegistry, RPCServer, server_security
 
 __all__ = ["configure_logging", "main", "run"]
@@ -34,13 +34,13 @@ def configure_logging(config: AgentConfig) -> None:
     fmt = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
     formatter: logging.Formatter = logging.Formatter(fmt)
     if config.logging.format == "json":
-        from berth.logshipping import JSONFormatter
+        from berth.telemetry import JSONFormatter
 
         formatter = JSONFormatter()
     for handler in handlers:
         handler.setFormatter(formatter)
     if config.logging.loki_endpoint:
-        from berth.logshipping import JSONFormatter, LokiHandler
+        from berth.telemetry import JSONFormatter, LokiHandler
 
         # Batched from its own thread with a bounded queue: logging never blocks the agent.
         loki = LokiHandler(config.logging.loki_endpoint, config.agent.id)

@@ -1,6 +1,14 @@
 """Manager-facing signals: lifecycle events, heartbeats and the Redis keys the Manager reads."""
 
+from berth.events.agent_errors import ErrorReporter, agent_error_payload
 from berth.events.backlog import Backlog, Envelope
+from berth.events.bgtask import (
+    BackgroundTaskManager,
+    ProgressReporter,
+    TaskFn,
+    TaskRecord,
+    TaskStatus,
+)
 from berth.events.bus import (
     BROADCAST_CHANNEL,
     STREAM_KEY,
@@ -14,8 +22,11 @@ from berth.events.bus import (
     redis_url_with_db,
     tail_events,
 )
+from berth.events.discovery import Publisher, ServiceRecord
 from berth.events.emitter import EventEmitter, RecordingEmitter
+from berth.events.etcd import EtcdConfigSource, apply_etcd_overrides
 from berth.events.heartbeat import Heartbeat
+from berth.events.manager_link import ManagerLink
 from berth.events.models import (
     ALL_EVENTS,
     EVENTS_BY_NAME,
@@ -51,16 +62,63 @@ from berth.events.models import (
 )
 
 __all__ = [
-    "ALL_EVENTS", "BROADCAST_CHANNEL", "EVENTS_BY_NAME", "STREAM_KEY",
-    "AgentErrorEvent", "AgentEvent", "AgentHeartbeatEvent", "AgentInfo", "AgentStartedEvent",
-    "AgentTerminatedEvent", "Backlog", "BgtaskCancelledEvent", "BgtaskDoneEvent", "BgtaskEvent",
-    "BgtaskFailedEvent", "BgtaskPartialSuccessEvent", "BgtaskUpdatedEvent", "Envelope",
-    "EventBus", "EventEmitter", "EventTransport", "ExecutionFinishedEvent",
-    "ExecutionStartedEvent", "ExecutionTimeoutEvent", "Heartbeat", "ImagePullFailedEvent",
-    "ImagePullFinishedEvent", "ImagePullStartedEvent", "KernelCreatingEvent",
-    "KernelCreationInfo", "KernelPreparingEvent", "KernelPullingEvent", "KernelStartedEvent",
-    "KernelTerminatedEvent", "ManagerStore", "RecordingEmitter", "RedisEventTransport",
-    "ServicePortInfo", "SessionFailureEvent", "SessionSuccessEvent", "SlotQuantity",
-    "StreamEntry", "decode_log_chunk", "encode_log_chunk", "parse_event", "redis_url_with_db",
+    "ALL_EVENTS",
+    "BROADCAST_CHANNEL",
+    "EVENTS_BY_NAME",
+    "STREAM_KEY",
+    "AgentErrorEvent",
+    "AgentEvent",
+    "AgentHeartbeatEvent",
+    "AgentInfo",
+    "AgentStartedEvent",
+    "AgentTerminatedEvent",
+    "BackgroundTaskManager",
+    "Backlog",
+    "BgtaskCancelledEvent",
+    "BgtaskDoneEvent",
+    "BgtaskEvent",
+    "BgtaskFailedEvent",
+    "BgtaskPartialSuccessEvent",
+    "BgtaskUpdatedEvent",
+    "Envelope",
+    "ErrorReporter",
+    "EtcdConfigSource",
+    "EventBus",
+    "EventEmitter",
+    "EventTransport",
+    "ExecutionFinishedEvent",
+    "ExecutionStartedEvent",
+    "ExecutionTimeoutEvent",
+    "Heartbeat",
+    "ImagePullFailedEvent",
+    "ImagePullFinishedEvent",
+    "ImagePullStartedEvent",
+    "KernelCreatingEvent",
+    "KernelCreationInfo",
+    "KernelPreparingEvent",
+    "KernelPullingEvent",
+    "KernelStartedEvent",
+    "KernelTerminatedEvent",
+    "ManagerLink",
+    "ManagerStore",
+    "ProgressReporter",
+    "Publisher",
+    "RecordingEmitter",
+    "RedisEventTransport",
+    "ServicePortInfo",
+    "ServiceRecord",
+    "SessionFailureEvent",
+    "SessionSuccessEvent",
+    "SlotQuantity",
+    "StreamEntry",
+    "TaskFn",
+    "TaskRecord",
+    "TaskStatus",
+    "agent_error_payload",
+    "apply_etcd_overrides",
+    "decode_log_chunk",
+    "encode_log_chunk",
+    "parse_event",
+    "redis_url_with_db",
     "tail_events",
 ]

@@ -12,26 +12,23 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from berth import __version__
-from berth.bgtask import BackgroundTaskManager
 from berth.config import AgentConfig, parse_host_port
 from berth.errors import BerthError
-from berth.events import (
+from berth.events.bgtask import BackgroundTaskManager
+from berth.events.bus import EventBus, ManagerStore
+from berth.events.discovery import Publisher, ServiceAnnouncer, ServiceRecord
+from berth.events.heartbeat import Heartbeat
+from berth.events.models import (
+    AgentEvent,
     AgentInfo,
     AgentStartedEvent,
     AgentTerminatedEvent,
-    EventBus,
-    Heartbeat,
-    ManagerStore,
-    SlotQuantity,
-)
-from berth.events.discovery import Publisher, ServiceAnnouncer, ServiceRecord
-from berth.events.models import (
-    AgentEvent,
     DoSyncKernelLogsEvent,
     ServiceDeregisteredEvent,
     ServiceRegisteredEvent,
+    SlotQuantity,
 )
-from berth.resources.allocator import ResourceManager
+from berth.resources import ResourceManager
 from berth.stats import StatsSnapshot
 
 __all__ = ["LogEmitter", "ManagerLink", "redis_url"]

@@ -28,8 +28,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from berth.backend.base import ImageInfo
-from berth.bgtask import BackgroundTaskManager, ProgressReporter
+from berth.backend import ImageInfo
 from berth.errors import (
     BerthError,
     ImageNotAvailable,
@@ -37,7 +36,8 @@ from berth.errors import (
     InvalidArgument,
     KernelStateError,
 )
-from berth.images import LayerProgress
+from berth.events import BackgroundTaskManager, ProgressReporter
+from berth.images.service import LayerProgress
 from berth.types import (
     AGENT_ID_LABEL,
     KERNEL_ID_LABEL,

@@ -20,16 +20,18 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from berth.backend.base import ImageInfo
-from berth.bgtask import BackgroundTaskManager, ProgressReporter, TaskRecord
+from berth.backend import ImageInfo
 from berth.errors import BerthError, ImageNotAvailable, ImagePullFailed
-from berth.events.emitter import EventEmitter
-from berth.events.models import (
+from berth.events import (
+    BackgroundTaskManager,
+    EventEmitter,
     ImagePullFailedEvent,
     ImagePullFinishedEvent,
     ImagePullStartedEvent,
+    ProgressReporter,
+    TaskRecord,
 )
-from berth.kernel.spec import ImageConfig as SpecImageConfig
+from berth.kernel import ImageConfig as SpecImageConfig
 
 log = logging.getLogger(__name__)
 

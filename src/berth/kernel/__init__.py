@@ -1,6 +1,7 @@
 """Kernels on this node: spec, state machine, registry, ledger, lifecycle and reconciliation."""
 
-from berth.kernel.container_config import container_name
+from berth.kernel.batch_session import run_batch_job
+from berth.kernel.container_config import container_name, has_runner
 from berth.kernel.deps import (
     EventSink,
     MountPlanner,
@@ -16,11 +17,14 @@ from berth.kernel.lifecycle import KernelLifecycle, LifecycleSettings
 from berth.kernel.policy import KernelPolicy
 from berth.kernel.reconcile import Reconciler, ReconcileReport, plan_reconcile
 from berth.kernel.registry import Kernel, KernelRegistry, KernelView, Termination
-from berth.kernel.spec import KernelSpec, parse_kernel_spec
+from berth.kernel.spec import ImageConfig, KernelSpec, parse_kernel_spec
 from berth.kernel.state import check_transition, classify_exit, is_transitional
+from berth.kernel.warmpool import POOL_DIR, WarmPool, WarmPoolSettings
 
 __all__ = [
+    "POOL_DIR",
     "EventSink",
+    "ImageConfig",
     "Kernel",
     "KernelLifecycle",
     "KernelPolicy",
@@ -40,10 +44,14 @@ __all__ = [
     "ScratchLayout",
     "ScratchRole",
     "Termination",
+    "WarmPool",
+    "WarmPoolSettings",
     "check_transition",
     "classify_exit",
     "container_name",
+    "has_runner",
     "is_transitional",
     "parse_kernel_spec",
     "plan_reconcile",
+    "run_batch_job",
 ]

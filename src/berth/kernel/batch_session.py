@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from berth.events.models import (
+from berth.events import (
     AgentEvent,
     ExecutionFinishedEvent,
     ExecutionStartedEvent,

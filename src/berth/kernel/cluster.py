@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from berth.errors import InvalidArgument
-from berth.networks import check_network_name
+from berth.network import check_network_name
 
 __all__ = ["ClusterSpec", "SSHKeypair", "cluster_default_environ", "cluster_environ",
            "write_ssh_files"]

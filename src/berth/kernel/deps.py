@@ -1,4 +1,4 @@
-"""The roles the kernel lifecycle depends on, as Protocols (wired in :mod:`berth.agent`)."""
+"""The roles the kernel lifecycle depends on, as Protocols (wired in :mod:`berth.daemon.agent`)."""
 
 from __future__ import annotations
 

@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from berth import logctx
-from berth.agent_errors import agent_error_payload
-from berth.backend.base import ContainerBackend, ImageInfo
+from berth.backend import ContainerBackend, ImageInfo
 from berth.errors import (
     BackendError,
     BerthError,
@@ -40,6 +39,7 @@ from berth.errors import (
     KernelStartupFailed,
     KernelStateError,
 )
+from berth.events import agent_error_payload
 from berth.kernel.cluster import cluster_default_environ, cluster_environ, write_ssh_files
 from berth.kernel.container_config import (
     ContainerPlan,
@@ -73,7 +73,7 @@ from berth.kernel.registry import Kernel, KernelRegistry, Termination
 from berth.kernel.spec import KernelSpec, parse_kernel_spec, parse_service_ports
 from berth.kernel.sshkeys import session_keypair, write_session_keys
 from berth.kernel.state import classify_exit
-from berth.runner.readiness import ReadySignal
+from berth.runner import ReadySignal
 from berth.storage import nofollow
 from berth.tasks import TaskSupervisor
 from berth.types import KernelState, TerminationReason

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from berth import logctx
-from berth.backend.base import ContainerBackend, ContainerInfo
+from berth.backend import ContainerBackend, ContainerInfo
 from berth.errors import BerthError, ContainerNotFound, StorageError
 from berth.kernel.deps import ScratchLayout
 from berth.kernel.ledger import Ledger, LedgerEntry
@@ -24,8 +24,7 @@ from berth.kernel.warmplan import WARM_POOL_LABEL
 from berth.types import KERNEL_ID_LABEL, OWNER_LABEL, KernelState, TerminationReason
 
 if TYPE_CHECKING:
-    from berth.agent_errors import ErrorReporter
-    from berth.bgtask import BackgroundTaskManager, ProgressReporter, TaskFn
+    from berth.events import BackgroundTaskManager, ErrorReporter, ProgressReporter, TaskFn
     from berth.kernel.lifecycle import KernelLifecycle
 
 __all__ = [

@@ -22,7 +22,7 @@ from pydantic import (
 from berth.config import MAX_ID, parse_binary_size
 from berth.errors import InvalidKernelSpec
 from berth.kernel.cluster import ClusterSpec
-from berth.runner.serviceports import INTRINSIC_SERVICES
+from berth.runner import INTRINSIC_SERVICES
 
 __all__ = [
     "ImageConfig",

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Protocol
 
-from berth.backend.base import NetworkInfo
+from berth.backend import NetworkInfo
 from berth.errors import BerthError, ContainerConflict, ContainerNotFound, InvalidArgument
 from berth.types import OWNER_LABEL
 

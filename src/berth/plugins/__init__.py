@@ -1,27 +1,13 @@
-"""Compute plugins: the protocol, the loader and the built-in cpu/mem/cuda/rocm/tpu/mock."""
+"""Compute plugins: the loader and the built-in cpu/mem/cuda/rocm/tpu/mock.
 
-from berth.plugins.base import (
-    AttachedDevice,
-    ComputeDevice,
-    ComputePlugin,
-    DockerArgs,
-    HardwareInfo,
-    Measure,
-    merge_docker_args,
-    plugin_env_names,
-)
+The role every plugin implements (``ComputePlugin``) and its value types live in
+:mod:`berth.resources`, which allocates what plugins offer.
+"""
+
 from berth.plugins.loader import ENTRY_POINT_GROUP, check_plugin, load_plugins
 
 __all__ = [
     "ENTRY_POINT_GROUP",
-    "AttachedDevice",
-    "ComputeDevice",
-    "ComputePlugin",
-    "DockerArgs",
-    "HardwareInfo",
-    "Measure",
     "check_plugin",
     "load_plugins",
-    "merge_docker_args",
-    "plugin_env_names",
 ]

@@ -17,17 +17,20 @@ from typing import Any, ClassVar
 
 import psutil
 
-from berth.plugins.base import (
+from berth.resources import (
+    AllocationStrategy,
     AttachedDevice,
     ComputeDevice,
+    DeviceAlloc,
+    DeviceSlot,
     DockerArgs,
+    FractionAllocMap,
     HardwareInfo,
     Measure,
     allocated_devices,
     slot_metadata,
     total_per_device,
 )
-from berth.resources.alloc import AllocationStrategy, DeviceAlloc, DeviceSlot, FractionAllocMap
 from berth.types import DeviceId, KernelId, SlotName, SlotType
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
-from berth.plugins.base import (
+from berth.resources import (
+    AllocationStrategy,
     AttachedDevice,
     ComputeDevice,
+    DeviceAlloc,
+    DiscreteAllocMap,
     DockerArgs,
     HardwareInfo,
     Measure,
@@ -29,7 +32,6 @@ from berth.plugins.base import (
     slot_metadata,
     whole_device_alloc_map,
 )
-from berth.resources.alloc import AllocationStrategy, DeviceAlloc, DiscreteAllocMap
 from berth.types import DeviceId, KernelId, SlotName, SlotType
 
 log = logging.getLogger(__name__)

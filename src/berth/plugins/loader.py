@@ -18,9 +18,9 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from berth.errors import PluginError
-from berth.plugins.base import ComputePlugin
 from berth.plugins.cpu import CPUPlugin
 from berth.plugins.mem import MemoryPlugin
+from berth.resources import ComputePlugin
 
 log = logging.getLogger(__name__)
 

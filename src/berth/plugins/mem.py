@@ -15,16 +15,19 @@ from typing import Any, ClassVar
 import psutil
 
 from berth.errors import PluginError
-from berth.plugins.base import (
+from berth.resources import (
+    AllocationStrategy,
     AttachedDevice,
     ComputeDevice,
+    DeviceAlloc,
+    DeviceSlot,
+    DiscreteAllocMap,
     DockerArgs,
     HardwareInfo,
     Measure,
     slot_metadata,
     total_per_device,
 )
-from berth.resources.alloc import AllocationStrategy, DeviceAlloc, DeviceSlot, DiscreteAllocMap
 from berth.types import DeviceId, KernelId, SlotName, SlotType
 
 log = logging.getLogger(__name__)

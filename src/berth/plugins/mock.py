@@ -25,26 +25,24 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from berth.errors import ConfigError, PluginError
-from berth.plugins.base import (
+from berth.resources import (
+    AllocationStrategy,
+    AllocMap,
     AttachedDevice,
     ComputeDevice,
+    DeviceAlloc,
+    DeviceSlot,
+    DiscreteAllocMap,
     DockerArgs,
+    FractionAllocMap,
     HardwareInfo,
     Measure,
     allocated_devices,
+    parse_binary_size,
     per_kernel_measures,
     slot_metadata,
     total_per_device,
 )
-from berth.resources.alloc import (
-    AllocationStrategy,
-    AllocMap,
-    DeviceAlloc,
-    DeviceSlot,
-    DiscreteAllocMap,
-    FractionAllocMap,
-)
-from berth.resources.slots import parse_binary_size
 from berth.types import DeviceId, KernelId, SlotName, SlotType
 
 DEVICE_SLOT = SlotName("mock.device")

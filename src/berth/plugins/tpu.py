@@ -22,19 +22,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
-from berth.plugins.base import (
-    AttachedDevice,
-    ComputeDevice,
-    DockerArgs,
-    HardwareInfo,
-    HwStatus,
-    Measure,
-    allocated_devices,
-    device_node,
-    per_kernel_measures,
-    slot_metadata,
-    whole_device_alloc_map,
-)
 from berth.plugins.tpu_metrics import (
     DEFAULT_PORT,
     DUTY_CYCLE,
@@ -46,7 +33,22 @@ from berth.plugins.tpu_metrics import (
     per_chip,
     probe,
 )
-from berth.resources.alloc import AllocationStrategy, DeviceAlloc, DiscreteAllocMap
+from berth.resources import (
+    AllocationStrategy,
+    AttachedDevice,
+    ComputeDevice,
+    DeviceAlloc,
+    DiscreteAllocMap,
+    DockerArgs,
+    HardwareInfo,
+    HwStatus,
+    Measure,
+    allocated_devices,
+    device_node,
+    per_kernel_measures,
+    slot_metadata,
+    whole_device_alloc_map,
+)
 from berth.types import DeviceId, KernelId, SlotName, SlotType
 
 log = logging.getLogger(__name__)

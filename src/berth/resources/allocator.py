@@ -26,15 +26,15 @@ from decimal import Decimal
 from typing import Any
 
 from berth.errors import InsufficientResource, InvalidArgument, PluginError
-from berth.plugins.base import (
+from berth.resources.affinity import AffinityPolicy, device_groups, nodes_of
+from berth.resources.alloc import AllocationConflict, AllocMap, DeviceAlloc, FractionAllocMap
+from berth.resources.plugin import (
     AttachedDevice,
     ComputePlugin,
     DockerArgs,
     device_nodes,
     merge_docker_args,
 )
-from berth.resources.affinity import AffinityPolicy, device_groups, nodes_of
-from berth.resources.alloc import AllocationConflict, AllocMap, DeviceAlloc, FractionAllocMap
 from berth.resources.slots import (
     ResourceSlots,
     add_slots,

@@ -13,8 +13,9 @@ from pathlib import Path
 from berth.errors import InvalidArgument
 from berth.runner.client import RunnerClient
 from berth.runner.fallback import BatchExecFallback, ExecInContainer
-from berth.runner.results import next_result
-from berth.runner.serviceports import ServicePort, ServicePortsError
+from berth.runner.readiness import ReadySignal
+from berth.runner.results import WORKER_EXIT, next_result
+from berth.runner.serviceports import INTRINSIC_SERVICES, ServicePort, ServicePortsError
 from berth.runner.serviceports import parse_service_ports as _parse_service_ports
 
 __all__ = [
@@ -22,10 +23,13 @@ __all__ = [
     "CONTAINER_RUNNER_DIR",
     "CONTAINER_SOCKET",
     "CONTAINER_SOCK_DIR",
+    "INTRINSIC_SERVICES",
     "RUNNER_DIR",
     "SOCKET_NAME",
+    "WORKER_EXIT",
     "BatchExecFallback",
     "ExecInContainer",
+    "ReadySignal",
     "RunnerClient",
     "ServicePort",
     "next_result",

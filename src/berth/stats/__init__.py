@@ -1,6 +1,12 @@
 """Stats of kernels and of the node: cgroupfs readers, a bounded collector, psutil node stats."""
 
-from berth.stats.blkio import BlockDevice, blkio_host_config, block_device_of, parse_rate
+from berth.stats.blkio import (
+    LOOP_MAJOR,
+    BlockDevice,
+    blkio_host_config,
+    block_device_of,
+    parse_rate,
+)
 from berth.stats.cgroup import CgroupParseError
 from berth.stats.cgroupfs import CgroupReader
 from berth.stats.collector import (
@@ -30,6 +36,7 @@ from berth.stats.scratch import ScratchMeter, scratch_usage
 
 __all__ = [
     "EMPTY_SNAPSHOT",
+    "LOOP_MAJOR",
     "BlockDevice",
     "CgroupParseError",
     "CgroupReader",

@@ -20,6 +20,7 @@ from berth.storage.scratch import (
     ScratchUsage,
     check_kernel_id,
 )
+from berth.storage.vfolder_hosts import VFolderHostResolver, VolumesConfig
 from berth.storage.vfolders import (
     MountPerm,
     VFolderMount,
@@ -46,7 +47,9 @@ __all__ = [
     "ScratchUsage",
     "SystemMounter",
     "UnsafeArchiveMember",
+    "VFolderHostResolver",
     "VFolderMount",
+    "VolumesConfig",
     "check_kernel_id",
     "docker_mounts",
     "extract_archive",

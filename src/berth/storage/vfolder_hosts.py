@@ -7,7 +7,7 @@ Backend.AI's vfolder-host form) and ``vfid`` is resolved here, before the kernel
 from the global ``volumes`` configuration (etcd ``volumes/…``, or ``[volumes]`` in the file):
 
   * ``proxies.{name}.manager_api`` / ``secret`` / ``ssl_verify``: ask that storage proxy
-    (``berth.storage_proxy``) to mount the folder and say where;
+    (``berth.storage.storage_proxy``) to mount the folder and say where;
   * a host without a proxy part: ``_mount`` (``mount``) and ``_fsprefix`` (``fsprefix``), the
     legacy layout ``{_mount}/{host}/{_fsprefix}/{vfid}[/{vfsubpath}]`` on a shared filesystem;
   * ``_default_host`` (``default_host``) stands in for a missing ``host``.
@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from berth.errors import MountRefused
-from berth.storage_proxy import StorageProxyClient
+from berth.storage.storage_proxy import StorageProxyClient
 
 __all__ = ["ProxyInfo", "VFolderHostResolver", "VolumesConfig", "legacy_host_path"]
 

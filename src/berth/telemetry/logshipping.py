@@ -191,4 +191,4 @@ class ContainerOutputShipper:
 
 
 JSONFormatter = JsonFormatter
-"""Alias kept for callers that spell it in capitals (berth.server)."""
+"""Alias kept for callers that spell it in capitals (berth.daemon.server)."""

@@ -17,10 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from berth.kernel.registry import KernelRegistry
-from berth.metrics import BerthMetrics
-from berth.plugins.base import Measure
-from berth.resources.allocator import ResourceManager
+from berth.kernel import KernelRegistry
+from berth.resources import Measure, ResourceManager
 from berth.stats import (
     CgroupReader,
     HostCapacity,
@@ -32,11 +30,12 @@ from berth.stats import (
     StatsCollector,
     StatsSnapshot,
 )
+from berth.telemetry.metrics import BerthMetrics
+from berth.telemetry.web import InternalServer
 from berth.types import ContainerId, KernelId, KernelState
-from berth.web import InternalServer
 
 if TYPE_CHECKING:
-    from berth.agent_errors import ErrorReporter
+    from berth.events import ErrorReporter
 
 __all__ = ["Telemetry"]
 

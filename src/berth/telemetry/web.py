@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from berth.errors import ConfigError
-from berth.metrics import BerthMetrics
+from berth.telemetry.metrics import BerthMetrics
 
 log = logging.getLogger(__name__)
 

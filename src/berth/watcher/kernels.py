@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from berth.backend.base import ContainerBackend
+from berth.backend import ContainerBackend
 from berth.errors import BerthError
 from berth.types import OWNER_LABEL
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from berth.agent import Agent
+from berth.daemon.agent import Agent
 from berth.config import AgentConfig, load_config
-from berth.etcd import EtcdConfigSource
+from berth.events.etcd import EtcdConfigSource
 
 from .conftest import RUN_LABEL, free_port, port_block
 

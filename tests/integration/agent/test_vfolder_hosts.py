@@ -17,7 +17,7 @@ from aiohttp import web
 from support.net import serve_app
 
 from berth.errors import MountRefused
-from berth.storage_proxy import AUTH_HEADER
+from berth.storage.storage_proxy import AUTH_HEADER
 
 from .conftest import AgentFactory, containers, kernel_config
 

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from berth.errors import EtcdError
-from berth.etcd import EtcdConfigSource, apply_etcd_overrides
+from berth.events.etcd import EtcdConfigSource, apply_etcd_overrides
 from berth.events.discovery import ServiceRecord
 
 

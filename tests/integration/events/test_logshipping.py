@@ -20,7 +20,7 @@ from support.docker import docker, docker_session, remove_containers
 from support.net import serve_app
 from support.procs import AgentProcess, port_block
 
-from berth.logshipping import JsonFormatter, LokiHandler
+from berth.telemetry.logshipping import JsonFormatter, LokiHandler
 
 from .conftest import free_port
 

@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 from support.net import serve_app
 
-from berth.storage_proxy import AUTH_HEADER, StorageProxyClient, StorageProxyError
+from berth.storage.storage_proxy import AUTH_HEADER, StorageProxyClient, StorageProxyError
 
 from .conftest import free_port
 

@@ -69,7 +69,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 
 @pytest.fixture
 async def image_backend() -> AsyncIterator[DockerBackend]:
-    """The product's Docker backend, which must satisfy ``berth.images.ImageBackend``."""
+    """The product's Docker backend, which must satisfy ``berth.images.service.ImageBackend``."""
     backend = DockerBackend()
     try:
         yield backend

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from berth.backend.docker import DockerBackend
-from berth.bgtask import BackgroundTaskManager, TaskStatus
+from berth.events.bgtask import BackgroundTaskManager, TaskStatus
 from berth.events import BgtaskFailedEvent, BgtaskUpdatedEvent, RecordingEmitter
-from berth.images import ImageBackend, ImageService
+from berth.images.service import ImageBackend, ImageService
 
 from .conftest import Registry
 

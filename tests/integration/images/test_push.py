@@ -12,9 +12,9 @@ from support.docker import docker
 from support.procs import RegistryServer
 
 from berth.backend.docker import DockerBackend
-from berth.bgtask import BackgroundTaskManager, TaskStatus
+from berth.events.bgtask import BackgroundTaskManager, TaskStatus
 from berth.events import BgtaskFailedEvent, BgtaskUpdatedEvent, RecordingEmitter
-from berth.image_commit import ImageCommitService
+from berth.images.commit import ImageCommitService
 
 
 def tags(host: str, repo: str) -> list[str]:

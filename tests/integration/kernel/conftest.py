@@ -14,9 +14,9 @@ from support.docker import docker_session, remove_containers
 from support.net import http_get
 from support.procs import AgentProcess, port_block
 
-from berth.agent import Agent
+from berth.daemon.agent import Agent
 from berth.config import AgentConfig, load_config
-from berth.facade import AgentFacade
+from berth.daemon.facade import AgentFacade
 
 RUN_LABEL = f"itest-{uuid.uuid4().hex[:8]}"
 BUSYBOX = "berth/busybox:latest"

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from support.docker import docker
 
-from berth.agent import Agent
-from berth.bgtask import TaskStatus
-from berth.facade import AgentFacade
+from berth.daemon.agent import Agent
+from berth.events.bgtask import TaskStatus
+from berth.daemon.facade import AgentFacade
 
 from .conftest import PYTHON, agent_config, assert_clean, exec_in, kernel_config
 

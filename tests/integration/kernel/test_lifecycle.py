@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from berth.agent import Agent
+from berth.daemon.agent import Agent
 from berth.errors import BerthError, InsufficientResource, KernelNotFound, MountRefused
-from berth.facade import AgentFacade
+from berth.daemon.facade import AgentFacade
 from berth.types import KernelState, TerminationReason
 
 from .conftest import (

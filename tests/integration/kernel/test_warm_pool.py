@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from berth.agent import Agent
-from berth.facade import AgentFacade
+from berth.daemon.agent import Agent
+from berth.daemon.facade import AgentFacade
 from berth.kernel.warmpool import POOL_DIR, WarmPool
 
 from .conftest import PYTHON, agent_config, assert_clean, eventually, kernel_config

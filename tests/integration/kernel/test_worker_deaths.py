@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from berth.agent import Agent
+from berth.daemon.agent import Agent
 from berth.events import AgentErrorEvent
-from berth.facade import AgentFacade
+from berth.daemon.facade import AgentFacade
 from berth.types import KernelState
 
 from .conftest import PYTHON, create, http_get, kernel_config

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from berth.service_tls import TLSServiceProxy
+from berth.network.service_tls import TLSServiceProxy
 from support.procs import free_port
 
 BUSYBOX = "berth/busybox:latest"

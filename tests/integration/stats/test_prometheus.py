@@ -16,7 +16,7 @@ from support.procs import SERVICE_GROUP, prometheus_servers
 from support.promql import dashboard_queries, query, seed_examples, wait_for_data
 
 from berth.errors import KernelNotFound
-from berth.metrics import BerthMetrics, Holdings
+from berth.telemetry.metrics import BerthMetrics, Holdings
 from berth.stats import (
     CgroupReader,
     HostCapacity,
@@ -27,7 +27,7 @@ from berth.stats import (
     StatsCollector,
 )
 from berth.types import ContainerId, KernelId
-from berth.web import InternalServer
+from berth.telemetry.web import InternalServer
 
 from .conftest import Container
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from berth.metrics import BerthMetrics
+from berth.telemetry.metrics import BerthMetrics
 from berth.plugins.tpu import TPUPlugin
 from berth.resources.allocator import ResourceManager
 from berth.stats import KernelStats, KernelTarget, NodeCollector, SampleSource, StatsSnapshot
-from berth.telemetry import PluginMeasures
+from berth.telemetry.stats_loop import PluginMeasures
 from berth.types import ContainerId, KernelId
 
 from .conftest import Container

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from berth.agent import Agent
+from berth.daemon.agent import Agent
 from berth.backend import FakeBackend
 from berth.errors import BackendError
-from berth.metrics import BerthMetrics
+from berth.telemetry.metrics import BerthMetrics
 from berth.tasks import TaskSupervisor
 from berth.types import OWNER_LABEL
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
-from berth.bgtask import BackgroundTaskManager, PartialSuccess, ProgressReporter, TaskStatus
+from berth.events.bgtask import BackgroundTaskManager, PartialSuccess, ProgressReporter, TaskStatus
 from berth.events import (
     BgtaskCancelledEvent,
     BgtaskDoneEvent,

@@ -9,9 +9,9 @@ from click.testing import CliRunner, Result
 
 import berth.cli.image as image_cli
 from berth.backend.base import ImageInfo
-from berth.bgtask import BackgroundTaskManager
+from berth.events.bgtask import BackgroundTaskManager
 from berth.cli.state import CliState
-from berth.images import ImageService
+from berth.images.service import ImageService
 
 from .test_images import FakeBackend, layer_events
 

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from berth.backend import FakeBackend
-from berth.bgtask import BackgroundTaskManager, TaskStatus
+from berth.events.bgtask import BackgroundTaskManager, TaskStatus
 from berth.errors import InvalidArgument, KernelStateError
 from berth.events import BgtaskDoneEvent, BgtaskFailedEvent, BgtaskUpdatedEvent, RecordingEmitter
-from berth.facade import AgentFacade
-from berth.image_commit import ImageCommitService, commit_target, export_path, ref_of
+from berth.daemon.facade import AgentFacade
+from berth.images.commit import ImageCommitService, commit_target, export_path, ref_of
 from berth.rpc.handlers import HandlerRegistry
 from berth.types import KernelState
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from berth.backend.base import ImageInfo
-from berth.bgtask import BackgroundTaskManager, TaskStatus
+from berth.events.bgtask import BackgroundTaskManager, TaskStatus
 from berth.errors import ContainerConflict, ImageNotAvailable, ImagePullFailed
 from berth.events import (
     BgtaskFailedEvent,
@@ -16,7 +16,7 @@ from berth.events import (
     ImagePullFinishedEvent,
     RecordingEmitter,
 )
-from berth.images import (
+from berth.images.service import (
     AutoPullPolicy,
     ImageService,
     PullProgress,

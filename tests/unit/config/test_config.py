@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from berth.config import load_config, parse_binary_size, parse_host_port
-from berth.config_sample import render_sample
+from berth.cli.config_sample import render_sample
 from berth.errors import ConfigError
 
 SAMPLE = Path(__file__).parents[3] / "configs" / "agent.sample.toml"

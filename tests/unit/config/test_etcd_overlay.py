@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from berth.config import AgentConfig
-from berth.etcd import apply_etcd_overrides
+from berth.events.etcd import apply_etcd_overrides
 
 STANDARD_REDIS = {
     "addr": "tcp://127.0.0.1:8110", "password": "secret", "sentinel": "", "service_name": "",
@@ -23,7 +23,7 @@ LOCAL = {"agent": {"rpc-allow-plain": True}}
 def test_a_standard_config_redis_is_taken_and_the_rest_logged(
         local_redis: dict[str, int] | None, caplog: pytest.LogCaptureFixture) -> None:
     local = {**LOCAL, "redis": local_redis}
-    with caplog.at_level(logging.INFO, logger="berth.etcd"):
+    with caplog.at_level(logging.INFO, logger="berth.events.etcd"):
         merged = apply_etcd_overrides(local, {"redis": STANDARD_REDIS})
     config = AgentConfig.model_validate(merged)
     assert config.redis is not None

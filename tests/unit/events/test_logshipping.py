@@ -4,7 +4,7 @@ import json
 import logging
 
 from berth import logctx
-from berth.logshipping import (
+from berth.telemetry.logshipping import (
     ContainerOutputShipper,
     JsonFormatter,
     build_push_body,

@@ -26,11 +26,11 @@ import pytest
 
 from berth.backend.base import ExecResult
 from berth.backend.fake import FakeContainer
-from berth.facade import AgentFacade
+from berth.daemon.facade import AgentFacade
 from berth.stats import CgroupReader, HostCapacity, KernelTarget, StatsCollector
 from berth.stats.process import ProcessCollector
 from berth.storage.vfolder_hosts import VFolderHostResolver, VolumesConfig
-from berth.telemetry import Telemetry
+from berth.telemetry.stats_loop import Telemetry
 from berth.types import ContainerId
 
 from .harness import PORT_RANGE, Harness, build, kernel_config, new_id

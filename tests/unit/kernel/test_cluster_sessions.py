@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from berth.errors import ImageNotAvailable, InvalidKernelSpec
-from berth.facade import AgentFacade
+from berth.daemon.facade import AgentFacade
 from berth.kernel.cluster import ClusterSpec
 from berth.kernel.spec import parse_kernel_spec
-from berth.networks import LocalNetworks
+from berth.network.local_networks import LocalNetworks
 from berth.types import KernelState
 
 from .harness import AGENT_ID, PY_IMAGE, Harness, kernel_config, new_id

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from berth.errors import BerthError
-from berth.facade import AgentFacade
+from berth.daemon.facade import AgentFacade
 from berth.kernel.ledger import LEDGER_FILENAME
 from berth.types import KERNEL_ID_LABEL, OWNER_LABEL, KernelState
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from berth.facade import AgentFacade
+from berth.daemon.facade import AgentFacade
 from berth.types import KernelState
 
 from .harness import Harness

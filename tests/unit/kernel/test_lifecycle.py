@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from berth.adapters import EventAdapter
+from berth.daemon.adapters import EventAdapter
 from berth.backend.base import RemovedContainer
 from berth.errors import (
     BackendError,

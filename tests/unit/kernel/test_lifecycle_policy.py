@@ -14,7 +14,7 @@ import pytest
 from berth.backend import ExecResult
 from berth.backend.fake import FakeContainer
 from berth.errors import EnvironRefused, IdentityRefused
-from berth.facade import AgentFacade
+from berth.daemon.facade import AgentFacade
 from berth.kernel.policy import KernelPolicy
 from berth.types import KernelState
 

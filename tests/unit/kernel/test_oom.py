@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import berth.kernel.lifecycle as lifecycle_module
-from berth.adapters import EventAdapter
+from berth.daemon.adapters import EventAdapter
 from berth.events import RecordingEmitter
 from berth.kernel.oom import OomWatch
 from berth.kernel.reconcile import CleanDead, plan_reconcile

@@ -163,7 +163,7 @@ def test_refusals_travel_as_typed_errors_with_their_data() -> None:
 
 
 def test_plugins_declare_the_variables_they_own() -> None:
-    from berth.plugins import plugin_env_names
+    from berth.resources.plugin import plugin_env_names
     from berth.plugins.cpu import CPUPlugin
     from berth.plugins.cuda import CUDAPlugin
     from berth.plugins.mock import MockPlugin

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from berth.metrics import BerthMetrics, Holdings
+from berth.telemetry.metrics import BerthMetrics, Holdings
 from berth.types import KERNEL_ID_LABEL, OWNER_LABEL
 
 from ..kernel.harness import AGENT_ID, build, new_id

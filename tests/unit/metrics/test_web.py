@@ -6,8 +6,8 @@ import aiohttp
 import pytest
 
 from berth.errors import ConfigError
-from berth.metrics import BerthMetrics
-from berth.web import InternalServer, parse_addr
+from berth.telemetry.metrics import BerthMetrics
+from berth.telemetry.web import InternalServer, parse_addr
 
 
 def test_parse_addr() -> None:

@@ -8,8 +8,8 @@ import pytest
 
 from berth.backend import FakeBackend
 from berth.errors import BackendError, ContainerConflict, InvalidArgument
-from berth.facade import AgentFacade
-from berth.networks import CLUSTER_NETWORK_LABEL, LocalNetworks
+from berth.daemon.facade import AgentFacade
+from berth.network.local_networks import CLUSTER_NETWORK_LABEL, LocalNetworks
 from berth.rpc.handlers import HandlerRegistry
 from berth.types import OWNER_LABEL
 

@@ -227,7 +227,7 @@ async def test_only_fractional_slots_overcommit(tmp_path: Path) -> None:
 async def test_hwinfo_keeps_the_cores_and_names_the_ratio(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from berth.facade import AgentFacade
+    from berth.daemon.facade import AgentFacade
 
     for ratio, expected in (("1", None), ("4", "4")):
         rm = await make(tmp_path, cpu_ratio=ratio)

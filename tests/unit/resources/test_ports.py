@@ -1,7 +1,7 @@
 import pytest
 
 from berth.errors import InvalidArgument, PortPoolExhausted
-from berth.ports import PortPool
+from berth.network.ports import PortPool
 
 
 class Clock:

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from berth import logctx
-from berth.logshipping import JsonFormatter
+from berth.telemetry.logshipping import JsonFormatter
 
 
 class Keep(logging.Handler):

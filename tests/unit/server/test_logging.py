@@ -4,8 +4,8 @@ import logging
 
 from berth.config import load_config
 from berth.logctx import ContextFilter
-from berth.logshipping import JSONFormatter, LokiHandler
-from berth.server import configure_logging
+from berth.telemetry.logshipping import JSONFormatter, LokiHandler
+from berth.daemon.server import configure_logging
 
 
 def test_loki_and_json_logging_follow_the_config() -> None:

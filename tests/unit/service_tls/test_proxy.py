@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from berth.errors import ConfigError, InvalidArgument
-from berth.service_tls import ProxyListenFailed, TLSServiceProxy, make_server_context
+from berth.network.service_tls import ProxyListenFailed, TLSServiceProxy, make_server_context
 from support.procs import free_port as unused_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

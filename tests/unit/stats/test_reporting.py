@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from berth.metrics import BerthMetrics
+from berth.telemetry.metrics import BerthMetrics
 from berth.plugins.rocm import ROCmPlugin
 from berth.resources.allocator import ResourceManager
 from berth.stats import (
@@ -26,7 +26,7 @@ from berth.stats import (
     sample_from_docker_stats,
 )
 from berth.stats.cgroup import parse_blkio_v1, parse_io_stat_v2
-from berth.telemetry import PluginMeasures
+from berth.telemetry.stats_loop import PluginMeasures
 from berth.types import ContainerId, KernelId
 
 FIX = Path(__file__).resolve().parents[2] / "fixtures"
