@@ -52,6 +52,21 @@ log = logging.getLogger(__name__)
 RUNNER_DIR = Path(__file__).parent / "runner"
 
 
+def raise_nofile_limit() -> tuple[int, int]:
+    """Raise the open-file soft limit to the hard limit, as daemons do (a 1,024 soft limit
+    runs out near 500 kernels: runner sockets, held counter files); (before, after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and soft != resource.RLIM_INFINITY:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("open-file limit stays %d (hard %d): %r", soft, hard, exc)
+            return soft, soft
+    after = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    log.info("open-file limit: soft %d -> %d (hard %d)", soft, after, hard)
+    return soft, after
+
+
 def _safe_nofile(wanted: int) -> int:
     """Containers cannot be given more open files than the agent's own hard limit."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -87,6 +102,7 @@ class Agent:
 
     # ---------------------------------------------------------------- life
     async def startup(self) -> None:
+        raise_nofile_limit()
         if not await self.backend.ping():
             raise BackendError("the Docker engine does not answer")
         await self._join_etcd()
