@@ -24,7 +24,7 @@ def service_lines(name: str, result: Mapping[str, Any], ports: Sequence[Mapping[
     decl = next((p for p in ports if p.get("name") == name), None)
     if decl is None or result.get("status") == "failed":
         return lines
-    pairs = zip(decl.get("container_ports") or [], decl.get("host_ports") or [])
+    pairs = zip(decl.get("container_ports") or [], decl.get("host_ports") or [], strict=False)
     for container_port, host_port in pairs:
         url = service_url(decl.get("protocol"), host, host_port, tls_host_ports)
         url = f"  {url}" if url else ""

@@ -82,7 +82,7 @@ def _ports_text(row: Mapping[str, Any]) -> str:
         return render.cell(plain) if isinstance(plain, list) else MISSING
     return render.lines(f"{d.get('name')} {hp}->{cp}" for d in decls
                         for cp, hp in zip(d.get("container_ports") or [],
-                                          d.get("host_ports") or []))
+                                          d.get("host_ports") or [], strict=False))
 
 
 def _age(row: Mapping[str, Any]) -> str:
@@ -154,7 +154,8 @@ def services_table(row: Mapping[str, Any], host: str) -> FitTable | None:
     rows, named = [], set()
     for decl in _port_decls(row):
         named.add(decl.get("name"))
-        for cp, hp in zip(decl.get("container_ports") or [], decl.get("host_ports") or []):
+        for cp, hp in zip(decl.get("container_ports") or [], decl.get("host_ports") or [],
+                          strict=False):
             rows.append({"service": decl.get("name"), "protocol": decl.get("protocol"),
                          "container": cp, "host": hp,
                          "url": service_url(decl.get("protocol"), host, hp, tls)})

@@ -14,6 +14,7 @@ into the kernel's config directory, when the kernel is created.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -64,7 +65,7 @@ class ClusterSpec(BaseModel):
         if value is None:
             return {}
         if not isinstance(value, Mapping):
-            raise ValueError("network_config must be a mapping")  # noqa: TRY004 - pydantic turns only ValueError into a field error
+            raise ValueError("network_config must be a mapping")  # pydantic turns only ValueError into a field error
         config = dict(value)
         mode = config.get("mode")
         if mode is None:
@@ -121,10 +122,8 @@ def write_ssh_files(config_dir: Path, cluster: ClusterSpec, *, uid: int, gid: in
     if cluster.ssh_keypair is None and not cluster.cluster_ssh_port_mapping:
         return
     ssh = config_dir / SSH_DIR
-    try:
+    with contextlib.suppress(FileExistsError):
         os.mkdir(ssh, 0o755)
-    except FileExistsError:
-        pass
     if ssh.is_symlink() or not ssh.is_dir():
         raise OSError(errno.ENOTDIR, "not a directory", str(ssh))
     if cluster.ssh_keypair is not None:

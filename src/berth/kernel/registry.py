@@ -66,7 +66,7 @@ class Kernel:
         with a TLS route)."""
         return tuple(hp for decl in self.service_ports
                      for cp, hp in zip(decl.get("container_ports") or [],
-                                       decl.get("host_ports") or [])
+                                       decl.get("host_ports") or [], strict=False)
                      if cp in self.tls_ports)
 
     def view(self) -> KernelView:

@@ -15,6 +15,7 @@ following links (``storage.nofollow``). The private key is not kept in the ledge
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -53,10 +54,8 @@ def write_session_keys(kernel_dir: Path, work_rel: Sequence[str], keypair: tuple
     public, private = keypair
     work = tuple(work_rel)
     with nofollow.open_dir(kernel_dir, work) as work_fd:
-        try:
+        with contextlib.suppress(FileExistsError):
             os.mkdir(".ssh", 0o700, dir_fd=work_fd)
-        except FileExistsError:
-            pass
         with nofollow.open_dir(work_fd, (".ssh",)) as ssh_fd:
             os.fchown(ssh_fd, uid, gid)
             os.fchmod(ssh_fd, 0o700)

@@ -245,12 +245,12 @@ class FractionAllocMap(AllocMap):
         chosen = sorted(fits[:count] if self.strategy is AllocationStrategy.FILL else
                         sorted(fits, key=lambda d: -free[d])[:count],
                         key=lambda d: -free[d])
-        if len(chosen) < count or any(free[d] < s for d, s in zip(chosen, shares)):
+        if len(chosen) < count or any(free[d] < s for d, s in zip(chosen, shares, strict=True)):
             raise FractionalResourceFragmented(
                 f"{slot}: {amount} is free only in fragments (needs {count} device(s) "
                 f"with {shares[0]} each)", slot=slot, requested=amount,
                 available=sum(free.values(), ZERO))
-        return dict(zip(chosen, shares))
+        return dict(zip(chosen, shares, strict=True))
 
 
 def _greedy(amount: Decimal, order: list[DeviceId], free: Mapping[DeviceId, Decimal]

@@ -176,7 +176,7 @@ class ScratchManager:
             await self._mount_backing(paths, fresh_ok=False)
 
     async def _ensure_image(self, image: Path) -> None:
-        if image.exists():
+        if await asyncio.to_thread(image.exists):
             return
         tmp = image.with_name(image.name + ".tmp")
         await asyncio.to_thread(_sparse_file, tmp, self.size_bytes)
@@ -293,7 +293,7 @@ class ScratchManager:
                            mounts=[str(p) for p in mounts_under(self._mounter.mounts(), kdir)])
 
     async def _detach_loops(self, image: Path) -> None:
-        if not image.exists():
+        if not await asyncio.to_thread(image.exists):
             return
         for dev in await self._mounter.loop_devices(image):
             log.info("detaching leftover loop device %s of %s", dev, image)

@@ -20,6 +20,7 @@ failures are counted and the batch is discarded (logging about logging would loo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import queue
@@ -128,10 +129,8 @@ class LokiPusher:
     def close(self) -> None:
         """Flush what is queued (bounded by ``timeout``) and stop the thread (blocking)."""
         if self._thread.is_alive():
-            try:
+            with contextlib.suppress(queue.Full):
                 self._queue.put(_STOP, timeout=self.timeout)
-            except queue.Full:
-                pass
             self._thread.join(self.timeout + self.flush_interval)
 
 
