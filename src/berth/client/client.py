@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, Self
 
@@ -36,12 +36,16 @@ _ReqKey = tuple[str, str, int]
 
 
 class ClientTransport(Protocol):
-    """``send`` and ``recv`` raise :class:`AgentUnreachable` when there is no connection."""
+    """The socket edge (DealerTransport; fake.Loopback in tests).
 
-    def connect(self) -> None: ...
+    ``open`` connects and hands every message received to ``on_message`` and every dropped
+    connection to ``on_lost``, from event-loop callbacks; ``send`` raises
+    :class:`AgentUnreachable` when there is no connection."""
+
+    def open(self, on_message: Callable[[list[bytes]], None],
+             on_lost: Callable[[AgentUnreachable], None]) -> None: ...
     async def ping(self, timeout: float) -> bool: ...
     async def send(self, frames: list[bytes]) -> None: ...
-    async def recv(self) -> list[bytes]: ...
     def close(self) -> None: ...
 
 
@@ -60,10 +64,9 @@ class RPCClient:
             connect_timeout=handshake_timeout)
         self._seq = itertools.count()
         self._pending: dict[_ReqKey, asyncio.Future[codec.Reply]] = {}
-        self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
-        self._transport.connect()
+        self._transport.open(self._on_message, self._fail_all)
         try:
             if not await self._transport.ping(self._handshake_timeout):
                 raise AuthenticationFailed(
@@ -72,63 +75,61 @@ class RPCClient:
         except BaseException:
             self._transport.close()
             raise
-        self._reader = asyncio.create_task(self._read_replies(), name="rpc-client-reader")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-            self._reader = None
         for fut in self._pending.values():
             fut.cancel()
         self._transport.close()
 
     async def call(self, method: str, *args: Any, timeout: float | None = None,
                    **kwargs: Any) -> Any:
-        """Invoke ``method``; return its result or raise the typed remote error."""
+        """Invoke ``method``; return its result or raise the typed remote error.
+
+        The reply resolves the call's future in the transport's read callback; the timeout is
+        one timer on the loop, not a task or a timeout scope."""
         seq = next(self._seq)
         key: _ReqKey = (method, "", seq)
-        fut: asyncio.Future[codec.Reply] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[codec.Reply] = loop.create_future()
         self._pending[key] = fut
+        limit = self.timeout if timeout is None else timeout
+        timer: asyncio.TimerHandle | None = None
         try:
             await self._transport.send([codec.UPPER, *codec.encode_request(
                 method, seq, list(args), kwargs)])
-            async with asyncio.timeout(self.timeout if timeout is None else timeout):
-                reply = await fut
-        except TimeoutError:
+            timer = loop.call_later(limit, _expire, fut)
+            reply = await fut
+        except _Expired:
             await self._send_cancel(method, seq)
-            raise RPCTimeout(f"{method} got no reply within {timeout or self.timeout}s",
-                             method=method) from None
+            raise RPCTimeout(f"{method} got no reply within {limit}s", method=method) from None
         finally:
+            if timer is not None:
+                timer.cancel()
             self._pending.pop(key, None)
+            if fut.done() and not fut.cancelled():
+                fut.exception()  # failed by a drop while the send failed: retrieved here
         return _unwrap(reply)
 
     async def _send_cancel(self, method: str, seq: int) -> None:
         with contextlib.suppress(Exception):  # best effort: the call already timed out
             await self._transport.send([codec.UPPER, *codec.encode_cancel(method, seq)])
 
-    async def _read_replies(self) -> None:
-        while True:
-            try:
-                frames = await self._transport.recv()
-            except AgentUnreachable as exc:
-                self._fail_all(exc)
-                continue
-            if len(frames) != 3 or frames[0] != codec.UPPER:
-                log.debug("RPC client: ignored a message of %d frames", len(frames))
-                continue
-            try:
-                reply = codec.decode_reply(frames[1], frames[2])
-            except ProtocolError as exc:
-                self._fail_from_header(frames[1], exc)
-                continue
-            okey = reply.header.okey
-            okey_s = okey.decode() if isinstance(okey, bytes) else okey
-            fut = self._pending.get((reply.header.meth, okey_s, reply.header.seq))
-            if fut is not None and not fut.done():
-                fut.set_result(reply)
+    def _on_message(self, frames: list[bytes]) -> None:
+        """A reply: resolve its caller's future here, in the transport's read callback."""
+        if len(frames) != 3 or frames[0] != codec.UPPER:
+            log.debug("RPC client: ignored a message of %d frames", len(frames))
+            return
+        try:
+            reply = codec.decode_reply(frames[1], frames[2])
+        except ProtocolError as exc:
+            self._fail_from_header(frames[1], exc)
+            return
+        header = reply.header
+        okey = header.okey.decode() if isinstance(header.okey, bytes) else header.okey
+        fut = self._pending.get((header.meth, okey, header.seq))
+        if fut is not None and not fut.done():
+            fut.set_result(reply)
 
     def _fail_all(self, exc: AgentUnreachable) -> None:
         if self._pending:
@@ -146,6 +147,15 @@ class RPCClient:
         fut = self._pending.get((header.meth, str(header.okey), header.seq))
         if fut is not None and not fut.done():
             fut.set_exception(exc)
+
+
+class _Expired(Exception):
+    """A call's timer fired before its reply came."""
+
+
+def _expire(fut: asyncio.Future[codec.Reply]) -> None:
+    if not fut.done():
+        fut.set_exception(_Expired())
 
 
 def _unwrap(reply: codec.Reply) -> Any:

@@ -2,10 +2,17 @@
 
 The only client-side module that imports zmq.
 
+Replies are pushed, not pulled: the socket's file descriptor is watched by the event loop
+(``loop.add_reader``) and each wake drains every message waiting, handing each to the
+client's ``on_message`` callback in that same callback, so a reply resolves its caller's
+future with no task, poller or queue between them. Sends are non-blocking writes made in the
+caller's own step. (ZeroMQ's descriptor is edge-triggered: after every send or receive the
+socket's ``EVENTS`` is read again, and a drain is scheduled when input is left.)
+
 Liveness: the socket runs ZMTP heartbeats (``ZMQ_HEARTBEAT_*``, transparent to callosum
 peers) and is monitored, so a dropped connection (agent killed, restarted, frozen past the
-heartbeat timeout, or refusing a frame over its transport cap) surfaces within seconds as
-:class:`~berth.errors.AgentUnreachable` from :meth:`DealerTransport.recv`.
+heartbeat timeout, or refusing a frame over its transport cap) reaches ``on_lost`` within
+seconds as :class:`~berth.errors.AgentUnreachable`, after every reply that arrived before it.
 
 Sending is gated on the monitor's view of the connection: after a drop, :meth:`send` waits
 (at most ``connect_timeout``) for the next completed handshake. ZeroMQ alone would let a
@@ -17,16 +24,25 @@ agent is never delivered later to its successor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import zmq
-import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from berth.errors import AgentUnreachable, RPCError
 from berth.rpc import codec
 
+log = logging.getLogger(__name__)
+
 _MONITORED = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+_RETRY_SEND = 0.01  # a send refused with the connection up (queue full) is retried this often
+
+OnMessage = Callable[[list[bytes]], None]
+OnLost = Callable[[AgentUnreachable], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,16 +66,44 @@ class DealerTransport:
         self._security = security
         self._heartbeat_ms = max(1, int(heartbeat * 1000))
         self._connect_timeout = connect_timeout
-        self._ctx: zmq.asyncio.Context | None = None
-        self._sock: zmq.asyncio.Socket | None = None
-        self._monitor: zmq.asyncio.Socket | None = None
-        self._poller: zmq.asyncio.Poller | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._sock: zmq.Socket[bytes] | None = None
+        self._monitor: zmq.Socket[bytes] | None = None
+        self._fds: list[int] = []
+        self._on_message: OnMessage = _unopened
+        self._on_lost: OnLost = _unopened
+        self._pong: asyncio.Future[None] | None = None
+        self._drain_scheduled = False
         self._up = asyncio.Event()  # the monitor saw a handshake and no drop since
 
-    def connect(self) -> None:
+    def open(self, on_message: OnMessage, on_lost: OnLost) -> None:
+        """Connect; from now on every message goes to ``on_message``, every drop to
+        ``on_lost`` (both called from event-loop callbacks, never concurrently)."""
+        self._loop = asyncio.get_running_loop()
         self._up = asyncio.Event()  # made here: an Event binds to the loop that first waits
-        self._ctx = zmq.asyncio.Context()
+        self._on_message, self._on_lost = on_message, on_lost
+        self._ctx = zmq.Context()
         sock = self._ctx.socket(zmq.DEALER)
+        self._configure(sock)
+        monitor = sock.get_monitor_socket(_MONITORED)
+        try:
+            sock.connect(self.endpoint)
+        except zmq.ZMQError as exc:
+            sock.disable_monitor()
+            monitor.close(0)
+            sock.close(0)
+            self._ctx.term()
+            self._ctx = None
+            raise RPCError(f"cannot connect to {self.endpoint}: {exc}",
+                           endpoint=self.endpoint) from exc
+        self._sock, self._monitor = sock, monitor
+        self._fds = [_int_option(sock, zmq.FD), _int_option(monitor, zmq.FD)]
+        self._loop.add_reader(self._fds[0], self._drain)
+        self._loop.add_reader(self._fds[1], self._drain_monitor)
+        self._loop.call_soon(self._drain_monitor)  # events raised before the watch began
+
+    def _configure(self, sock: zmq.Socket[bytes]) -> None:
         sock.setsockopt(zmq.LINGER, 100)
         sock.setsockopt(zmq.IMMEDIATE, 1)
         # A silent peer is dropped after 3 missed heartbeats; the agent drops us likewise.
@@ -71,69 +115,96 @@ class DealerTransport:
             sock.setsockopt(zmq.CURVE_SERVERKEY, self._security.server_public_key)
             sock.setsockopt(zmq.CURVE_PUBLICKEY, self._security.public_key)
             sock.setsockopt(zmq.CURVE_SECRETKEY, self._security.secret_key)
-        monitor = sock.get_monitor_socket(_MONITORED)
-        try:
-            sock.connect(self.endpoint)
-        except zmq.ZMQError as exc:
-            sock.disable_monitor()
-            monitor.close(0)
-            sock.close(0)
-            raise RPCError(f"cannot connect to {self.endpoint}: {exc}",
-                           endpoint=self.endpoint) from exc
-        self._sock, self._monitor = sock, monitor
-        self._poller = zmq.asyncio.Poller()
-        self._poller.register(sock, zmq.POLLIN)
-        self._poller.register(monitor, zmq.POLLIN)
 
     async def ping(self, timeout: float) -> bool:
-        """callosum's handshake: PING, then a PONG within ``timeout`` seconds."""
-        assert self._sock is not None and self._monitor is not None
-        try:  # first a completed (Curve-accepted) ZMTP handshake
+        """callosum's handshake: a completed (Curve-accepted) ZMTP handshake, then PING and a
+        PONG, all within ``timeout`` seconds."""
+        assert self._loop is not None, "transport is not open"
+        self._pong = self._loop.create_future()
+        try:
             async with asyncio.timeout(timeout):
-                while not self._up.is_set():
-                    self._on_event(await self._monitor.recv_multipart())
-                await self._sock.send_multipart([codec.PING, b"", b""])
-        except TimeoutError:
+                await self._up.wait()
+                await self.send([codec.PING, b"", b""])
+                await self._pong
+        except (TimeoutError, AgentUnreachable):
             return False
-        if not await self._sock.poll(int(timeout * 1000)):
-            return False
-        frames = await self._sock.recv_multipart()
-        return bool(frames) and frames[0] == codec.PONG
+        finally:
+            self._pong = None
+        return True
 
     async def send(self, frames: list[bytes]) -> None:
-        assert self._sock is not None
+        """Write ``frames`` now when connected (no wait, no loop turn); after a drop, wait at
+        most ``connect_timeout`` for the next handshake, else :class:`AgentUnreachable`."""
+        if self._up.is_set() and self._try_send(frames):
+            return
         try:
             async with asyncio.timeout(self._connect_timeout):
-                await self._up.wait()
-                await self._sock.send_multipart(frames)
+                while True:
+                    await self._up.wait()
+                    if self._try_send(frames):
+                        return
+                    await asyncio.sleep(_RETRY_SEND)  # connected, but the queue is full
         except TimeoutError:
             raise AgentUnreachable(f"no connection to {self.endpoint} within "
                                    f"{self._connect_timeout}s", endpoint=self.endpoint) from None
 
-    async def recv(self) -> list[bytes]:
-        """The next message; raises :class:`AgentUnreachable` when the connection drops."""
-        assert self._sock is not None and self._monitor is not None
-        assert self._poller is not None
-        while True:
-            ready = dict(await self._poller.poll())
-            if self._sock in ready:  # replies that arrived before a drop come first
-                frames: list[bytes] = await self._sock.recv_multipart()
-                return frames
-            if self._monitor in ready and self._on_event(await self._monitor.recv_multipart()):
-                raise AgentUnreachable(f"connection to {self.endpoint} lost",
-                                       endpoint=self.endpoint)
+    def _try_send(self, frames: list[bytes]) -> bool:
+        sock = self._sock
+        if sock is None:
+            raise AgentUnreachable(f"connection to {self.endpoint} is closed",
+                                   endpoint=self.endpoint)
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as exc:
+            raise AgentUnreachable(f"cannot send to {self.endpoint}: {exc}",
+                                   endpoint=self.endpoint) from exc
+        self._recheck(sock)
+        return True
 
-    def _on_event(self, frames: list[bytes]) -> bool:
-        """Track the connection from one monitor event; True when it was a drop."""
-        event = parse_monitor_message(frames)["event"]
-        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-            self._up.set()
-        elif event == zmq.EVENT_DISCONNECTED:
-            self._up.clear()
-            return True
-        return False
+    def _recheck(self, sock: zmq.Socket[bytes]) -> None:
+        """After a send the descriptor may not signal input that is already there."""
+        if not self._drain_scheduled and _int_option(sock, zmq.EVENTS) & zmq.POLLIN:
+            assert self._loop is not None
+            self._drain_scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        """Every message waiting, in order, to ``on_message`` (PONGs to :meth:`ping`)."""
+        self._drain_scheduled = False
+        sock = self._sock
+        while sock is not None and _int_option(sock, zmq.EVENTS) & zmq.POLLIN:
+            frames = sock.recv_multipart(zmq.NOBLOCK)
+            if frames and frames[0] == codec.PONG:
+                if self._pong is not None and not self._pong.done():
+                    self._pong.set_result(None)
+                continue
+            try:
+                self._on_message(frames)
+            except Exception:  # one bad reply must not stop the replies after it
+                log.exception("RPC client: a reply could not be delivered")
+            sock = self._sock  # the callback may have closed the transport
+
+    def _drain_monitor(self) -> None:
+        monitor = self._monitor
+        while monitor is not None and _int_option(monitor, zmq.EVENTS) & zmq.POLLIN:
+            event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._up.set()
+            elif event == zmq.EVENT_DISCONNECTED:
+                self._up.clear()
+                self._drain()  # replies that arrived before the drop come first
+                self._on_lost(AgentUnreachable(f"connection to {self.endpoint} lost",
+                                               endpoint=self.endpoint))
+            monitor = self._monitor
 
     def close(self) -> None:
+        if self._loop is not None:
+            for fd in self._fds:
+                with contextlib.suppress(Exception):  # the loop may be closed already
+                    self._loop.remove_reader(fd)
+        self._fds = []
         if self._sock is not None:
             self._sock.disable_monitor()
             self._sock.close(linger=0)
@@ -141,9 +212,15 @@ class DealerTransport:
         if self._monitor is not None:
             self._monitor.close(linger=0)
             self._monitor = None
-        self._poller = None
         self._up.clear()
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
 
+
+def _int_option(sock: zmq.Socket[bytes], option: int) -> int:
+    return cast(int, sock.getsockopt(option))
+
+
+def _unopened(_: object) -> None:
+    raise AssertionError("transport is not open")

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
-from berth.errors import InvalidArgument, KernelAlreadyExists, KernelNotFound
+from berth.errors import AgentUnreachable, InvalidArgument, KernelAlreadyExists, KernelNotFound
 from berth.rpc import codec
 
 
@@ -157,35 +158,61 @@ class _LoopbackServer:
         return None
 
 
+class _Inbox:
+    """A client's mailbox: each message goes to the client's callback one loop turn later,
+    in order, as a socket's read callback would hand it over."""
+
+    def __init__(self) -> None:
+        self.deliver: Callable[[list[bytes]], None] | None = None
+
+    def put_nowait(self, frames: list[bytes]) -> None:
+        if self.deliver is not None:
+            asyncio.get_running_loop().call_soon(self.deliver, frames)
+
+
 class _LoopbackClient:
     def __init__(self, hub: Loopback, peer: bytes, refuse: bool) -> None:
         self._hub, self._peer, self._refuse = hub, peer, refuse
-        self._inbox: asyncio.Queue[list[bytes]] = asyncio.Queue()
+        self._inbox = _Inbox()
+        self._on_message: Callable[[list[bytes]], None] | None = None
+        self._pong: asyncio.Future[None] | None = None
 
-    def connect(self) -> None:
+    def open(self, on_message: Callable[[list[bytes]], None],
+             on_lost: Callable[[AgentUnreachable], None]) -> None:
+        self._on_message = on_message
+        self._inbox.deliver = self._deliver
         if not self._refuse:  # a refused Curve handshake: nothing ever reaches the server
             self._hub.to_clients[self._peer] = self._inbox
+
+    def _deliver(self, frames: list[bytes]) -> None:
+        if frames and frames[0] == codec.PONG:
+            if self._pong is not None and not self._pong.done():
+                self._pong.set_result(None)
+        elif self._on_message is not None:
+            self._on_message(frames)
 
     async def ping(self, timeout: float) -> bool:
         if self._refuse:
             await asyncio.sleep(timeout)
             return False
+        self._pong = asyncio.get_running_loop().create_future()
         await self.send([codec.PING, b"", b""])
         try:
             async with asyncio.timeout(timeout):
-                return (await self._inbox.get())[0] == codec.PONG
+                await self._pong
         except TimeoutError:
             return False
+        finally:
+            self._pong = None
+        return True
 
     async def send(self, frames: list[bytes]) -> None:
         if not self._refuse:
             self._hub.to_server.put_nowait([self._peer, *frames])
 
-    async def recv(self) -> list[bytes]:
-        return await self._inbox.get()
-
     def close(self) -> None:
         self._hub.to_clients.pop(self._peer, None)
+        self._inbox.deliver = self._on_message = None
 
 
 class Loopback:
@@ -193,7 +220,7 @@ class Loopback:
 
     def __init__(self) -> None:
         self.to_server: asyncio.Queue[list[bytes]] = asyncio.Queue()
-        self.to_clients: dict[bytes, asyncio.Queue[list[bytes]]] = {}
+        self.to_clients: dict[bytes, _Inbox] = {}
         self._count = 0
 
     def server_transport(self) -> _LoopbackServer:
