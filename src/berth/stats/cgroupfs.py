@@ -30,6 +30,13 @@ _CHUNK = 8192
 _GONE = (errno.ENOENT, errno.ESRCH, errno.ENODEV)  # cgroup removed, process gone
 _NET = "net/dev"
 _Key = tuple[str, int]
+# Limits change only when a container is updated live (a warm-pool claim, before the kernel
+# is first read; an operator's `docker update`): a held container's limit files are not held
+# open but read by path every `_LIMITS_EVERY` reads (a minute at the default 5 s cycle), their
+# last contents kept between: a third fewer reads per cycle and descriptors per container.
+_LIMIT_FILES = frozenset({"cpu.cfs_quota_us", "cpu.cfs_period_us", "memory.limit_in_bytes",
+                          "cpu.max", "memory.max", "pids.max"})
+_LIMITS_EVERY = 12
 
 
 def _read(path: Path | None) -> str | None:
@@ -77,27 +84,32 @@ class _Files:
     """The counter files of one container (name → path), held open or opened per read.
 
     `busy` counts reads in progress; a handle retired while busy is closed by its last reader,
-    so a descriptor is never closed under a read (and its number reused by another file)."""
+    so a descriptor is never closed under a read (and its number reused by another file).
+    Once held, `paths` keeps only the limit files, read every `_LIMITS_EVERY` reads."""
 
-    __slots__ = ("busy", "fds", "paths", "retired")
+    __slots__ = ("busy", "fds", "limits", "paths", "reads", "retired")
 
     def __init__(self, paths: dict[str, str]) -> None:
         self.paths = paths
         self.fds: dict[str, int | None] | None = None
+        self.limits: dict[str, str | None] = {}
+        self.reads = 0
         self.busy = 0
         self.retired = False
 
     def open(self) -> int:
-        """Open every file (absent ones stay None); returns how many descriptors it holds."""
+        """Open every file but the limits (absent ones stay None); returns how many
+        descriptors it holds."""
         fds: dict[str, int | None] = {}
         try:
             for name, path in self.paths.items():
-                fds[name] = _open(path)
+                if name not in _LIMIT_FILES:
+                    fds[name] = _open(path)
         except BaseException:
             _close_all(fds)
             raise
         self.fds = fds
-        self.paths = {}  # held open now: the paths are not needed again
+        self.paths = {name: path for name, path in self.paths.items() if name in _LIMIT_FILES}
         return sum(fd is not None for fd in fds.values())
 
     def read(self) -> dict[str, str | None]:
@@ -111,6 +123,10 @@ class _Files:
                 if exc.errno not in _GONE:
                     raise
                 out[name] = None
+        if self.reads % _LIMITS_EVERY == 0:
+            self.limits = {name: _read_path(path) for name, path in self.paths.items()}
+        self.reads += 1
+        out.update(self.limits)
         return out
 
     def close(self) -> int:

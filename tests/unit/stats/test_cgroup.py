@@ -10,7 +10,7 @@ from unittest import mock
 
 import pytest
 
-from berth.stats import CgroupReader, CgroupVersion, KernelTarget
+from berth.stats import CgroupReader, CgroupVersion, KernelTarget, cgroupfs
 from berth.stats import cgroup as cg
 from berth.types import ContainerId, KernelId
 
@@ -132,14 +132,26 @@ def _copy_tree(tree: str, dest: Path) -> tuple[CgroupReader, str]:
 def test_held_files_are_read_afresh_and_only_exported_files_are_opened(tmp_path: Path) -> None:
     reader, cid = _copy_tree("v1", tmp_path / "v1")
     assert reader.read(_target(cid, 4242)).memory.usage == 966656
-    # 11 cgroup files (no cpu.stat, no memory.failcnt: nothing exports them) + net/dev
-    assert reader.open_fds == len(cg.V1_FILES) + 1 == 12
+    # 11 cgroup files (no cpu.stat, no memory.failcnt: nothing exports them) + net/dev, less
+    # the 4 limit files (quota, period, memory limit, pids.max), read by path now and then
+    assert reader.open_fds == len(cg.V1_FILES) + 1 - 4 == 8
     usage = tmp_path / "v1/sys/fs/cgroup/memory/docker" / cid / "memory.usage_in_bytes"
     usage.write_text("123456\n")   # same inode: the held descriptor sees the new value
     assert reader.read(_target(cid, 4242)).memory.usage == 123456
-    assert reader.open_fds == 12
+    assert reader.open_fds == 8
     reader.retain(set())
     assert reader.open_fds == 0
+
+
+def test_limits_are_read_again_every_few_reads(tmp_path: Path) -> None:
+    reader, cid = _copy_tree("v1", tmp_path / "v1")
+    target = _target(cid, 4242)
+    first = reader.read(target).memory.limit
+    limit = tmp_path / "v1/sys/fs/cgroup/memory/docker" / cid / "memory.limit_in_bytes"
+    limit.write_text("52428800\n")     # a live update (docker update --memory 50m)
+    seen = [reader.read(target).memory.limit for _ in range(cgroupfs._LIMITS_EVERY)]
+    assert seen[:-1] == [first] * (cgroupfs._LIMITS_EVERY - 1) and first != 52428800
+    assert seen[-1] == 52428800
 
 
 def test_over_the_descriptor_budget_files_are_opened_per_read(tmp_path: Path) -> None:
@@ -171,7 +183,7 @@ def test_a_retired_handle_closes_when_its_read_ends(tmp_path: Path) -> None:
         thread.start()
         assert entered.wait(5)
         reader.forget(cid)
-        assert reader.open_fds == 12        # still held by the read in progress
+        assert reader.open_fds == 8         # still held by the read in progress
         release.set()
         thread.join(5)
     assert reader.open_fds == 0

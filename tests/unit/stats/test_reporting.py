@@ -11,7 +11,6 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from berth.telemetry.metrics import BerthMetrics
 from berth.plugins.rocm import ROCmPlugin
 from berth.resources.allocator import ResourceManager
 from berth.stats import (
@@ -26,6 +25,7 @@ from berth.stats import (
     sample_from_docker_stats,
 )
 from berth.stats.cgroup import parse_blkio_v1, parse_io_stat_v2
+from berth.telemetry.metrics import BerthMetrics
 from berth.telemetry.stats_loop import PluginMeasures
 from berth.types import ContainerId, KernelId
 
