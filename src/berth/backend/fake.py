@@ -318,6 +318,9 @@ class FakeBackend:
         for stream in list(self._subscribers):
             stream.queue.put_nowait(None)
 
+    async def root_dir(self) -> str | None:
+        return None  # no engine, no data root of its own
+
     async def ping(self) -> bool:
         try:
             await self._enter("ping", "")

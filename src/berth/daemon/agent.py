@@ -8,6 +8,7 @@ order they start and stop in (reverse order, through one exit stack).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import resource
@@ -25,6 +26,7 @@ from berth.errors import BackendError, BerthError, ImagePullFailed
 from berth.events import ErrorReporter, ManagerLink, TaskStatus
 from berth.images import ImageCommitService, ImageService
 from berth.kernel import (
+    ExecRoutes,
     KernelLifecycle,
     KernelPolicy,
     KernelRegistry,
@@ -32,6 +34,7 @@ from berth.kernel import (
     Ledger,
     LifecycleSettings,
     Reconciler,
+    ReconcileReport,
 )
 from berth.network import LocalNetworks, PortPool, TLSServiceProxy
 from berth.plugins import load_plugins
@@ -50,6 +53,7 @@ __all__ = ["Agent"]
 log = logging.getLogger(__name__)
 
 RUNNER_DIR = Path(__file__).parent / "runner"
+SHUTDOWN_GRACE = 10.0  # seconds each part may take to release at shutdown
 
 
 def raise_nofile_limit() -> tuple[int, int]:
@@ -74,14 +78,18 @@ def _safe_nofile(wanted: int) -> int:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, *, backend: ContainerBackend | None = None) -> None:
+    def __init__(self, config: AgentConfig, *, backend: ContainerBackend | None = None,
+                 shutdown_grace: float = SHUTDOWN_GRACE) -> None:
         self.config = config
+        self.shutdown_grace = shutdown_grace
         self.agent_id = config.agent.id
         self.backend: ContainerBackend = backend or DockerBackend(config.container.docker_host)
         self.registry = KernelRegistry()
         self.started_at = time.time()
         self.ready = False
         self._stop = asyncio.Event()
+        # Everything startup() starts, released in reverse order at shutdown (or when startup
+        # fails half-way): uvicorn's shape, one exit stack.
         self._stack = AsyncExitStack()
         self._tasks = TaskSupervisor("agent")
         self.etcd: EtcdConfigSource | None = None
@@ -99,10 +107,35 @@ class Agent:
         self.telemetry: Telemetry
         self.lifecycle: KernelLifecycle
         self.reconciler: Reconciler
+        self.routes: ExecRoutes
 
     # ---------------------------------------------------------------- life
     async def startup(self) -> None:
+        """Start every part, each on the exit stack as it starts; return once the node is
+        ready. A failure half-way releases what was started, in reverse order, and raises."""
+        try:
+            report = await self._start()
+        except BaseException:
+            await self._release()
+            raise
+        self.ready = True
+        log.info("agent %s ready: %d kernels adopted, %d cleaned at start", self.agent_id,
+                 len(report.adopted), len(report.cleaned))
+
+    def _on_exit(self, close: Callable[[], Awaitable[Any]]) -> None:
+        """Release ``close`` at shutdown, given ``shutdown_grace`` seconds (then left behind,
+        logged, and the release goes on with the next part)."""
+        async def within_grace() -> None:
+            try:
+                await asyncio.wait_for(close(), self.shutdown_grace)
+            except TimeoutError:
+                log.warning("shutdown: %r took over %.0fs; left behind", close,
+                            self.shutdown_grace)
+        self._stack.push_async_callback(within_grace)
+
+    async def _start(self) -> ReconcileReport:
         raise_nofile_limit()
+        self._on_exit(self.backend.close)
         if not await self.backend.ping():
             raise BackendError("the Docker engine does not answer")
         await self._join_etcd()
@@ -115,6 +148,7 @@ class Agent:
         self.runner_dir = (c.runner_path or RUNNER_DIR).resolve()
         self.vfolder_hosts = VFolderHostResolver(VolumesConfig.from_config(self.config.volumes))
         self.resources = await self._build_resources()
+        self._on_exit(self._cleanup_plugins)
         self.link = ManagerLink(self.config, self._public_key())
         self.errors = ErrorReporter(EventAdapter(self.link.emitter).emit)
         self.images = ImageService(self.backend, self.link.tasks, self.link.emitter,
@@ -124,37 +158,34 @@ class Agent:
             self.backend, self.link.tasks, self.config.agent.image_commit_path,
             commit_timeout=self.config.api.commit_timeout,
             push_timeout=self.config.api.push_timeout)
-        self.link.committing = lambda: list(self.commits.ongoing)
         self.networks = LocalNetworks(self.backend, self.agent_id)
         self.telemetry = self._build_telemetry()
-        self.telemetry.plugins.resources = self.resources
-        self.telemetry.plugins.errors = self.errors
         self.tls_proxy = self._build_tls_proxy()
         self.blkio_device = await self._blkio_device()
         self.lifecycle = self._build_lifecycle()
-        self.lifecycle.on_auto_restart = self.telemetry.metrics.observe_auto_restart
-        self.reconciler = Reconciler(self.lifecycle, self.agent_id)
-        self.reconciler.errors = self.errors
-        self.reconciler.tasks = self.link.tasks
-        self.reconciler.on_reaped = self.telemetry.metrics.observe_reaped
+        self._on_exit(self.lifecycle.close)
+        self.routes = ExecRoutes(self.lifecycle.runners, self.backend)
+        self.lifecycle.gone_hooks.append(self.routes.forget)
+        self.reconciler = Reconciler(self.lifecycle, self.agent_id, errors=self.errors,
+                                     tasks=self.link.tasks,
+                                     on_reaped=self.telemetry.metrics.observe_reaped)
         self.telemetry.metrics.set_holdings_source(self._holdings)
         report = await self.reconciler.at_start()
         await self._start_warm_pool()
         await self.networks.remove_strays()
         await self.link.start(self.resources, self.images,
-                              on_beat=self.telemetry.metrics.heartbeat)
-        self._stack.push_async_callback(self.link.close)
+                              on_beat=self.telemetry.metrics.heartbeat,
+                              committing=lambda: list(self.commits.ongoing))
+        self._on_exit(self.link.close)
         self._report_plugin_failures()
         await self.telemetry.start()
-        self._stack.push_async_callback(self.telemetry.close)
-        self.telemetry.sinks.append(self.link.publish_stats)
+        self._on_exit(self.telemetry.close)
+        self._on_exit(self._tasks.close)
         self._tasks.spawn(self._watch_containers(), name="docker-events")
         self._tasks.spawn(self._periodic_sync(), name="lifecycle-sync")
         self._tasks.spawn(self.telemetry.run(), name="stats")
         await self._announce()
-        self.ready = True
-        log.info("agent %s ready: %d kernels adopted, %d cleaned at start", self.agent_id,
-                 len(report.adopted), len(report.cleaned))
+        return report
 
     async def serve(self) -> None:
         await self._stop.wait()
@@ -167,19 +198,18 @@ class Agent:
         self._stop.set()
 
     async def shutdown(self) -> None:
-        self.ready = False
-        await self._tasks.close()
-        if hasattr(self, "lifecycle"):
-            if self.lifecycle.warm_pool is not None:
-                await self.lifecycle.warm_pool.close()
-            await self.lifecycle.close()
-        if hasattr(self, "resources"):
-            for plugin in self.resources.plugins:
-                await plugin.cleanup()
-        await self._stack.aclose()
-        await self.backend.close()
+        """Release what startup() started, in reverse order; kernels keep running."""
+        await self._release()
         log.info("agent %s stopped; %d kernels left running for the next start",
                  self.agent_id, len(self.registry))
+
+    async def _release(self) -> None:
+        self.ready = False
+        await self._stack.aclose()
+
+    async def _cleanup_plugins(self) -> None:
+        for plugin in self.resources.plugins:
+            await plugin.cleanup()
 
     # ---------------------------------------------------------------- construction
     async def _build_resources(self) -> ResourceManager:
@@ -213,14 +243,14 @@ class Agent:
         if tls.cert is None or tls.key is None:
             return None
         proxy = TLSServiceProxy.from_files(tls.cert, tls.key)
-        self._stack.push_async_callback(proxy.close)
+        self._on_exit(proxy.close)
         return proxy
 
     async def _blkio_device(self) -> BlockDevice | None:
         """The block device under the engine's data root: where kernels' I/O is throttled."""
-        root_dir = getattr(self.backend, "root_dir", None)
         try:
-            path = Path(await root_dir()) if root_dir else self.config.container.scratch_root
+            root = await self.backend.root_dir()
+            path = Path(root) if root else self.config.container.scratch_root
             return block_device_of(path)
         except (OSError, ValueError, BerthError) as exc:
             log.warning("block-I/O throttling disabled: no block device found (%s)", exc)
@@ -261,7 +291,8 @@ class Agent:
             interval=self.config.debug.stats_interval, readiness=self._readiness,
             scratch_quota=c.scratch_size or None,
             info={"agent_id": self.agent_id},
-            scratch_dir=lambda kid: self.scratch.paths(kid).kernel_dir)
+            scratch_dir=lambda kid: self.scratch.paths(kid).kernel_dir,
+            resources=self.resources, errors=self.errors, sinks=[self.link.publish_stats])
 
     def _build_lifecycle(self) -> KernelLifecycle:
         from berth.runner import RunnerClient
@@ -297,6 +328,7 @@ class Agent:
             log_sink=self._container_log_sink(),
             oom_counter=OomCounterAdapter(self.telemetry.reader, self.telemetry.collector),
             on_worker_death=self.telemetry.metrics.observe_worker_death,
+            on_auto_restart=self.telemetry.metrics.observe_auto_restart,
         )
 
     async def _start_warm_pool(self) -> None:
@@ -323,6 +355,7 @@ class Agent:
         if not w.enabled:
             return  # what an earlier configuration left is gone now
         self.lifecycle.warm_pool = pool
+        self._on_exit(pool.close)
         pool.start()
 
     def _container_log_sink(self) -> Callable[[str, str, str], Awaitable[None]] | None:
@@ -333,7 +366,7 @@ class Agent:
             from berth.telemetry import ContainerOutputShipper
 
             shipper = ContainerOutputShipper(self.config.logging.loki_endpoint, self.agent_id)
-            self._stack.push_async_callback(shipper.close)
+            self._on_exit(shipper.close)
             sinks.append(shipper.ship)
         if self.link.store is not None:
             sinks.append(self.link.ship_logs)
@@ -390,9 +423,9 @@ class Agent:
         if self.etcd is not None:
             etcd = self.etcd
             await etcd.mark_running(self.agent_id)
-            self._stack.push_async_callback(etcd.deregister_agent, self.agent_id)
+            self._on_exit(functools.partial(etcd.deregister_agent, self.agent_id))
             extra.append(etcd.register_service)
-            self._stack.push_async_callback(etcd.unregister_service, record)
+            self._on_exit(functools.partial(etcd.unregister_service, record))
         await self.link.announce(record, extra)
 
     def _holdings(self) -> Holdings:

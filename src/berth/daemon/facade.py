@@ -11,90 +11,108 @@ import asyncio
 import logging
 import platform
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from berth import __version__
-from berth.daemon.agent import Agent
-from berth.errors import (
-    AgentIdMismatch,
-    InvalidArgument,
-    KernelNotFound,
-    KernelStateError,
-    RunnerUnavailable,
+from berth.backend import ContainerBackend
+from berth.config import AgentConfig
+from berth.errors import AgentIdMismatch, InvalidArgument, KernelNotFound, KernelStateError
+from berth.events import ManagerLink
+from berth.images import ImageCommitService, ImageService
+from berth.kernel import (
+    ExecRoutes,
+    Kernel,
+    KernelLifecycle,
+    KernelRegistry,
+    Reconciler,
+    run_batch_job,
 )
-from berth.kernel import Kernel, has_runner, run_batch_job
-from berth.runner import WORKER_EXIT, BatchExecFallback
+from berth.network import LocalNetworks, PortPool
+from berth.resources import ResourceManager
+from berth.runner import WORKER_EXIT
 from berth.storage import KernelFiles, VFolderHostResolver, list_files_reply, parse_mounts
+from berth.telemetry import Telemetry
 from berth.types import KernelState, TerminationReason
 
-__all__ = ["AgentFacade"]
+if TYPE_CHECKING:
+    from berth.daemon.agent import Agent
+
+__all__ = ["AgentFacade", "DaemonControl"]
 
 log = logging.getLogger(__name__)
 
 
-class AgentFacade:
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        self._fallbacks: dict[str, tuple[str | None, BatchExecFallback]] = {}
-        lifecycle = getattr(agent, "lifecycle", None)  # absent before the agent's startup
-        if lifecycle is not None:
-            lifecycle.gone_hooks.append(self._forget_kernel)
+class DaemonControl(Protocol):
+    """What the RPC surface may see and ask of the process: readiness, stop, owned work."""
 
-    def _forget_kernel(self, kernel_id: str) -> None:
-        """The kernel is gone: so is its exec fallback (and the batch jobs it tracked)."""
-        self._fallbacks.pop(kernel_id, None)
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def started_at(self) -> float: ...
+
+    def request_stop(self) -> None: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> None: ...
+
+
+class AgentFacade:
+    """Holds its collaborators, nothing else: every value it answers with is read from them."""
+
+    def __init__(self, *, agent_id: str, config: AgentConfig, daemon: DaemonControl,
+                 backend: ContainerBackend, registry: KernelRegistry,
+                 lifecycle: KernelLifecycle, reconciler: Reconciler, routes: ExecRoutes,
+                 resources: ResourceManager, telemetry: Telemetry, link: ManagerLink,
+                 images: ImageService, commits: ImageCommitService, networks: LocalNetworks,
+                 ports: PortPool, vfolder_hosts: VFolderHostResolver) -> None:
+        self.agent_id = agent_id
+        self.config = config
+        self.daemon = daemon
+        self.backend = backend
+        self.registry = registry
+        self.lifecycle = lifecycle
+        self.reconciler = reconciler
+        self.routes = routes
+        self.resources = resources
+        self.telemetry = telemetry
+        self.link = link
+        self.images = images
+        self.commits = commits
+        self.networks = networks
+        self.ports = ports
+        self.vfolder_hosts = vfolder_hosts
+
+    @classmethod
+    def of(cls, agent: Agent) -> AgentFacade:
+        """The RPC surface over a started agent's parts."""
+        return cls(agent_id=agent.agent_id, config=agent.config, daemon=agent,
+                   backend=agent.backend, registry=agent.registry, lifecycle=agent.lifecycle,
+                   reconciler=agent.reconciler, routes=agent.routes, resources=agent.resources,
+                   telemetry=agent.telemetry, link=agent.link, images=agent.images,
+                   commits=agent.commits, networks=agent.networks, ports=agent.ports,
+                   vfolder_hosts=agent.vfolder_hosts)
 
     # ---------------------------------------------------------------- helpers
     def _check_agent(self, agent_id: str | None) -> None:
-        if agent_id is not None and agent_id != self.agent.agent_id:
-            raise AgentIdMismatch(f"this is agent {self.agent.agent_id}, not {agent_id}",
+        if agent_id is not None and agent_id != self.agent_id:
+            raise AgentIdMismatch(f"this is agent {self.agent_id}, not {agent_id}",
                                   agent_id=agent_id)
 
     def _kernel(self, kernel_id: str, agent_id: str | None) -> Kernel:
         self._check_agent(agent_id)
-        kernel = self.agent.registry.find(kernel_id)
+        kernel = self.registry.find(kernel_id)
         if kernel is None:
             raise KernelNotFound(kernel_id=kernel_id)
         return kernel
 
-    def _runner(self, kernel: Kernel) -> Any:
-        runner = self.agent.lifecycle.runners.get(kernel.kernel_id)
-        if runner is not None:
-            return runner
-        if has_runner(kernel.image_labels):
-            raise RunnerUnavailable(kernel_id=kernel.kernel_id)
-        # No interpreter in the image: batch commands through docker exec; query mode raises
-        # RuntimeMissing naming the runtime the image lacks.
-        fallback = self._fallbacks.get(kernel.kernel_id)
-        if fallback is None or fallback[0] != kernel.container_id:
-            fallback = (kernel.container_id, BatchExecFallback(
-                self._docker_exec(kernel),
-                kernel.image_labels.get("ai.backend.runtime-path") or "python3"))
-            self._fallbacks[kernel.kernel_id] = fallback
-        return fallback[1]
-
-    def _docker_exec(self, kernel: Kernel) -> Any:
-        backend, user = self.agent.backend, f"{kernel.uid}:{kernel.gid}"
-
-        async def run(cmd: list[str]) -> tuple[int, str, str]:
-            if not kernel.container_id:
-                raise KernelNotFound(kernel_id=kernel.kernel_id)
-            # No env of its own: the exec inherits the container's, where the agent's values
-            # already win over the spec's.
-            res = await backend.exec(kernel.container_id, cmd, user=user)
-            return (res.exit_code, res.stdout.decode(errors="replace"),
-                    res.stderr.decode(errors="replace"))
-
-        return run
-
     def _files(self, kernel: Kernel) -> KernelFiles:
-        layout = self.agent.lifecycle.layouts.get(kernel.kernel_id)
+        layout = self.lifecycle.layouts.get(kernel.kernel_id)
         if layout is None:
             raise KernelNotFound(kernel_id=kernel.kernel_id)
-        api = self.agent.config.api
+        api = self.config.api
         mounts = parse_mounts([m.model_dump() for m in kernel.spec.mounts],
-                              self.agent.config.container.vfolder_allowed_roots)
+                              self.config.container.vfolder_allowed_roots)
         return KernelFiles(layout.work_dir, mounts=mounts, uid=kernel.uid, gid=kernel.gid,
                            max_upload_bytes=api.max_upload_size,
                            max_download_bytes=api.max_download_size)
@@ -104,10 +122,10 @@ class AgentFacade:
         return msg
 
     async def health(self, agent_id: str | None = None) -> dict[str, Any]:
-        docker_ok = await self.agent.backend.ping()
+        docker_ok = await self.backend.ping()
         now = time.time()
         return {
-            "status": "ok" if docker_ok and self.agent.ready else "degraded",
+            "status": "ok" if docker_ok and self.daemon.ready else "degraded",
             "version": __version__, "component": "agent",
             "connectivity": {
                 "overall_healthy": docker_ok,
@@ -120,7 +138,7 @@ class AgentFacade:
     async def gather_hwinfo(self, agent_id: str | None = None) -> dict[str, Any]:
         self._check_agent(agent_id)
         info: dict[str, Any] = {}
-        res = self.agent.resources
+        res = self.resources
         for plugin in res.plugins:
             try:
                 hw = await plugin.get_node_hwinfo()
@@ -138,17 +156,16 @@ class AgentFacade:
         return info
 
     async def scan_gpu_alloc_map(self, agent_id: str | None = None) -> dict[str, str]:
-        return self.agent.resources.scan_gpu_alloc_map()
+        return self.resources.scan_gpu_alloc_map()
 
     async def get_status(self, agent_id: str | None = None) -> dict[str, Any]:
         self._check_agent(agent_id)
-        _, views = self.agent.registry.snapshot()
-        res = self.agent.resources
-        telemetry = self.agent.telemetry
+        _, views = self.registry.snapshot()
+        res, telemetry = self.resources, self.telemetry
         return {
-            "agent_id": self.agent.agent_id, "version": __version__,
-            "architecture": platform.machine(), "ready": self.agent.ready,
-            "uptime": round(time.time() - self.agent.started_at, 3),
+            "agent_id": self.agent_id, "version": __version__,
+            "architecture": platform.machine(), "ready": self.daemon.ready,
+            "uptime": round(time.time() - self.daemon.started_at, 3),
             "slots": {
                 "total": {k: str(v) for k, v in res.total_slots().items()},
                 "used": {k: str(v) for k, v in res.used_slots().items()},
@@ -157,43 +174,43 @@ class AgentFacade:
             "kernels": [{**v.to_json(), "stats": telemetry.kernel_stats(v.kernel_id)}
                         for v in views],
             "node_stats": telemetry.node_stats(),
-            "events": {"pending": getattr(self.agent.link.emitter, "pending", 0),
-                       "dropped": getattr(self.agent.link.emitter, "dropped", 0)},
-            "bgtasks": self.agent.link.tasks.snapshot(),
+            "events": {"pending": self.link.emitter.pending,
+                       "dropped": self.link.emitter.dropped},
+            "bgtasks": self.link.tasks.snapshot(),
         }
 
     async def get_local_config(self, agent_id: str | None = None) -> dict[str, Any]:
-        return {"agent": {"abuse-report-path": None, "id": self.agent.agent_id},
-                "watcher": {"service-addr": self.agent.config.watcher.service_addr}}
+        return {"agent": {"abuse-report-path": None, "id": self.agent_id},
+                "watcher": {"service-addr": self.config.watcher.service_addr}}
 
     async def assign_port(self, agent_id: str | None = None) -> int:
-        return self.agent.ports.assign_port()
+        return self.ports.assign_port()
 
     async def release_port(self, port_no: int, agent_id: str | None = None) -> None:
-        self.agent.ports.release(port_no)
+        self.ports.release(port_no)
 
     async def reset_agent(self, agent_id: str | None = None) -> None:
         self._check_agent(agent_id)
-        for kernel in list(self.agent.registry.live()):
-            await self.agent.lifecycle.destroy(kernel.kernel_id, TerminationReason.AGENT_RESET)
+        for kernel in list(self.registry.live()):
+            await self.lifecycle.destroy(kernel.kernel_id, TerminationReason.AGENT_RESET)
 
     async def shutdown_agent(self, terminate_kernels: bool = False,
                              agent_id: str | None = None) -> None:
         self._check_agent(agent_id)
         if terminate_kernels:
             await self.reset_agent()
-        self.agent.request_stop()
+        self.daemon.request_stop()
 
     # ---------------------------------------------------------------- images
     async def check_and_pull(self, image_configs: dict[str, dict[str, Any]],
                              agent_id: str | None = None) -> dict[str, str]:
         self._check_agent(agent_id)
-        return await self.agent.images.check_and_pull(image_configs)
+        return await self.images.check_and_pull(image_configs)
 
     async def purge_images(self, image_canonicals: list[str], force: bool = False,
                            noprune: bool = False, agent_id: str | None = None) -> dict[str, Any]:
         self._check_agent(agent_id)
-        result = await self.agent.images.purge_images(image_canonicals, force=force)
+        result = await self.images.purge_images(image_canonicals, force=force)
         responses = [{"image": ref, "error": None} for ref in result.removed]
         responses += [{"image": ref, "error": err} for ref, err in result.failed.items()]
         return {"responses": responses}
@@ -214,8 +231,8 @@ class AgentFacade:
             if cluster is not None and isinstance(config, dict):
                 config = {**config, "cluster_info": cluster}
             if VFolderHostResolver.any_needed(config):  # by volumes config / storage proxy
-                config = await self.agent.vfolder_hosts.resolve_config(config)
-            return await self.agent.lifecycle.create(config, str(kid), str(raw_session_id))
+                config = await self.vfolder_hosts.resolve_config(config)
+            return await self.lifecycle.create(config, str(kid), str(raw_session_id))
 
         # All at once (the lifecycle's semaphore bounds the concurrency): a failing kernel
         # must not keep the others from being created and reporting their own events.
@@ -234,20 +251,20 @@ class AgentFacade:
                                    agent_id: str | None = None) -> None:
         """The bridge a multi-kernel single-node session's kernels share (idempotent)."""
         self._check_agent(agent_id)
-        await self.agent.networks.create(network_name)
+        await self.networks.create(network_name)
 
     async def destroy_local_network(self, network_ref_name: str,
                                     agent_id: str | None = None) -> None:
         """Remove it; a network already gone is success."""
         self._check_agent(agent_id)
-        await self.agent.networks.destroy(network_ref_name)
+        await self.networks.destroy(network_ref_name)
 
     async def create_kernel(self, session_id: str, kernel_id: str, config: dict[str, Any],
                             cluster_info: dict[str, Any] | None = None,
                             agent_id: str | None = None) -> dict[str, Any]:
         """The seed's single-kernel create."""
         self._check_agent(agent_id)
-        return await self.agent.lifecycle.create(config, str(kernel_id), str(session_id))
+        return await self.lifecycle.create(config, str(kernel_id), str(session_id))
 
     async def destroy_kernel(self, kernel_id: str, session_id: str | None = None,
                              reason: str | None = None, suppress_events: bool = False,
@@ -255,50 +272,39 @@ class AgentFacade:
         self._check_agent(agent_id)
         why = TerminationReason(reason) if reason in set(TerminationReason) else (
             TerminationReason.USER_REQUESTED)
-        await self.agent.lifecycle.destroy(kernel_id, why)
+        await self.lifecycle.destroy(kernel_id, why)
 
     async def restart_kernel(self, session_id: str, kernel_id: str, kernel_image: Any = None,
                              updated_config: dict[str, Any] | None = None,
                              agent_id: str | None = None) -> dict[str, Any]:
         self._kernel(kernel_id, agent_id)
-        return await self.agent.lifecycle.restart(kernel_id)
+        return await self.lifecycle.restart(kernel_id)
 
     async def check_running(self, kernel_id: str, agent_id: str | None = None) -> bool:
-        kernel = self.agent.registry.find(kernel_id)
+        kernel = self.registry.find(kernel_id)
         return kernel is not None and kernel.state == KernelState.RUNNING
 
     async def check_creating(self, kernel_id: str, agent_id: str | None = None) -> bool:
-        kernel = self.agent.registry.find(kernel_id)
+        kernel = self.registry.find(kernel_id)
         return kernel is not None and kernel.state in (
             KernelState.PREPARING, KernelState.PULLING, KernelState.CREATING)
 
     async def check_pulling(self, image_name: str, agent_id: str | None = None) -> bool:
         return any(k.state == KernelState.PULLING and k.spec.image.canonical == image_name
-                   for k in self.agent.registry.live())
+                   for k in self.registry.live())
 
     async def get_logs(self, kernel_id: str, agent_id: str | None = None) -> dict[str, str]:
         kernel = self._kernel(kernel_id, agent_id)
         if not kernel.container_id:
             return {"logs": ""}
-        return {"logs": await self.agent.backend.logs(kernel.container_id)}
+        return {"logs": await self.backend.logs(kernel.container_id)}
 
     async def sync_kernel_registry(self, raw_kernel_session_ids: Sequence[Sequence[str]],
                                    agent_id: str | None = None) -> None:
         """Align with the Manager's view: kernels it names that this node does not run are
         reported already-terminated; kernels this node runs that it does not name are ended."""
         self._check_agent(agent_id)
-        wanted = {str(pair[0]): str(pair[1]) for pair in raw_kernel_session_ids}
-        for kernel_id, session_id in wanted.items():
-            if self.agent.registry.find(kernel_id) is None:
-                self.agent.lifecycle.events.emit("kernel_terminated", {
-                    "kernel_id": kernel_id, "session_id": session_id,
-                    "reason": str(TerminationReason.ALREADY_TERMINATED), "exit_code": -1,
-                }, broadcast=True)
-        for kernel in list(self.agent.registry.live()):
-            if kernel.kernel_id not in wanted and kernel.state == KernelState.RUNNING:
-                log.warning("kernel %s is unknown to the manager; destroying", kernel.kernel_id)
-                await self.agent.lifecycle.destroy(kernel.kernel_id,
-                                                   TerminationReason.NOT_FOUND_IN_MANAGER)
+        await self.reconciler.align_with_manager(raw_kernel_session_ids)
 
     # ---------------------------------------------------------------- customised images
     async def commit(self, kernel_id: str, email: str, *, canonical: str | None = None,
@@ -309,23 +315,23 @@ class AgentFacade:
         if kernel.state != KernelState.RUNNING or not kernel.container_id:
             raise KernelStateError(f"kernel {kernel_id} is {kernel.state}, not RUNNING",
                                    kernel_id=kernel_id)
-        task_id = self.agent.commits.start_commit(
+        task_id = self.commits.start_commit(
             kernel_id=kernel.kernel_id, container_id=kernel.container_id, subdir=email,
             base_image=kernel.spec.image.canonical, image_labels=kernel.image_labels,
             canonical=canonical, extra_labels=extra_labels, filename=filename)
         return {"bgtask_id": task_id, "kernel": kernel.kernel_id,
-                "path": str(self.agent.commits.commit_root / email)}
+                "path": str(self.commits.commit_root / email)}
 
     async def get_commit_status(self, kernel_id: str, subdir: str = "",
                                 agent_id: str | None = None) -> dict[str, str]:
         self._check_agent(agent_id)
-        return {"kernel": kernel_id, "status": self.agent.commits.status(kernel_id)}
+        return {"kernel": kernel_id, "status": self.commits.status(kernel_id)}
 
     async def push_image(self, image_ref: Any, registry: dict[str, Any] | None = None,
                          agent_id: str | None = None) -> dict[str, str]:
         """Push a local image to its registry as a background task."""
         self._check_agent(agent_id)
-        task_id = self.agent.commits.start_push(image_ref, registry)
+        task_id = self.commits.start_push(image_ref, registry)
         return {"bgtask_id": task_id}
 
     # ---------------------------------------------------------------- code and services
@@ -336,13 +342,13 @@ class AgentFacade:
         kernel = self._kernel(kernel_id, agent_id)
         if mode not in ("query", "batch", "input", "continue"):
             raise InvalidArgument(f"unknown execution mode {mode!r}", field="mode")
-        runner = self._runner(kernel)
+        runner = self.routes.runner(kernel)
         result = await runner.execute(run_id=run_id, mode=mode, code=code, opts=opts or {},
                                       flush_timeout=flush_timeout, api_version=api_version)
         result.setdefault("files", [])
         worker_exit = result.pop(WORKER_EXIT, None)
         if worker_exit:
-            await self.agent.lifecycle.on_worker_exit(kernel.kernel_id, worker_exit)
+            await self.lifecycle.on_worker_exit(kernel.kernel_id, worker_exit)
         return dict(result)
 
     async def trigger_batch_execution(self, session_id: str, kernel_id: str, code: str,
@@ -350,9 +356,9 @@ class AgentFacade:
                                       agent_id: str | None = None) -> None:
         """Start the batch job and return at once; its end arrives as session_* events."""
         kernel = self._kernel(kernel_id, agent_id)
-        runner = self._runner(kernel)
-        self.agent.spawn(run_batch_job(runner, session_id, code, timeout_seconds,
-                                       self.agent.link.emitter.emit),
+        runner = self.routes.runner(kernel)
+        self.daemon.spawn(run_batch_job(runner, session_id, code, timeout_seconds,
+                                       self.link.emitter.emit),
                          name=f"batch-{kernel_id}")
 
     async def execute_code(self, kernel_id: str, code: str, opts: dict[str, Any] | None = None,
@@ -370,12 +376,12 @@ class AgentFacade:
     async def get_completions(self, kernel_id: str, text: str, opts: dict[str, Any] | None = None,
                               agent_id: str | None = None) -> dict[str, Any]:
         kernel = self._kernel(kernel_id, agent_id)
-        return {"result": await self._runner(kernel).complete(text, opts or {})}
+        return {"result": await self.routes.runner(kernel).complete(text, opts or {})}
 
     async def interrupt_kernel(self, kernel_id: str, agent_id: str | None = None
                                ) -> dict[str, str]:
         kernel = self._kernel(kernel_id, agent_id)
-        await self._runner(kernel).interrupt()
+        await self.routes.runner(kernel).interrupt()
         return {"status": "finished"}
 
     async def start_service(self, kernel_id: str, service: str,
@@ -385,13 +391,13 @@ class AgentFacade:
         decl = next((s for s in kernel.service_ports if s["name"] == service), None)
         if decl is None:
             return {"status": "failed", "error": f"no service named {service!r}"}
-        return dict(await self._runner(kernel).start_service(
+        return dict(await self.routes.runner(kernel).start_service(
             service, opts or {}, list(decl["container_ports"]), protocol_name=decl["protocol"]))
 
     async def shutdown_service(self, kernel_id: str, service: str,
                                agent_id: str | None = None) -> None:
         kernel = self._kernel(kernel_id, agent_id)
-        await self._runner(kernel).shutdown_service(service)
+        await self.routes.runner(kernel).shutdown_service(service)
 
     # ---------------------------------------------------------------- files
     async def upload_file(self, kernel_id: str, filename: str, filedata: bytes,

@@ -59,7 +59,7 @@ def build_rpc_server(agent: Agent) -> RPCServer:
     else:
         log.warning("RPC runs in PLAIN mode (agent.rpc-allow-plain = true): any client that "
                     "reaches %s can control this node", a.rpc_listen_addr)
-    return RPCServer(HandlerRegistry(AgentFacade(agent)), a.rpc_listen_addr, security=security,
+    return RPCServer(HandlerRegistry(AgentFacade.of(agent)), a.rpc_listen_addr, security=security,
                      plain=security is None, max_body_size=a.rpc_max_body_size,
                      request_timeout=a.rpc_request_timeout,
                      on_request=agent.telemetry.metrics.observe_rpc)

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 class LogEmitter:
     """The emitter when no Redis is configured: events go to the debug log."""
 
+    pending = 0  # nothing is queued, nothing dropped
+    dropped = 0
+
     def emit(self, event: AgentEvent, *, coalesce: bool = False) -> None:
         log.debug("event %s %s", event.name, event.payload_json())
 
@@ -72,13 +75,15 @@ class ManagerLink:
         self._on_beat: Callable[[], None] | None = None
 
     async def start(self, resources: ResourceManager, images: Any, *,
-                    on_beat: Callable[[], None] | None = None) -> None:
+                    on_beat: Callable[[], None] | None = None,
+                    committing: Callable[[], Iterable[str]] = tuple) -> None:
         """``on_beat`` is called as each heartbeat is emitted (the Prometheus gauge).
 
         The first heartbeat goes out before ``agent_started``: the manager registers a node
         from its heartbeat and skips an ``agent_started`` from a node it does not know."""
         self.resources = resources
         self._on_beat = on_beat
+        self.committing = committing
         if self.bus is not None:
             await self.bus.start()
             self.heartbeat = Heartbeat(self.bus, self._heartbeat_info,

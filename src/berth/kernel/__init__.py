@@ -12,6 +12,7 @@ from berth.kernel.deps import (
     ScratchLayout,
     ScratchRole,
 )
+from berth.kernel.exec_route import ExecRoutes
 from berth.kernel.ledger import Ledger, LedgerEntry
 from berth.kernel.lifecycle import KernelLifecycle, LifecycleSettings
 from berth.kernel.policy import KernelPolicy
@@ -24,6 +25,7 @@ from berth.kernel.warmpool import POOL_DIR, WarmPool, WarmPoolSettings
 __all__ = [
     "POOL_DIR",
     "EventSink",
+    "ExecRoutes",
     "ImageConfig",
     "Kernel",
     "KernelLifecycle",

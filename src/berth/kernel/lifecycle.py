@@ -134,6 +134,7 @@ class KernelLifecycle:
         log_sink: Callable[[str, str, str], Awaitable[None]] | None = None,
         oom_counter: OomCounter | None = None,
         on_worker_death: Callable[[str], None] = lambda reason: None,
+        on_auto_restart: Callable[[str], None] = lambda outcome: None,
     ) -> None:
         self.s = settings
         self.backend = backend
@@ -152,7 +153,7 @@ class KernelLifecycle:
         self.log_sink = log_sink
         self.oom_counter = oom_counter
         self.on_worker_death = on_worker_death
-        self.on_auto_restart: Callable[[str], None] = lambda outcome: None  # the metric
+        self.on_auto_restart = on_auto_restart  # the metric
         self.runners: dict[str, RunnerRole] = {}
         self.layouts: dict[str, ScratchLayout] = {}
         self._create_slots = asyncio.Semaphore(settings.creation_concurrency)  # Docker calls

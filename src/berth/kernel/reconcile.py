@@ -133,18 +133,20 @@ class ReconcileReport:
 
 
 class Reconciler:
-    def __init__(self, lifecycle: KernelLifecycle, agent_id: str) -> None:
+    def __init__(self, lifecycle: KernelLifecycle, agent_id: str, *,
+                 errors: ErrorReporter | None = None, tasks: BackgroundTaskManager | None = None,
+                 on_reaped: Callable[[str, int], None] | None = None) -> None:
         self.lc = lifecycle
         self.agent_id = agent_id
         # For the leak gauges: the owned containers at the last listing (less what the pass
         # removed), and a callback told what each pass reaped ("kernel", "container", "scratch").
         self.containers_owned: int | None = None
-        self.on_reaped: Callable[[str, int], None] = lambda kind, count: None
+        self.on_reaped: Callable[[str, int], None] = on_reaped or (lambda kind, count: None)
         # Told each correction that failed (agent_error); the pass goes on with the others.
-        self.errors: ErrorReporter | None = None
+        self.errors = errors
         # With a task manager, more than bulk_threshold corrections of dead things at start
         # run as a background task (bgtask_* progress) after the node is ready.
-        self.tasks: BackgroundTaskManager | None = None
+        self.tasks = tasks
         self.bulk_threshold = 8
 
     @property
@@ -279,6 +281,23 @@ class Reconciler:
             await self.backend.remove(container_id)
         except ContainerNotFound:
             pass
+
+    async def align_with_manager(self, kernel_session_ids: Sequence[Sequence[str]]) -> None:
+        """Align with the Manager's view (``(kernel_id, session_id)`` pairs): kernels it names
+        that this node does not run are reported already-terminated; kernels this node runs
+        that it does not name are ended."""
+        registry = self.lc.registry
+        wanted = {str(pair[0]): str(pair[1]) for pair in kernel_session_ids}
+        for kernel_id, session_id in wanted.items():
+            if registry.find(kernel_id) is None:
+                self.lc.events.emit("kernel_terminated", {
+                    "kernel_id": kernel_id, "session_id": session_id,
+                    "reason": str(TerminationReason.ALREADY_TERMINATED), "exit_code": -1,
+                }, broadcast=True)
+        for kernel in list(registry.live()):
+            if kernel.kernel_id not in wanted and kernel.state == KernelState.RUNNING:
+                log.warning("kernel %s is unknown to the manager; destroying", kernel.kernel_id)
+                await self.lc.destroy(kernel.kernel_id, TerminationReason.NOT_FOUND_IN_MANAGER)
 
     async def sync(self) -> int:
         """Periodic pass: notice containers that died unseen and containers nobody owns."""

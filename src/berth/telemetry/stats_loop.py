@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,10 +51,11 @@ class PluginMeasures:
     """Accelerator figures from the compute plugins, gathered once per cycle (async) and
     served to the synchronous stats sources from that cache."""
 
-    def __init__(self) -> None:
-        self.resources: ResourceManager | None = None
+    def __init__(self, resources: ResourceManager | None = None,
+                 errors: ErrorReporter | None = None) -> None:
+        self.resources = resources
         # Told when a plugin's measures fail (once per failure streak: agent_error).
-        self.errors: ErrorReporter | None = None
+        self.errors = errors
         self._node: dict[str, dict[str, Metric]] = {}
         self._kernels: dict[str, dict[str, Metric]] = {}
 
@@ -104,13 +105,15 @@ class Telemetry:
                  interval: float,
                  readiness: Callable[[], Awaitable[list[str]]],
                  scratch_quota: int | None, info: dict[str, Any],
-                 scratch_dir: Callable[[str], Path] | None = None) -> None:
+                 scratch_dir: Callable[[str], Path] | None = None,
+                 resources: ResourceManager | None = None, errors: ErrorReporter | None = None,
+                 sinks: Sequence[StatsSink] = ()) -> None:
         self.registry = registry
         self.interval = interval
         self.scratch_quota = scratch_quota
         self.scratch_dir = scratch_dir  # kernel id → its scratch dir, for io_scratch_size
         self.reader = CgroupReader()
-        self.plugins = PluginMeasures()
+        self.plugins = PluginMeasures(resources, errors)
         self.collector = StatsCollector(
             self.reader.read,
             HostCapacity(cpu_count=os.cpu_count() or 1,
@@ -120,7 +123,7 @@ class Telemetry:
         self.processes = ProcessCollector(self.reader.read_pids)
         self.metrics = BerthMetrics(agent_id, lambda: self.collector.latest)
         self.server = InternalServer(internal_addr, self.metrics, readiness=readiness, info=info)
-        self.sinks: list[StatsSink] = []
+        self.sinks: list[StatsSink] = list(sinks)
 
     async def start(self) -> None:
         await self.server.start()

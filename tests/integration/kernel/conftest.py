@@ -72,7 +72,7 @@ async def agent(tmp_path: Path, agent_id: str) -> AsyncIterator[Agent]:
     try:
         yield a
     finally:
-        facade = AgentFacade(a)
+        facade = AgentFacade.of(a)
         await facade.reset_agent()
         await a.shutdown()
         assert_clean(tmp_path / "scratch")
@@ -80,7 +80,7 @@ async def agent(tmp_path: Path, agent_id: str) -> AsyncIterator[Agent]:
 
 @pytest.fixture
 def facade(agent: Agent) -> AgentFacade:
-    return AgentFacade(agent)
+    return AgentFacade.of(agent)
 
 
 def assert_clean(scratch_root: Path) -> None:

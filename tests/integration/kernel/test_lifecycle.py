@@ -213,7 +213,7 @@ async def test_hostfile_scratch_quota_refuses_an_oversized_write(tmp_path: Path,
     agent = Agent(agent_config(tmp_path, agent_id, **{
         "container.scratch-type": "hostfile", "container.scratch-size": "32m"}))
     await agent.startup()
-    facade = AgentFacade(agent)
+    facade = AgentFacade.of(agent)
     try:
         kid = new_id()
         await create(facade, kernel_config(), kernel_id=kid)
@@ -234,7 +234,7 @@ async def test_creation_deadline_ends_the_kernel_with_a_reason(tmp_path: Path,
     agent = Agent(agent_config(tmp_path, agent_id, **{
         "kernel-lifecycles.creating-timeout-sec": 1.5}))
     await agent.startup()
-    facade = AgentFacade(agent)
+    facade = AgentFacade.of(agent)
     try:
         kid = new_id()
         with pytest.raises(Exception) as err:
@@ -264,7 +264,7 @@ async def test_http_service_is_served_over_tls_when_configured(tmp_path: Path,
     agent = Agent(agent_config(tmp_path, agent_id, **{
         "service-tls.cert": str(cert), "service-tls.key": str(key)}))
     await agent.startup()
-    facade = AgentFacade(agent)
+    facade = AgentFacade.of(agent)
     try:
         kid = new_id()
         await create(facade, kernel_config(PYTHON, bootstrap_script="echo tls-ok > /home/work/t"),
@@ -374,7 +374,7 @@ async def test_container_output_is_shipped_to_redis_before_removal(tmp_path: Pat
 
     agent = Agent(agent_config(tmp_path, agent_id, **{"redis.addr": "127.0.0.1:6379"}))
     await agent.startup()
-    facade = AgentFacade(agent)
+    facade = AgentFacade.of(agent)
     client = aioredis.Redis.from_url("redis://127.0.0.1:6379/6")
     try:
         kid = new_id()

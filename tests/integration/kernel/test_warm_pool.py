@@ -65,7 +65,7 @@ async def start_agent(root: Path, agent_id: str, **overrides: Any) -> Agent:
 
 
 async def stop_agent(a: Agent, *, drain: bool = True) -> None:
-    await AgentFacade(a).reset_agent()
+    await AgentFacade.of(a).reset_agent()
     pool = a.lifecycle.warm_pool
     if pool is not None and drain:
         await pool.close()
@@ -120,7 +120,7 @@ IDENTITY = ("BACKENDAI_KERNEL_ID", "BACKENDAI_SESSION_ID")
 
 
 async def probe(agent: Agent, kid: str) -> dict[str, Any]:
-    out = await run_code(AgentFacade(agent), kid, PROBE)
+    out = await run_code(AgentFacade.of(agent), kid, PROBE)
     data: dict[str, Any] = json.loads(out)
     data["env"] = {k: v for k, v in data["env"].items() if k not in IDENTITY}
     data["environ_txt"] = data["environ_txt"].replace(kid, "KID")
@@ -141,7 +141,7 @@ def reachable(port: int) -> bool:
 
 async def test_a_pool_kernel_is_indistinguishable_from_a_cold_one(pooled: Agent,
                                                                   tmp_path: Path) -> None:
-    facade = AgentFacade(pooled)
+    facade = AgentFacade.of(pooled)
     pool = pool_of(pooled)
     events: list[tuple[str, dict[str, Any]]] = []
     emit = pooled.lifecycle.events.emit
@@ -207,7 +207,7 @@ async def test_a_pool_kernel_is_indistinguishable_from_a_cold_one(pooled: Agent,
 
 async def test_specs_the_pool_cannot_serve_go_cold_with_the_reason_counted(
         pooled: Agent) -> None:
-    facade = AgentFacade(pooled)
+    facade = AgentFacade.of(pooled)
     await full(pooled)
     members = {m.container_id for m in pool_of(pooled).idle[PYTHON]}
     cases = [("bootstrap", kernel_config(PYTHON, bootstrap_script="true")),
@@ -235,14 +235,14 @@ async def test_a_claim_failing_half_way_removes_the_pool_container_and_starts_co
             raise RuntimeError(f"injected failure at {at}")
     pool.on_claim_step = fail
     kid = str(uuid.uuid4())
-    reply = await AgentFacade(pooled).create_kernel(kid, kid, SPEC)
+    reply = await AgentFacade.of(pooled).create_kernel(kid, kid, SPEC)
     assert reply["container_id"] != member.container_id
     assert pooled.registry.get(kid).state == "RUNNING"
     assert counter(pooled, "berth_warm_pool_misses_total", reason="claim-failed") == 1
     assert member.container_id not in await asyncio.to_thread(pool_containers, pooled.agent_id)
     assert not (tmp_path / "scratch" / POOL_DIR / member.member_id).exists()
-    assert "1" in await run_code(AgentFacade(pooled), kid, "print(1)")
-    await AgentFacade(pooled).destroy_kernel(kid, kid)
+    assert "1" in await run_code(AgentFacade.of(pooled), kid, "print(1)")
+    await AgentFacade.of(pooled).destroy_kernel(kid, kid)
     assert not (tmp_path / "scratch" / kid).exists()
 
 
@@ -251,7 +251,7 @@ async def test_restart_adopts_idle_members_keeps_the_claimed_kernel_and_reaps_wh
     a = await start_agent(tmp_path, agent_id)
     await full(a)
     kid = str(uuid.uuid4())
-    await AgentFacade(a).create_kernel(kid, kid, SPEC)
+    await AgentFacade.of(a).create_kernel(kid, kid, SPEC)
     await full(a)
     idle = {m.container_id for m in pool_of(a).idle[PYTHON]}
     claimed = a.registry.get(kid).container_id
@@ -262,11 +262,11 @@ async def test_restart_adopts_idle_members_keeps_the_claimed_kernel_and_reaps_wh
     try:
         assert {m.container_id for m in pool_of(b).idle[PYTHON]} == idle  # adopted
         assert b.registry.get(kid).container_id == claimed  # the kernel, never a member
-        assert "1" in await run_code(AgentFacade(b), kid, "print(1)")
+        assert "1" in await run_code(AgentFacade.of(b), kid, "print(1)")
         other = str(uuid.uuid4())
-        reply = await AgentFacade(b).create_kernel(other, other, SPEC)
+        reply = await AgentFacade.of(b).create_kernel(other, other, SPEC)
         assert reply["container_id"] in idle  # an adopted member serves a claim
-        await AgentFacade(b).destroy_kernel(other, other)
+        await AgentFacade.of(b).destroy_kernel(other, other)
         await full(b)
         await pool_of(b).close()
         await b.shutdown()

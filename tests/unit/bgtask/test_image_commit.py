@@ -8,12 +8,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from support.facade import facade_over
 
 from berth.backend import FakeBackend
-from berth.events.bgtask import BackgroundTaskManager, TaskStatus
 from berth.errors import InvalidArgument, KernelStateError
 from berth.events import BgtaskDoneEvent, BgtaskFailedEvent, BgtaskUpdatedEvent, RecordingEmitter
-from berth.daemon.facade import AgentFacade
+from berth.events.bgtask import BackgroundTaskManager, TaskStatus
 from berth.images.commit import ImageCommitService, commit_target, export_path, ref_of
 from berth.rpc.handlers import HandlerRegistry
 from berth.types import KernelState
@@ -34,8 +34,7 @@ class Setup:
         self.commits = ImageCommitService(self.backend, self.tasks, self.root)
         self.registry = SimpleNamespace(find=self.find)
         self.kernel: Any = None
-        agent = SimpleNamespace(agent_id=AGENT, registry=self.registry, commits=self.commits)
-        self.facade = AgentFacade(agent)  # type: ignore[arg-type]
+        self.facade = facade_over(AGENT, registry=self.registry, commits=self.commits)
 
     def find(self, kernel_id: str) -> Any:
         return self.kernel if self.kernel and kernel_id == self.kernel.kernel_id else None

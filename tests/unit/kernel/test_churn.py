@@ -19,10 +19,10 @@ import tracemalloc
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from support.facade import facade_over
 
 from berth.backend.base import ExecResult
 from berth.backend.fake import FakeContainer
@@ -93,7 +93,7 @@ async def _cycle(h: Harness, facade: AgentFacade, tel: Telemetry) -> str:
     result = await facade.execute("s", kid, 2, "run", "batch", "", {"exec": "true"})
     while result["status"] != "finished":
         result = await facade.execute("s", kid, 2, "run", "continue", "")
-    assert kid in facade._fallbacks
+    assert len(facade.routes) == 1
     await facade.destroy_kernel(kid, f"s-{kid}")
     h.backend.calls.clear()  # the fake's own call log, not agent state
     return kid
@@ -126,9 +126,9 @@ async def test_churn_leaves_no_per_kernel_state_and_flat_memory(
     h.backend.exec_handler = _exec_ok
     h.lc.events = CountingSink()
     tel = _telemetry(h, tmp_path)
-    agent = SimpleNamespace(agent_id="ag-unit", registry=h.registry, lifecycle=h.lc,
-                            backend=h.backend, vfolder_hosts=VFolderHostResolver(VolumesConfig()))
-    facade = AgentFacade(agent)  # type: ignore[arg-type]
+    facade = facade_over("ag-unit", registry=h.registry, lifecycle=h.lc,
+                                 backend=h.backend,
+                                 vfolder_hosts=VFolderHostResolver(VolumesConfig()))
     tracemalloc.start()
     try:
         for i in range(1, CYCLES + 1):
@@ -147,7 +147,7 @@ async def test_churn_leaves_no_per_kernel_state_and_flat_memory(
     assert h.registry.ended(last) is not None  # tombstones: a bounded history, by design
     assert len(h.registry._terminated) <= h.registry._keep
     assert (h.lc.runners, h.lc.layouts, h.lc._teardowns, len(h.lc._tasks)) == ({}, {}, {}, 0)
-    assert facade._fallbacks == {}
+    assert len(facade.routes) == 0
     assert h.scratch._locks == {} and not any(h.scratch.root.iterdir())
     assert h.manager.allocations() == {}
     assert h.ports.free_count == PORT_RANGE[1] - PORT_RANGE[0] + 1

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from support.facade import facade_over as build_facade
 
-from berth.errors import ImageNotAvailable, InvalidKernelSpec
 from berth.daemon.facade import AgentFacade
+from berth.errors import ImageNotAvailable, InvalidKernelSpec
 from berth.kernel.cluster import ClusterSpec
 from berth.kernel.spec import parse_kernel_spec
 from berth.network.local_networks import LocalNetworks
@@ -26,9 +26,8 @@ KEYS = {"public_key": "ssh-rsa AAAAB3Nza test@cluster",
 
 
 def facade_over(h: Harness) -> AgentFacade:
-    agent = SimpleNamespace(agent_id=AGENT_ID, registry=h.lc.registry, lifecycle=h.lc,
-                            networks=LocalNetworks(h.backend, AGENT_ID))
-    return AgentFacade(agent)  # type: ignore[arg-type]
+    return build_facade(AGENT_ID, lifecycle=h.lc,
+                                networks=LocalNetworks(h.backend, AGENT_ID))
 
 
 def cluster_info(**over: Any) -> dict[str, Any]:

@@ -19,13 +19,12 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from support.facade import facade_over
 
 from berth.errors import BerthError
-from berth.daemon.facade import AgentFacade
 from berth.kernel.ledger import LEDGER_FILENAME
 from berth.types import KERNEL_ID_LABEL, OWNER_LABEL, KernelState
 
@@ -53,9 +52,8 @@ class Run:
 
     def __init__(self, h: Harness, rng: random.Random) -> None:
         self.h, self.rng = h, rng
-        agent = SimpleNamespace(agent_id=AGENT_ID, registry=h.registry, lifecycle=h.lc,
-                                backend=h.backend, vfolder_hosts=NoVfolderHosts())
-        self.facade = AgentFacade(agent)  # type: ignore[arg-type]
+        self.facade = facade_over(AGENT_ID, registry=h.registry, lifecycle=h.lc,
+                                          backend=h.backend, vfolder_hosts=NoVfolderHosts())
         self.asked: list[str] = []  # every kernel id a create was sent for
         self.untyped: list[tuple[str, BaseException]] = []
         self.unanswered: list[str] = []

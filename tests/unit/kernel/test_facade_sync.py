@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from support.facade import facade_over as build_facade
 
 from berth.daemon.facade import AgentFacade
 from berth.types import KernelState
@@ -11,8 +11,7 @@ from .harness import Harness
 
 
 def facade_over(h: Harness) -> AgentFacade:
-    agent = SimpleNamespace(agent_id="ag-unit", registry=h.lc.registry, lifecycle=h.lc)
-    return AgentFacade(agent)  # type: ignore[arg-type]
+    return build_facade("ag-unit", lifecycle=h.lc)
 
 
 async def test_manager_view_reconciles_both_ways(h: Harness) -> None:

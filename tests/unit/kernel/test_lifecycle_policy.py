@@ -7,14 +7,13 @@ import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
+from support.facade import facade_over
 
 from berth.backend import ExecResult
 from berth.backend.fake import FakeContainer
 from berth.errors import EnvironRefused, IdentityRefused
-from berth.daemon.facade import AgentFacade
 from berth.kernel.policy import KernelPolicy
 from berth.types import KernelState
 
@@ -119,9 +118,8 @@ async def test_docker_exec_fallback_keeps_the_agents_env(h: Harness) -> None:
 
     h.backend.exec_handler = docker_exec
     kid = await h.create(environ=EVIL)  # the idle image: no runner, batch goes by docker exec
-    agent = SimpleNamespace(agent_id="ag-unit", registry=h.registry, lifecycle=h.lc,
-                            backend=h.backend)
-    facade = AgentFacade(agent)  # type: ignore[arg-type]
+    facade = facade_over("ag-unit", registry=h.registry, lifecycle=h.lc,
+                                 backend=h.backend)
     result = await facade.execute("s", kid, 2, "r1", "batch", "", {"exec": "env"})
     while result["status"] != "finished":
         result = await facade.execute("s", kid, 2, "r1", "continue", "")

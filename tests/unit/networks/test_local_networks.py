@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
+from support.facade import facade_over
 
 from berth.backend import FakeBackend
 from berth.errors import BackendError, ContainerConflict, InvalidArgument
-from berth.daemon.facade import AgentFacade
 from berth.network.local_networks import CLUSTER_NETWORK_LABEL, LocalNetworks
 from berth.rpc.handlers import HandlerRegistry
 from berth.types import OWNER_LABEL
@@ -75,8 +73,7 @@ async def test_unusable_names_are_refused(backend: FakeBackend, bad: str) -> Non
 
 
 async def test_rpc_methods_are_served(backend: FakeBackend) -> None:
-    agent = SimpleNamespace(agent_id=AGENT, networks=LocalNetworks(backend, AGENT))
-    facade = AgentFacade(agent)  # type: ignore[arg-type]
+    facade = facade_over(AGENT, networks=LocalNetworks(backend, AGENT))
     registry = HandlerRegistry(facade)
     assert {"create_local_network", "destroy_local_network"} <= registry.names
     await registry.prepare("create_local_network", [NAME], {"agent_id": AGENT}).run()

@@ -225,13 +225,11 @@ async def test_only_fractional_slots_overcommit(tmp_path: Path) -> None:
 
 
 async def test_hwinfo_keeps_the_cores_and_names_the_ratio(tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
-    from berth.daemon.facade import AgentFacade
+    from support.facade import facade_over
 
     for ratio, expected in (("1", None), ("4", "4")):
         rm = await make(tmp_path, cpu_ratio=ratio)
-        facade = AgentFacade(SimpleNamespace(agent_id="a", resources=rm))  # type: ignore[arg-type]
+        facade = facade_over("a", resources=rm)
         meta = (await facade.gather_hwinfo())["cpu"]["metadata"]
         assert meta["cores"] == "4"
         assert meta.get("cpu_overcommit_ratio") == expected
