@@ -65,7 +65,7 @@ class ClusterSpec(BaseModel):
         if value is None:
             return {}
         if not isinstance(value, Mapping):
-            raise ValueError("network_config must be a mapping")  # pydantic turns only ValueError into a field error
+            raise ValueError("network_config must be a mapping")  # noqa: TRY004 - pydantic turns only ValueError into a field error
         config = dict(value)
         mode = config.get("mode")
         if mode is None:

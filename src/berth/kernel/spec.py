@@ -118,7 +118,7 @@ class KernelSpec(BaseModel):
     @classmethod
     def _slots(cls, value: Any) -> dict[str, Decimal]:
         if not isinstance(value, dict):
-            raise ValueError("resource_slots must be a mapping of slot name to amount")  # pydantic: only ValueError becomes a field error
+            raise ValueError("resource_slots must be a mapping of slot name to amount")  # noqa: TRY004 - pydantic turns only ValueError into a field error
         out: dict[str, Decimal] = {}
         for slot, amount in value.items():
             out[str(slot)] = _amount(str(slot), amount)
@@ -145,7 +145,7 @@ class KernelSpec(BaseModel):
         if value is None:
             return {}
         if not isinstance(value, dict):
-            raise ValueError("environ must be a mapping")  # pydantic: only ValueError becomes a field error
+            raise ValueError("environ must be a mapping")  # noqa: TRY004 - pydantic turns only ValueError into a field error
         environ = {str(k): str(v) for k, v in value.items()}
         for name, text in environ.items():
             # environ.txt is one KEY=VALUE per line: a newline would smuggle in a variable.
