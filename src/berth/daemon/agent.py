@@ -30,7 +30,6 @@ from berth.kernel import (
     KernelLifecycle,
     KernelPolicy,
     KernelRegistry,
-    KernelSpec,
     Ledger,
     LifecycleSettings,
     Reconciler,
@@ -39,7 +38,7 @@ from berth.kernel import (
 from berth.network import LocalNetworks, PortPool, TLSServiceProxy
 from berth.plugins import load_plugins
 from berth.resources import AffinityPolicy, ResourceManager, plugin_env_names
-from berth.stats import LOOP_MAJOR, BlockDevice, blkio_host_config, block_device_of
+from berth.stats import BlkioLimits, BlockDevice, block_device_of
 from berth.storage import ScratchManager, ScratchType, VFolderHostResolver, VolumesConfig
 from berth.tasks import TaskSupervisor
 from berth.telemetry import Holdings, Telemetry
@@ -256,26 +255,12 @@ class Agent:
             log.warning("block-I/O throttling disabled: no block device found (%s)", exc)
             return None
 
-    def _blkio(self, spec: KernelSpec, scratch: ScratchManager | None = None) -> dict[str, Any]:
-        """Throttle rules from resource_opts io_read_bps/io_write_bps; a very high rule
-        otherwise, since cgroup v1 counts a container's I/O only under some rule. The rules
-        go on the disk under the data root and on the kernel's scratch loop device, if any."""
-        devices = [d for d in (self.blkio_device, self._scratch_device(spec.kernel_id, scratch))
-                   if d]
-        return dict(blkio_host_config(spec.resource_opts, *devices))
-
-    def _scratch_device(self, kernel_id: str | None,
-                        scratch: ScratchManager | None = None) -> BlockDevice | None:
-        """The loop device a hostfile scratch is mounted from (made before the container)."""
-        if kernel_id is None or self.scratch.scratch_type is not ScratchType.HOSTFILE:
-            return None
-        try:
-            device = block_device_of((scratch or self.scratch).paths(kernel_id).kernel_dir)
-        except (OSError, ValueError, BerthError) as exc:
-            log.warning("no loop device behind the scratch of %s: /home/work is not "
-                        "throttled (%s)", kernel_id, exc)
-            return None
-        return device if device.major == LOOP_MAJOR else None
+    def _blkio_limits(self, scratch: ScratchManager) -> BlkioLimits:
+        """Block-I/O rules (a limit contributor) on the disk under the data root and, with a
+        hostfile scratch, on each kernel's scratch loop device."""
+        hostfile = scratch.scratch_type is ScratchType.HOSTFILE
+        return BlkioLimits(self.blkio_device,
+                           (lambda kid: scratch.paths(kid).kernel_dir) if hostfile else None)
 
     async def _pull_image(self, image_config: Mapping[str, Any]) -> None:
         """PULLING: the same background task check_and_pull uses, awaited."""
@@ -324,7 +309,7 @@ class Agent:
             mounts=MountAdapter(c.vfolder_allowed_roots, self.runner_dir),
             runner_factory=RunnerClient, events=EventAdapter(self.link.emitter),
             on_phase=self.telemetry.metrics.observe_start_phase, tls_proxy=self.tls_proxy,
-            extra_host_config=self._blkio, puller=self._pull_image,
+            limits=[self._blkio_limits(self.scratch)], puller=self._pull_image,
             log_sink=self._container_log_sink(),
             oom_counter=OomCounterAdapter(self.telemetry.reader, self.telemetry.collector),
             on_worker_death=self.telemetry.metrics.observe_worker_death,
@@ -346,7 +331,7 @@ class Agent:
                              start_timeout=self.config.kernel_lifecycles.creating_timeout_sec),
             self.lifecycle, pool_scratch=pool_scratch, kernel_scratch=self.scratch,
             runner_factory=RunnerClient,
-            host_config=lambda spec: self._blkio(spec, pool_scratch),
+            limits=[self._blkio_limits(pool_scratch)],
             on_event=lambda event, value, seconds: metrics.observe_warm_pool(
                 event, value if event != "refill" else "", seconds),
             on_size=metrics.set_warm_pool_size)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from berth.kernel.spec import KernelSpec
+from berth.resources import merge_docker_args
 from berth.types import AGENT_ID_LABEL, KERNEL_ID_LABEL, OWNER_LABEL, SESSION_ID_LABEL
 
 __all__ = [
@@ -47,7 +48,7 @@ class ContainerPlan:
     image_labels: Mapping[str, str]
     uid: int
     gid: int
-    resource_args: Mapping[str, Any]  # {"HostConfig": {...}, "Env": {...}} from the plugins
+    resource_args: Mapping[str, Any]  # {"HostConfig": {...}, "Env": {...}}: plugins, limits
     mounts: Sequence[Mapping[str, Any]]  # Docker "Mounts" entries
     port_map: Mapping[int, int]  # container port → host port (published on bind_host)
     bind_host: str
@@ -144,16 +145,6 @@ def overridden_environ(plan: ContainerPlan) -> list[str]:
                   if (k in agent and agent[k] != v) or (k in plan.owned_env and k not in agent))
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def build_container_config(plan: ContainerPlan, command: Sequence[str]) -> dict[str, Any]:
     spec = plan.spec
     env = kernel_environ(plan)
@@ -176,7 +167,7 @@ def build_container_config(plan: ContainerPlan, command: Sequence[str]) -> dict[
     }
     if spec.shmem is not None:
         host_config["ShmSize"] = spec.shmem
-    host_config = _merge(host_config, plan.resource_args.get("HostConfig") or {})
+    host_config = merge_docker_args(host_config, plan.resource_args.get("HostConfig") or {})
     networking: dict[str, Any] = {}
     if plan.network_name:
         host_config["NetworkMode"] = plan.network_name

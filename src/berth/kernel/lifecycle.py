@@ -19,7 +19,7 @@ import signal
 import stat
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -73,6 +73,7 @@ from berth.kernel.registry import Kernel, KernelRegistry, Termination
 from berth.kernel.spec import KernelSpec, parse_kernel_spec, parse_service_ports
 from berth.kernel.sshkeys import session_keypair, write_session_keys
 from berth.kernel.state import classify_exit
+from berth.resources import LimitContributor, merge_docker_args
 from berth.runner import ReadySignal
 from berth.storage import nofollow
 from berth.tasks import TaskSupervisor
@@ -129,7 +130,7 @@ class KernelLifecycle:
         mounts: MountPlanner, runner_factory: RunnerFactory, events: EventSink,
         on_phase: Callable[[str, float], None] = lambda phase, seconds: None,
         tls_proxy: TLSProxyRole | None = None,
-        extra_host_config: Callable[[KernelSpec], Mapping[str, Any]] = lambda spec: {},
+        limits: Sequence[LimitContributor] = (),
         puller: Callable[[Mapping[str, Any]], Awaitable[None]] | None = None,
         log_sink: Callable[[str, str, str], Awaitable[None]] | None = None,
         oom_counter: OomCounter | None = None,
@@ -148,7 +149,7 @@ class KernelLifecycle:
         self.events = events
         self.on_phase = on_phase
         self.tls_proxy = tls_proxy
-        self.extra_host_config = extra_host_config
+        self.limits = tuple(limits)  # block-I/O rates…: merged after the plugins' share
         self.puller = puller
         self.log_sink = log_sink
         self.oom_counter = oom_counter
@@ -351,8 +352,8 @@ class KernelLifecycle:
             agent_id=self.s.agent_id, kernel_id=kernel.kernel_id, session_id=kernel.session_id,
             spec=spec, image_ref=spec.image.ref, image_labels=kernel.image_labels,
             uid=kernel.uid, gid=kernel.gid,
-            resource_args=_with_host_config(self.resources.container_args(kernel.kernel_id),
-                                            self.extra_host_config(spec)),
+            resource_args=self.resource_args(kernel.kernel_id, spec,
+                                             self.resources.container_args(kernel.kernel_id)),
             mounts=mounts, port_map=port_map, loopback_ports=kernel.tls_ports,
             bind_host=self.s.bind_host,
             pids_limit=self.s.pids_limit, nofile_limit=self.s.nofile_limit,
@@ -363,6 +364,13 @@ class KernelLifecycle:
             network_name=spec.cluster_info.network_name,
             network_aliases=(spec.hostname(),) if spec.cluster_info.network_name else (),
         )
+
+    def resource_args(self, kernel_id: str, spec: KernelSpec, share: Mapping[str, Any]
+                      ) -> dict[str, Any]:
+        """The kernel's resource fragment: ``share`` (the plugins', or a pool's shape), then
+        every limit contributor's, through the one merge rule."""
+        return merge_docker_args(share, *(c.docker_args(kernel_id, spec.resource_opts)
+                                          for c in self.limits))
 
     def _container_config(self, kernel: Kernel, plan: ContainerPlan) -> dict[str, Any]:
         bootstrap = bool(kernel.spec.bootstrap_script)
@@ -901,12 +909,6 @@ def _is_file(base: Path, rel: tuple[str, ...]) -> bool:
     except OSError:
         return False
     return st is not None and stat.S_ISREG(st.st_mode)
-
-
-def _with_host_config(args: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    if not extra:
-        return args
-    return {**args, "HostConfig": {**(args.get("HostConfig") or {}), **extra}}
 
 
 def _service_port_decls(kernel: Kernel) -> list[dict[str, Any]]:

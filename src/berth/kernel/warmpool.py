@@ -46,6 +46,7 @@ from berth.kernel.warmplan import (
     plan_refill,
     spec_miss,
 )
+from berth.resources import LimitContributor, merge_docker_args
 from berth.storage import ScratchManager, nofollow
 from berth.tasks import TaskSupervisor
 from berth.types import KERNEL_ID_LABEL, OWNER_LABEL, SESSION_ID_LABEL
@@ -127,7 +128,7 @@ class WarmPool:
     def __init__(self, settings: WarmPoolSettings, lifecycle: KernelLifecycle, *,
                  pool_scratch: ScratchManager, kernel_scratch: ScratchManager,
                  runner_factory: Callable[[Path], WarmRunner],
-                 host_config: Callable[[KernelSpec], Mapping[str, Any]] = lambda spec: {},
+                 limits: Sequence[LimitContributor] = (),
                  on_event: Callable[[str, str, float], None] = lambda e, v, s: None,
                  on_size: Callable[[str, int], None] = lambda image, n: None) -> None:
         self.s = settings
@@ -136,7 +137,7 @@ class WarmPool:
         self.kernel_scratch = kernel_scratch
         self.ledger = Ledger(pool_scratch.root)
         self.runner_factory = runner_factory
-        self.host_config = host_config
+        self.limits = tuple(limits)  # a pool container's, on the pool's scratch
         self.on_event = on_event
         self.on_size = on_size
         self.idle: dict[str, list[Member]] = {image: [] for image in settings.images}
@@ -357,7 +358,7 @@ class WarmPool:
             decl["host_ports"] = [next(it) for _ in decl["container_ports"]]
         kernel.tls_ports = member.tls_ports = dict(zip(tls, ports[needed:]))
         layout = await self.pool_scratch.create(member.member_id, kernel.uid, kernel.gid)
-        plan = replace(lc._plan(kernel, layout), resource_args=self._shape_args(spec))
+        plan = replace(lc._plan(kernel, layout), resource_args=self._shape_args(member.member_id, spec))
         config = lc._container_config(kernel, plan)
         config["Cmd"] = [*config["Cmd"], WARM_RUNNER_FLAG]
         labels = {k: v for k, v in config["Labels"].items()
@@ -375,10 +376,11 @@ class WarmPool:
         await self._until_waiting(member, layout.runner_socket)
         self.pool_scratch.seal(member.member_id)
 
-    def _shape_args(self, spec: KernelSpec) -> dict[str, Any]:
+    def _shape_args(self, member_id: str, spec: KernelSpec) -> dict[str, Any]:
         host = {"CpuPeriod": CPU_PERIOD_US, "CpuQuota": int(self.s.cpu * CPU_PERIOD_US),
                 "Memory": self.s.mem, "MemorySwap": self.s.mem}
-        return {"HostConfig": {**host, **self.host_config(spec)}, "Env": {}}
+        return merge_docker_args({"HostConfig": host, "Env": {}}, *(
+            c.docker_args(member_id, spec.resource_opts) for c in self.limits))
 
     async def _until_waiting(self, member: Member, socket: Path) -> None:
         """The runner answers on its socket: it is up and waits for its claim."""

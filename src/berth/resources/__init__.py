@@ -16,11 +16,11 @@ from berth.resources.allocator import (
     KernelAllocation,
     ResourceManager,
 )
+from berth.resources.docker_args import DockerArgs, LimitContributor, Override, merge_docker_args
 from berth.resources.plugin import (
     AttachedDevice,
     ComputeDevice,
     ComputePlugin,
-    DockerArgs,
     HardwareInfo,
     HwStatus,
     Measure,
@@ -60,7 +60,9 @@ __all__ = [
     "HardwareInfo",
     "HwStatus",
     "KernelAllocation",
+    "LimitContributor",
     "Measure",
+    "Override",
     "ResourceManager",
     "ResourceSlots",
     "allocated_devices",
@@ -68,6 +70,7 @@ __all__ = [
     "device_groups",
     "device_node",
     "format_binary_size",
+    "merge_docker_args",
     "parse_binary_size",
     "parse_slots",
     "per_kernel_measures",

@@ -28,13 +28,8 @@ from typing import Any
 from berth.errors import InsufficientResource, InvalidArgument, PluginError
 from berth.resources.affinity import AffinityPolicy, device_groups, nodes_of
 from berth.resources.alloc import AllocationConflict, AllocMap, DeviceAlloc, FractionAllocMap
-from berth.resources.plugin import (
-    AttachedDevice,
-    ComputePlugin,
-    DockerArgs,
-    device_nodes,
-    merge_docker_args,
-)
+from berth.resources.docker_args import DockerArgs, merge_docker_args
+from berth.resources.plugin import AttachedDevice, ComputePlugin, device_nodes
 from berth.resources.slots import (
     ResourceSlots,
     add_slots,
@@ -207,12 +202,9 @@ class ResourceManager:
     # -- docker and reporting ------------------------------------------------------------
     def docker_args(self, allocation: KernelAllocation) -> DockerArgs:
         """`{"HostConfig": {...}, "Env": {...}}` merged from every plugin holding a share."""
-        args: DockerArgs = {"HostConfig": {}, "Env": {}}
-        for plugin in self._plugins:
-            alloc = allocation.devices.get(plugin.key)
-            if alloc:
-                merge_docker_args(args, plugin.generate_docker_args(alloc))
-        return args
+        return merge_docker_args({"HostConfig": {}, "Env": {}}, *(
+            plugin.generate_docker_args(alloc) for plugin in self._plugins
+            if (alloc := allocation.devices.get(plugin.key))))
 
     def attached_devices(self, allocation: KernelAllocation) -> dict[str, list[AttachedDevice]]:
         return {p.key: p.get_attached_devices(allocation.devices[p.key])

@@ -18,19 +18,17 @@ and a kernel spec's value for one is dropped even when the plugin gave that kern
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypedDict, runtime_checkable
 
+from berth.resources.docker_args import DockerArgs
+
 if TYPE_CHECKING:  # resources imports this module at runtime; keep the edge one-way
     from berth.resources.alloc import AllocationStrategy, AllocMap, DeviceAlloc, DiscreteAllocMap
 from berth.types import DeviceId, KernelId, SlotName, SlotType
-
-DockerArgs = dict[str, Any]
-"""A fragment of a container-create body: `{"HostConfig": {...}, "Env": {NAME: value}}`."""
 
 HwStatus = Literal["healthy", "degraded", "offline", "unavailable"]
 
@@ -137,19 +135,6 @@ def slot_metadata(slot: SlotName, *, human_name: str, unit: str, description: st
     return {"slot_name": slot, "description": description, "human_readable_name": human_name,
             "display_unit": unit, "number_format": {"binary": binary, "round_length": round_length},
             "display_icon": icon}
-
-
-def merge_docker_args(into: DockerArgs, fragment: DockerArgs) -> DockerArgs:
-    """Deep-merge `fragment` into `into` (dicts merged, lists concatenated, scalars replaced)."""
-    for name, value in fragment.items():
-        current = into.get(name)
-        if isinstance(current, dict) and isinstance(value, dict):
-            merge_docker_args(current, value)
-        elif isinstance(current, list) and isinstance(value, list):
-            current.extend(value)
-        else:
-            into[name] = copy.deepcopy(value)
-    return into
 
 
 def device_nodes(devices: Sequence[ComputeDevice]) -> dict[DeviceId, int | None]:

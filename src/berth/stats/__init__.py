@@ -2,6 +2,7 @@
 
 from berth.stats.blkio import (
     LOOP_MAJOR,
+    BlkioLimits,
     BlockDevice,
     blkio_host_config,
     block_device_of,
@@ -37,6 +38,7 @@ from berth.stats.scratch import ScratchMeter, scratch_usage
 __all__ = [
     "EMPTY_SNAPSHOT",
     "LOOP_MAJOR",
+    "BlkioLimits",
     "BlockDevice",
     "CgroupParseError",
     "CgroupReader",

@@ -14,14 +14,17 @@ view of the same bytes and are left out of the sums (stats.cgroup, LOOP_MAJOR).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from berth.errors import InvalidArgument
+from berth.errors import BerthError, InvalidArgument
+
+log = logging.getLogger(__name__)
 
 COUNTING_RATE = 1 << 40          # 1 TiB/s: never throttles, makes v1 counters count
 LOOP_MAJOR = 7                   # block major of loop devices (Documentation/admin-guide/devices)
@@ -82,3 +85,35 @@ def blkio_host_config(resource_opts: Mapping[str, Any], *devices: BlockDevice,
         if rate and unique:
             config[key] = [{"Path": d.path, "Rate": rate} for d in unique]
     return config
+
+
+@dataclass(frozen=True)
+class BlkioLimits:
+    """Block-I/O limits as a limit contributor (``berth.resources.LimitContributor``): a
+    kernel's ``resource_opts`` ``io_read_bps`` / ``io_write_bps`` as a HostConfig fragment.
+
+    Without a configured rate a kernel still gets a rule too high to throttle, since cgroup v1
+    counts a container's I/O only under some rule. The rules go on `disk` (the disk under the
+    engine's data root) and on the kernel's scratch loop device, found from `scratch_dir` (the
+    kernel's directory of a hostfile scratch, by kernel id; None for other scratch types).
+    """
+
+    disk: BlockDevice | None
+    scratch_dir: Callable[[str], Path] | None = None
+
+    def docker_args(self, kernel_id: str, resource_opts: Mapping[str, Any]) -> dict[str, Any]:
+        devices = [d for d in (self.disk, self._scratch_device(kernel_id)) if d]
+        host = blkio_host_config(resource_opts, *devices)
+        return {"HostConfig": host} if host else {}
+
+    def _scratch_device(self, kernel_id: str) -> BlockDevice | None:
+        """The loop device a hostfile scratch is mounted from (made before the container)."""
+        if self.scratch_dir is None:
+            return None
+        try:
+            device = block_device_of(self.scratch_dir(kernel_id))
+        except (OSError, ValueError, BerthError) as exc:
+            log.warning("no loop device behind the scratch of %s: /home/work is not "
+                        "throttled (%s)", kernel_id, exc)
+            return None
+        return device if device.major == LOOP_MAJOR else None

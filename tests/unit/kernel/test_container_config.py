@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from berth.errors import PluginError
 from berth.kernel.container_config import (
     RUNNER_MOUNT,
     RUNNER_SOCKET,
@@ -20,6 +21,7 @@ from berth.kernel.container_config import (
     runner_command,
 )
 from berth.kernel.spec import parse_kernel_spec
+from berth.resources import Override
 from berth.types import AGENT_ID_LABEL, KERNEL_ID_LABEL, OWNER_LABEL, SESSION_ID_LABEL
 
 PLUGIN_ARGS = {
@@ -73,10 +75,25 @@ def test_no_shm_size_unless_asked() -> None:
 
 
 def test_plugin_host_config_merges_into_nested_keys() -> None:
-    args = {"HostConfig": {"LogConfig": {"Config": {"max-size": "1m"}}}}
+    args = {"HostConfig": {"LogConfig": {"Config": {"max-size": Override("1m"),
+                                                    "compress": "true"}}}}
     host = build_container_config(plan(plan={"resource_args": args}), ["x"])["HostConfig"]
     assert host["LogConfig"] == {"Type": "json-file",
-                                 "Config": {"max-size": "1m", "max-file": "2"}}
+                                 "Config": {"max-size": "1m", "max-file": "2",
+                                            "compress": "true"}}
+
+
+def test_plugin_host_config_may_not_silently_change_the_builders_value() -> None:
+    args = {"HostConfig": {"LogConfig": {"Config": {"max-size": "1m"}}}}
+    with pytest.raises(PluginError, match="LogConfig.Config.max-size"):
+        build_container_config(plan(plan={"resource_args": args}), ["x"])
+
+
+def test_plugin_lists_add_to_the_builders_lists() -> None:
+    args = {"HostConfig": {"GroupAdd": ["video"]}}
+    host = build_container_config(plan(supplementary_gids=[1001], plan={"resource_args": args}),
+                                  ["x"])["HostConfig"]
+    assert host["GroupAdd"] == ["1001", "video"]  # the spec's groups are kept
 
 
 def test_labels_name_owner_kernel_session_and_services() -> None:
