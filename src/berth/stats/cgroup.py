@@ -183,13 +183,15 @@ def parse_mounts(text: str) -> CgroupMounts:
     unified: PurePosixPath | None = None
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) < 4:
+        # only cgroup lines make paths: /proc/mounts holds every container's overlay and
+        # shm mounts, whose path parts a PurePosixPath would intern (a table that never shrinks)
+        if len(parts) < 4 or parts[2] not in ("cgroup", "cgroup2"):
             continue
-        mount_point, fstype, options = PurePosixPath(parts[1]), parts[2], parts[3].split(",")
-        if fstype == "cgroup2":
+        mount_point = PurePosixPath(parts[1])
+        if parts[2] == "cgroup2":
             unified = mount_point
-        elif fstype == "cgroup":
-            for option in options:
+        else:
+            for option in parts[3].split(","):
                 if option in V1_CONTROLLERS:
                     v1[option] = mount_point
     return CgroupMounts(v1=v1, unified=unified)

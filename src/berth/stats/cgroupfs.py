@@ -212,7 +212,9 @@ class CgroupReader:
         """/proc/mounts, read once: it grows with every container's overlay mount, while the
         cgroup mounts in it stay put for the agent's life."""
         if self._mounts is None:
-            self._mounts = _read(self._proc_root / "mounts") or ""
+            text = _read(self._proc_root / "mounts") or ""
+            self._mounts = "".join(line for line in text.splitlines(keepends=True)
+                                   if " cgroup" in line)  # the overlay mounts are not kept
         return self._mounts
 
     def forget(self, container_id: str) -> None:
