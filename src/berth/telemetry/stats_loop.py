@@ -30,6 +30,7 @@ from berth.stats import (
     StatsCollector,
     StatsSnapshot,
 )
+from berth.telemetry.heap import HeapTrimmer, malloc_trim
 from berth.telemetry.metrics import BerthMetrics
 from berth.telemetry.web import InternalServer
 from berth.types import ContainerId, KernelId, KernelState
@@ -124,6 +125,7 @@ class Telemetry:
         self.metrics = BerthMetrics(agent_id, lambda: self.collector.latest)
         self.server = InternalServer(internal_addr, self.metrics, readiness=readiness, info=info)
         self.sinks: list[StatsSink] = list(sinks)
+        self.trimmer = HeapTrimmer()
 
     async def start(self) -> None:
         await self.server.start()
@@ -160,6 +162,8 @@ class Telemetry:
         with self.metrics.stat_task("node"):
             self.collector.set_node(await asyncio.to_thread(self.node.collect))
         self.metrics.set_kernel_count(len(self.registry))
+        if self.trimmer.due(len(targets)):  # many kernels gone: their freed heap goes back
+            await asyncio.to_thread(malloc_trim)
         snapshot = self.collector.latest
         for sink in self.sinks:
             try:
