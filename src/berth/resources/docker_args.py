@@ -84,10 +84,14 @@ def _combined(current: Any, value: Any, where: tuple[str, ...]) -> Any:
 
 def _plain(value: Any) -> Any:
     """A deep copy with every `Override` unwrapped and every mapping a plain dict."""
+    if value is None or isinstance(value, str | int | float):
+        return value  # immutable: no copy needed
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, Override):
         return _plain(value.value)
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
     return copy.deepcopy(value)
