@@ -51,7 +51,7 @@ __all__ = ["Agent"]
 
 log = logging.getLogger(__name__)
 
-RUNNER_DIR = Path(__file__).parent / "runner"
+RUNNER_DIR = Path(__file__).resolve().parent.parent / "runner"  # src/berth/runner
 SHUTDOWN_GRACE = 10.0  # seconds each part may take to release at shutdown
 
 
