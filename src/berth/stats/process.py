@@ -19,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import NamedTuple
 
+from berth.stats.cgroupfs import read_path
 from berth.stats.derive import KernelHistory
 from berth.stats.models import KernelTarget, Metric, ProcessStats
 from berth.types import KernelId
@@ -57,8 +58,11 @@ def parse_proc_io(text: str) -> tuple[int, int]:
 
 
 def _read(path: str) -> str:
-    with open(path, encoding="ascii") as f:
-        return f.read()
+    """A /proc file (through the counter reader's buffer: no file object per read)."""
+    text = read_path(path)
+    if text is None:
+        raise ProcessLookupError(path)
+    return text
 
 
 class ProcReader:

@@ -171,14 +171,14 @@ def test_a_retired_handle_closes_when_its_read_ends(tmp_path: Path) -> None:
     target = _target(cid, 4242)
     reader.read(target)
     entered, release = threading.Event(), threading.Event()
-    real_pread = os.pread
+    real_preadv = os.preadv
 
-    def slow_pread(fd: int, n: int, offset: int) -> bytes:
+    def slow_preadv(fd: int, buffers: list[bytearray], offset: int) -> int:
         entered.set()
         release.wait(5)
-        return real_pread(fd, n, offset)
+        return real_preadv(fd, buffers, offset)
 
-    with mock.patch("berth.stats.cgroupfs.os.pread", slow_pread):
+    with mock.patch("berth.stats.cgroupfs.os.preadv", slow_preadv):
         thread = threading.Thread(target=reader.read, args=(target,))
         thread.start()
         assert entered.wait(5)
@@ -209,3 +209,22 @@ def test_parse_fields_agrees_with_parse_keyed(tree: str) -> None:
             keyed = cg.parse_keyed(text)
             keys = (*keyed, "rss", "file", "absent")
             assert cg.parse_fields(text, keys) == keyed, path
+
+
+def test_a_held_file_larger_than_the_buffer_is_read_whole(tmp_path: Path) -> None:
+    reader, cid = _copy_tree("v1", tmp_path / "v1")
+    target = _target(cid, 4242)
+    reader.read(target)  # held from here on
+    stat = tmp_path / "v1/sys/fs/cgroup/memory/docker" / cid / "memory.stat"
+    padding = "".join(f"pad_{n} {n}\n" for n in range(1200))  # ~14 KB before the totals
+    with stat.open("r+") as f:  # same inode: the held descriptor reads it
+        text = f.read()
+        f.seek(0)
+        f.write(padding + text.replace("\ntotal_rss ", "\ntotal_rss 7"))
+    assert len(stat.read_bytes()) > cgroupfs._CHUNK
+    assert str(reader.read(target).memory.rss).startswith("7")
+    assert reader.read(target).memory == cg.memory_v1({
+        "memory.stat": stat.read_text(),
+        "memory.usage_in_bytes": (stat.parent / "memory.usage_in_bytes").read_text(),
+        "memory.limit_in_bytes": (stat.parent / "memory.limit_in_bytes").read_text(),
+        "memory.oom_control": (stat.parent / "memory.oom_control").read_text()})
