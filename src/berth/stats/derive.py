@@ -10,6 +10,7 @@ io_scratch_size (bytes, capacity = quota).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -49,18 +50,34 @@ class KernelHistory:
 
 
 _new_metric = tuple.__new__  # Metric without its keyword-handling constructor (hot path)
+_SHARED: dict[int, Decimal] = {}  # small counts (pids, zero counters) and limits, shared
+_SHARED_MAX = 4096
+
+
+def to_decimal(value: int | Decimal) -> Decimal:
+    """`value` as a Decimal; small values and the few distinct limits are shared objects, as
+    the latest metrics of every kernel stay in memory (an idle kernel's figures are mostly
+    zeros and small counts: one Decimal each, not one per kernel per metric)."""
+    if isinstance(value, Decimal):
+        return value
+    shared = _SHARED.get(value)
+    if shared is None:
+        shared = Decimal(value)
+        if len(_SHARED) < _SHARED_MAX and (value < 1024 or value & 0xFFFFF == 0):
+            _SHARED[value] = shared  # < 1024, or a whole number of MiB (limits, quotas)
+    return shared
 
 
 def _gauge(h: KernelHistory, key: str, value: int | Decimal, at: float, unit: str,
            capacity: int | Decimal | None = None) -> Metric:
-    current = Decimal(value)
+    current = to_decimal(value)
     return _new_metric(Metric, (key, current,
-                                Decimal(capacity) if capacity is not None else None,
+                                to_decimal(capacity) if capacity is not None else None,
                                 unit, h.feed(key, current, at), _GAUGE_STATS))
 
 
 def _counter(h: KernelHistory, key: str, value: int | Decimal, at: float, unit: str) -> Metric:
-    current = Decimal(value)
+    current = to_decimal(value)
     return _new_metric(Metric, (key, current, None, unit, h.feed(key, current, at),
                                 _COUNTER_STATS))
 
@@ -68,23 +85,35 @@ def _counter(h: KernelHistory, key: str, value: int | Decimal, at: float, unit: 
 def _rate_of(h: KernelHistory, key: str, counter_key: str, value: int, at: float,
              unit: str) -> Metric:
     """Current = per-second rate of a byte counter (fed as `counter_key`); stats over rates."""
-    rate = h.feed(counter_key, Decimal(value), at).rate
+    rate = h.feed(counter_key, to_decimal(value), at).rate
     return _gauge(h, key, rate, at, unit)
 
 
 def cpu_capacity_cores(sample: ContainerSample, host: HostCapacity) -> Decimal:
     cpu = sample.cpu
     if cpu.quota_us and cpu.period_us:
-        return Decimal(cpu.quota_us) / Decimal(cpu.period_us)
-    return Decimal(host.cpu_count)
+        return _cores(cpu.quota_us, cpu.period_us)
+    return to_decimal(host.cpu_count)
+
+
+@functools.lru_cache(maxsize=256)
+def _percent(cores: Decimal) -> Decimal:
+    return cores * 100
+
+
+@functools.lru_cache(maxsize=256)
+def _cores(quota_us: int, period_us: int) -> Decimal:
+    """Cores of a CFS quota (a few distinct shapes on a node: computed once, shared)."""
+    return Decimal(quota_us) / Decimal(period_us)
 
 
 def _cpu(h: KernelHistory, s: ContainerSample, host: HostCapacity) -> list[Metric]:
     at = s.taken_at
     used = _counter(h, "cpu_used", Decimal(s.cpu.usage_ns) / _MSEC_PER_NS, at, "msec")
     assert used.stats is not None
-    util = _gauge(h, "cpu_util", used.stats.rate / 10, at, "percent",
-                  cpu_capacity_cores(s, host) * 100)
+    rate = used.stats.rate
+    util = _gauge(h, "cpu_util", rate / 10 if rate else rate, at, "percent",
+                  _percent(cpu_capacity_cores(s, host)))
     out = [used, util]
     if s.cpu.user_ns is not None:
         out.append(_counter(h, "cpu_user", Decimal(s.cpu.user_ns) / _MSEC_PER_NS, at, "msec"))

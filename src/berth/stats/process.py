@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from berth.stats.cgroupfs import read_path
-from berth.stats.derive import KernelHistory
+from berth.stats.derive import KernelHistory, to_decimal
 from berth.stats.models import KernelTarget, Metric, ProcessStats
 from berth.types import KernelId
 
@@ -118,10 +118,10 @@ class ProcessCollector:
         used = history.feed("cpu_used", used_ms, at)
         values: list[tuple[str, Decimal, str, frozenset[str]]] = [
             ("cpu_used", used_ms, "msec", _COUNTER),
-            ("cpu_util", used.rate / 10, "percent", _GAUGE),
+            ("cpu_util", used.rate / 10 if used.rate else used.rate, "percent", _GAUGE),
             ("mem", Decimal(counters.rss_bytes), "bytes", _GAUGE),
-            ("io_read", Decimal(counters.read_bytes), "bytes", _COUNTER),
-            ("io_write", Decimal(counters.write_bytes), "bytes", _COUNTER),
+            ("io_read", to_decimal(counters.read_bytes), "bytes", _COUNTER),
+            ("io_write", to_decimal(counters.write_bytes), "bytes", _COUNTER),
         ]
         out: dict[str, Metric] = {}
         for key, value, unit, stats_filter in values:
