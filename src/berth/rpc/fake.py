@@ -146,8 +146,9 @@ class _LoopbackServer:
     async def bind(self) -> None:
         return None
 
-    async def recv(self) -> list[bytes]:
-        return await self._hub.to_server.get()
+    async def serve(self, on_frames: Callable[[list[bytes]], None]) -> None:
+        while True:
+            on_frames(await self._hub.to_server.get())
 
     def send(self, frames: list[bytes]) -> None:
         queue = self._hub.to_clients.get(frames[0])

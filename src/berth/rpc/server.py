@@ -1,5 +1,5 @@
 """The agent's RPC server: callosum-compatible ROUTER; a quick call is answered in the loop
-turn that read it, a call that waits goes on in a task of its own.
+turn that read it, a call that waits goes on in its own task (the one its first step ran as).
 
 Shape follows uvicorn: ``await server.start()`` returns once the socket is bound (and Curve
 auth is running); ``await server.close()`` stops it. Nothing a client sends stops the
@@ -56,7 +56,9 @@ class ServerTransport(Protocol):
     bound_endpoint: str
 
     async def bind(self) -> None: ...
-    async def recv(self) -> list[bytes]: ...
+    async def serve(self, on_frames: Callable[[list[bytes]], None]) -> None:
+        """Hand every message received to ``on_frames`` until cancelled."""
+        ...
     def send(self, frames: list[bytes]) -> None:
         """Queue a message without waiting (a ROUTER never blocks: it drops for a gone peer)."""
         ...
@@ -125,12 +127,13 @@ class RPCServer:
     async def _serve(self) -> None:
         async with asyncio.TaskGroup() as tg:
             self._tasks = tg
-            while True:
-                frames = await self._transport.recv()
-                try:
-                    self._on_frames(frames)
-                except Exception:  # never let one message stop the loop
-                    log.exception("RPC: unexpected error handling a message; continuing")
+            await self._transport.serve(self._on_message)
+
+    def _on_message(self, frames: list[bytes]) -> None:
+        try:
+            self._on_frames(frames)
+        except Exception:  # never let one message stop the server
+            log.exception("RPC: unexpected error handling a message; continuing")
 
     def _on_frames(self, frames: list[bytes]) -> None:
         if len(frames) != 4:
@@ -157,8 +160,9 @@ class RPCServer:
             log.debug("RPC: dropped a message with an undecodable header")
             return
         if header.type is MsgType.FUNCTION and len(raw_body) <= self._max_body_size:
-            # its own context: what the request binds (logctx) stays with it
-            contextvars.copy_context().run(self._start, peer, header, raw_body)
+            # its own context, its first step's and its task's: what it binds (logctx) stays
+            context = contextvars.copy_context()
+            context.run(self._start, context, peer, header, raw_body)
         elif header.type is MsgType.CANCEL:
             self._cancel((peer, header.meth, header.okey, header.seq))
         elif header.type is not MsgType.FUNCTION:
@@ -176,11 +180,15 @@ class RPCServer:
         if task is not None:
             task.cancel()
 
-    def _start(self, peer: bytes, header: Header, raw_body: bytes) -> None:
+    def _start(self, context: contextvars.Context, peer: bytes, header: Header,
+               raw_body: bytes) -> None:
         """Decode, validate and run a call's first step in this loop turn. A handler that
-        returns without waiting (``ping``, the checks) is answered right here: no task, no
-        further loop turn. One that waits goes on in a task of its own (cancellable, under the
-        request timeout). The log line and the metrics follow the reply."""
+        returns without waiting (``ping``, the checks) is answered right here, before any
+        further loop turn. The first step runs as the call's own task (made for it, not yet
+        started), so what a handler binds to its task there (``asyncio.timeout``, a
+        TaskGroup) is bound to the task that goes on with it; a call that waits goes on in
+        that task (cancellable, under the request timeout), a quick call's task just ends.
+        The log line and the metrics follow the reply."""
         started = time.perf_counter()
         try:
             call = self._decode(header, raw_body)
@@ -190,8 +198,13 @@ class RPCServer:
             return
         logctx.bind(kernel_id=call.kernel_id, session_id=call.session_id, rpc_method=call.method)
         coro = call.run()
+        first = _FirstStep()
+        assert self._tasks is not None, "the server is not serving"
+        task = self._tasks.create_task(
+            self._finish_waiting(peer, header, call, coro, first, started),
+            name=f"rpc-{header.meth}", context=context)
         try:
-            waits_on = coro.send(None)
+            waits_on = _step_as(task, coro)
         except StopIteration as done:
             self._reply(peer, header, call, done.value, started)
             return
@@ -199,11 +212,8 @@ class RPCServer:
             self._send_error(peer, header, MsgType.FAILURE, exc)
             self._finish(header.meth, call.kernel_id, started, exc)
             return
+        first.waits_on, first.waiting = waits_on, True
         key = (peer, header.meth, header.okey, header.seq)
-        assert self._tasks is not None, "the server is not serving"
-        task = self._tasks.create_task(
-            self._finish_waiting(peer, header, call, coro, waits_on, started),
-            name=f"rpc-{header.meth}")
         self._inflight[key] = task
         task.add_done_callback(functools.partial(self._waited, key, header.meth, call.kernel_id,
                                                  coro, waits_on, started))
@@ -221,12 +231,14 @@ class RPCServer:
             self._finish(method, kernel_id, started, RPCTimeout("cancelled"))
 
     async def _finish_waiting(self, peer: bytes, header: Header, call: PreparedCall,
-                              coro: Coroutine[Any, Any, Any], waits_on: Any,
+                              coro: Coroutine[Any, Any, Any], first: _FirstStep,
                               started: float) -> None:
+        if not first.waiting:  # answered (or failed) in its first step
+            return
         try:
             try:
                 async with asyncio.timeout(self._timeout):
-                    result = await _resume(coro, waits_on)
+                    result = await _resume(coro, first.waits_on)
             except TimeoutError:
                 exc: BaseException = RPCTimeout(
                     f"{call.method} did not finish within {self._timeout}s",
@@ -288,6 +300,32 @@ class RPCServer:
         name, representation, tb = failure.describe(exc)
         self._transport.send([peer, codec.UPPER,
                               *codec.encode_error(header, msgtype, name, representation, tb)])
+
+
+class _FirstStep:
+    """What a call's first step left for its task: whether it waits, and on what."""
+
+    __slots__ = ("waiting", "waits_on")
+
+    def __init__(self) -> None:
+        self.waiting = False
+        self.waits_on: Any = None
+
+
+def _step_as(task: asyncio.Task[Any], coro: Coroutine[Any, Any, Any]) -> Any:
+    """Take ``coro``'s first step with ``task`` as the loop's current task (as a task started
+    eagerly would; the task that was current, if any, is current again afterwards)."""
+    loop = task.get_loop()
+    outer = asyncio.current_task(loop)
+    if outer is not None:
+        asyncio.tasks._leave_task(loop, outer)
+    asyncio.tasks._enter_task(loop, task)
+    try:
+        return coro.send(None)
+    finally:
+        asyncio.tasks._leave_task(loop, task)
+        if outer is not None:
+            asyncio.tasks._enter_task(loop, outer)
 
 
 async def _resume(coro: Coroutine[Any, Any, Any], waits_on: Any) -> Any:

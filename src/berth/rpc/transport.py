@@ -3,16 +3,22 @@
 A ROUTER socket bound on ``host:port``, optionally with CurveZMQ and a ZAP handler
 (domain ``"local"``) that admits only allow-listed client public keys. Also the two
 certificate-file helpers :mod:`berth.rpc.keys` builds on.
+
+Messages are pushed to the server: the socket's descriptor is watched by the event loop and
+each wake drains the messages waiting (at most :data:`DRAIN_BATCH`, then the loop's other
+callbacks get their turn), handing each to the server in that callback; replies are
+non-blocking writes. (ZeroMQ's descriptor is edge-triggered: ``EVENTS`` is read again after
+every receive and after a send made outside a drain.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import zmq
 import zmq.asyncio
@@ -27,6 +33,8 @@ ZAP_DOMAIN = "local"
 HEARTBEAT_IVL_MS = 2000
 """ZMTP heartbeats to every peer (transparent to callosum): a dead client's pipe goes after
 three missed ones; Berth's client runs its own, faster ones to notice a dead agent."""
+DRAIN_BATCH = 64
+"""Messages handled per wake of the socket's descriptor before other callbacks run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +83,6 @@ class _AllowList:
         return allowed
 
 
-def _log_unsent(sent: asyncio.Future[Any]) -> None:
-    if not sent.cancelled() and (exc := sent.exception()) is not None:
-        log.debug("RPC reply not sent: %s", exc)
-
-
 class RouterTransport:
     """Bound ROUTER socket; frames in, frames out."""
 
@@ -88,14 +91,17 @@ class RouterTransport:
         self._endpoint = to_endpoint(addr)
         self._security = security
         self._max_message_size = max_message_size
-        self._ctx: zmq.asyncio.Context | None = None
-        self._sock: zmq.asyncio.Socket | None = None
+        self._ctx: zmq.asyncio.Context | None = None  # asyncio: the ZAP handler runs in it
+        self._sock: zmq.Socket[bytes] | None = None
         self._auth: AsyncioAuthenticator | None = None
+        self._on_frames: Callable[[list[bytes]], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining = self._drain_scheduled = False
         self.bound_endpoint = ""
 
     async def bind(self) -> None:
         self._ctx = zmq.asyncio.Context()
-        sock = self._ctx.socket(zmq.ROUTER)
+        sock: zmq.Socket[bytes] = zmq.Socket(self._ctx, zmq.ROUTER)  # plain: read by _drain
         sock.setsockopt(zmq.LINGER, 100)
         sock.setsockopt(zmq.MAXMSGSIZE, self._max_message_size)  # larger: connection dropped
         sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
@@ -112,7 +118,7 @@ class RouterTransport:
         self._sock = sock
         self.bound_endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
-    def _start_curve(self, sock: zmq.asyncio.Socket, sec: CurveServerSecurity) -> None:
+    def _start_curve(self, sock: zmq.Socket[bytes], sec: CurveServerSecurity) -> None:
         assert self._ctx is not None
         self._auth = AsyncioAuthenticator(self._ctx)
         self._auth.start()
@@ -121,21 +127,56 @@ class RouterTransport:
         sock.setsockopt(zmq.CURVE_SERVER, 1)
         sock.setsockopt(zmq.CURVE_SECRETKEY, sec.secret_key)
 
-    async def recv(self) -> list[bytes]:
+    async def serve(self, on_frames: Callable[[list[bytes]], None]) -> None:
+        """Hand every message to ``on_frames``, in the callback that read it, until cancelled."""
         assert self._sock is not None, "transport is not bound"
-        frames: list[bytes] = await self._sock.recv_multipart()
-        return frames
+        loop = self._loop = asyncio.get_running_loop()
+        self._on_frames = on_frames
+        fd = cast(int, self._sock.getsockopt(zmq.FD))
+        loop.add_reader(fd, self._drain)
+        loop.call_soon(self._drain)  # messages that came before the watch
+        try:
+            await loop.create_future()  # until cancelled
+        finally:
+            loop.remove_reader(fd)
+            self._on_frames = None
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        sock, handle = self._sock, self._on_frames
+        if sock is None or handle is None:
+            return
+        self._draining = True
+        try:
+            for _ in range(DRAIN_BATCH):
+                if not cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                    return
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+                try:
+                    handle(frames)
+                except Exception:  # never let one message stop the messages after it
+                    log.exception("RPC: unexpected error handling a message; continuing")
+            self._schedule_drain()  # more waiting: after the loop's other callbacks
+        finally:
+            self._draining = False
+
+    def _schedule_drain(self) -> None:
+        if not self._drain_scheduled and self._loop is not None:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._drain)
 
     def send(self, frames: list[bytes]) -> None:
-        """Queue ``frames`` without waiting: a ROUTER sends at once or drops (a gone peer, a
-        full pipe); pyzmq keeps the order of any send it has to finish later."""
-        assert self._sock is not None, "transport is not bound"
-        sent = cast("asyncio.Future[Any]", self._sock.send_multipart(frames))
-        if sent.done():
-            if (exc := sent.exception()) is not None:
-                log.debug("RPC reply not sent: %s", exc)
-        else:
-            sent.add_done_callback(_log_unsent)
+        """Write ``frames`` without waiting: a ROUTER sends at once or drops (a gone peer, a
+        full pipe)."""
+        sock = self._sock
+        assert sock is not None, "transport is not bound"
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.debug("RPC reply not sent: %s", exc)
+        # outside a drain, the descriptor may not signal input that is already there
+        if not self._draining and cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            self._schedule_drain()
 
     async def close(self) -> None:
         if self._sock is not None:

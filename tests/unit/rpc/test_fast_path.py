@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -29,8 +29,9 @@ class Recorder:
     async def bind(self) -> None:
         return None
 
-    async def recv(self) -> list[bytes]:
-        return await self.inbox.get()
+    async def serve(self, on_frames: Callable[[list[bytes]], None]) -> None:
+        while True:
+            on_frames(await self.inbox.get())
 
     def send(self, frames: list[bytes]) -> None:
         self.order.append("reply")
@@ -83,12 +84,47 @@ async def test_a_quick_call_is_answered_in_the_turn_that_read_it(
         served: tuple[RPCServer, Recorder, Facade, list[str]]) -> None:
     server, transport, facade, _ = served
     await asyncio.sleep(0)  # the serve loop is running
-    tasks_before = len(asyncio.all_tasks())
+    tasks_before = asyncio.all_tasks()
     server._on_frames(request("ping", 1, "hi"))  # what the serve loop does with a message
     assert [result(f) for f in transport.sent] == ["hi"]  # answered before returning
-    assert len(asyncio.all_tasks()) == tasks_before and not server._inflight
+    assert not server._inflight
     assert facade.seen == [{"rpc_method": "ping"}]  # bound for the call only
     assert logctx.current() == {}
+    # the task its first step ran as has nothing left to do: it ends on its first turn
+    [task] = asyncio.all_tasks() - tasks_before
+    await task
+    assert facade.seen == [{"rpc_method": "ping"}] and len(transport.sent) == 1
+
+
+async def test_a_first_step_runs_as_the_task_that_goes_on_with_the_call(
+        served: tuple[RPCServer, Recorder, Facade, list[str]]) -> None:
+    """A scope a handler opens before its first wait (asyncio.timeout, a TaskGroup) is bound
+    to the call's task: its expiry interrupts that call, never the server's serve loop."""
+    server, transport, facade, _ = served
+    tasks: list[asyncio.Task[Any] | None] = []
+
+    async def timed_check(kernel_id: str, agent_id: str | None = None) -> bool:
+        tasks.append(asyncio.current_task())
+        try:
+            async with asyncio.timeout(0.01):
+                await facade.gate.wait()
+        except TimeoutError:
+            tasks.append(asyncio.current_task())
+            return False
+        return True
+    facade.check_running = timed_check  # type: ignore[method-assign]
+    server._registry = HandlerRegistry(facade)
+    await asyncio.sleep(0)  # the serve loop is running
+    server._on_frames(request("check_running", 1, "k1"))
+    [task] = server._inflight.values()
+    assert tasks == [task]
+    await asyncio.wait_for(task, 5)
+    assert tasks == [task, task] and [result(f) for f in transport.sent] == [False]
+    assert server._loop_task is not None and not server._loop_task.done()
+    transport.inbox.put_nowait(request("ping", 2, "still serving"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert [result(f) for f in transport.sent] == [False, "still serving"]
 
 
 async def test_the_log_line_and_metrics_follow_the_reply(
