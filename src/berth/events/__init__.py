@@ -1,4 +1,10 @@
-"""Manager-facing signals: lifecycle events, heartbeats and the Redis keys the Manager reads."""
+"""Manager-facing signals: lifecycle events, heartbeats and the Redis keys the Manager reads.
+
+`EtcdConfigSource` and `apply_etcd_overrides` are imported on first use: etcd's client pulls in
+grpc and protobuf (~16 MiB of the agent's RSS), and most agents have no etcd configured.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from berth.events.agent_errors import ErrorReporter, agent_error_payload
 from berth.events.backlog import Backlog, Envelope
@@ -24,7 +30,6 @@ from berth.events.bus import (
 )
 from berth.events.discovery import Publisher, ServiceRecord
 from berth.events.emitter import EventEmitter, RecordingEmitter
-from berth.events.etcd import EtcdConfigSource, apply_etcd_overrides
 from berth.events.heartbeat import Heartbeat
 from berth.events.manager_link import ManagerLink
 from berth.events.models import (
@@ -122,3 +127,16 @@ __all__ = [
     "redis_url_with_db",
     "tail_events",
 ]
+
+if TYPE_CHECKING:
+    from berth.events.etcd import EtcdConfigSource, apply_etcd_overrides
+
+_LAZY = frozenset({"EtcdConfigSource", "apply_etcd_overrides"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from berth.events import etcd
+
+        return getattr(etcd, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
