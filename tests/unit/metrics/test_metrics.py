@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from berth.telemetry.metrics import BerthMetrics
 from berth.stats import KernelStats, Metric, NodeStats, SampleSource, StatsSnapshot
+from berth.telemetry.metrics import BerthMetrics
 from berth.types import ContainerId, KernelId
 
 
