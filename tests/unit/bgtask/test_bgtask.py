@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 
-from berth.events.bgtask import BackgroundTaskManager, PartialSuccess, ProgressReporter, TaskStatus
 from berth.events import (
     BgtaskCancelledEvent,
     BgtaskDoneEvent,
@@ -11,6 +10,7 @@ from berth.events import (
     BgtaskUpdatedEvent,
     RecordingEmitter,
 )
+from berth.events.bgtask import BackgroundTaskManager, PartialSuccess, ProgressReporter, TaskStatus
 
 
 async def test_start_returns_id_at_once_then_progress_then_done() -> None:

@@ -9,8 +9,8 @@ from click.testing import CliRunner, Result
 
 import berth.cli.image as image_cli
 from berth.backend.base import ImageInfo
-from berth.events.bgtask import BackgroundTaskManager
 from berth.cli.state import CliState
+from berth.events.bgtask import BackgroundTaskManager
 from berth.images.service import ImageService
 
 from .test_images import FakeBackend, layer_events

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from berth.backend.base import ImageInfo
-from berth.events.bgtask import BackgroundTaskManager, TaskStatus
 from berth.errors import ContainerConflict, ImageNotAvailable, ImagePullFailed
 from berth.events import (
     BgtaskFailedEvent,
@@ -16,6 +15,7 @@ from berth.events import (
     ImagePullFinishedEvent,
     RecordingEmitter,
 )
+from berth.events.bgtask import BackgroundTaskManager, TaskStatus
 from berth.images.service import (
     AutoPullPolicy,
     ImageService,

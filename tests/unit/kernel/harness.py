@@ -11,18 +11,18 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from berth.daemon.adapters import MountAdapter, ResourceAdapter
 from berth.backend import FakeBackend
+from berth.daemon.adapters import MountAdapter, ResourceAdapter
 from berth.kernel.deps import TLSProxyRole
 from berth.kernel.ledger import Ledger
 from berth.kernel.lifecycle import KernelLifecycle, LifecycleSettings
 from berth.kernel.reconcile import Reconciler
 from berth.kernel.registry import KernelRegistry
-from berth.resources.plugin import ComputePlugin
+from berth.network.ports import PortPool
 from berth.plugins.cpu import CPUPlugin
 from berth.plugins.mem import MemoryPlugin
-from berth.network.ports import PortPool
 from berth.resources import ResourceManager
+from berth.resources.plugin import ComputePlugin
 from berth.runner.protocol import READY_FIFO
 from berth.storage import ScratchManager
 from berth.types import KernelState, SlotName

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from berth.daemon.adapters import EventAdapter
 from berth.backend.base import RemovedContainer
+from berth.daemon.adapters import EventAdapter
 from berth.errors import (
     BackendError,
     ContainerConflict,

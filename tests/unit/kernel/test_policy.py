@@ -163,11 +163,11 @@ def test_refusals_travel_as_typed_errors_with_their_data() -> None:
 
 
 def test_plugins_declare_the_variables_they_own() -> None:
-    from berth.resources.plugin import plugin_env_names
     from berth.plugins.cpu import CPUPlugin
     from berth.plugins.cuda import CUDAPlugin
     from berth.plugins.mock import MockPlugin
     from berth.plugins.rocm import ROCmPlugin
+    from berth.resources.plugin import plugin_env_names
 
     names = plugin_env_names([CPUPlugin, CUDAPlugin, ROCmPlugin, MockPlugin])
     assert {"CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
