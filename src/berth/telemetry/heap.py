@@ -29,24 +29,6 @@ def _libc_trim() -> Callable[[int], int] | None:
     return trim
 
 
-_M_ARENA_MAX = -8  # glibc's mallopt parameter
-
-
-def limit_malloc_arenas(arenas: int = 2) -> bool:
-    """Cap glibc's malloc arenas (as MALLOC_ARENA_MAX does): each thread that allocates
-    otherwise gets an arena of its own (up to 8 per core), and the stats and to_thread workers
-    each keep a cycle's worth of freed buffers in theirs. False where libc has no mallopt."""
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        return False
-    if mallopt is None:
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_ARENA_MAX, arenas))
-
-
 def malloc_trim() -> bool:
     """Return free heap pages of every arena to the system; False when nothing was given back
     or libc has no `malloc_trim`. Blocking (milliseconds): call it in a thread."""

@@ -30,7 +30,7 @@ from berth.stats import (
     StatsCollector,
     StatsSnapshot,
 )
-from berth.telemetry.heap import HeapTrimmer, limit_malloc_arenas, malloc_trim
+from berth.telemetry.heap import HeapTrimmer, malloc_trim
 from berth.telemetry.metrics import BerthMetrics
 from berth.telemetry.web import InternalServer
 from berth.types import ContainerId, KernelId, KernelState
@@ -126,7 +126,6 @@ class Telemetry:
         self.server = InternalServer(internal_addr, self.metrics, readiness=readiness, info=info)
         self.sinks: list[StatsSink] = list(sinks)
         self.trimmer = HeapTrimmer()
-        limit_malloc_arenas()  # before the stats workers start (each would get its own arena)
 
     async def start(self) -> None:
         await self.server.start()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from berth.telemetry.heap import HeapTrimmer, _libc_trim, limit_malloc_arenas, malloc_trim
+from berth.telemetry.heap import HeapTrimmer, _libc_trim, malloc_trim
 
 
 def test_a_trim_is_due_once_the_count_falls_by_drop_from_its_peak() -> None:
@@ -20,6 +20,3 @@ def test_malloc_trim_is_found_and_runs_on_this_glibc_host() -> None:
     del blocks
     assert isinstance(malloc_trim(), bool)
 
-
-def test_the_arena_cap_is_accepted_by_this_glibc() -> None:
-    assert limit_malloc_arenas(8) is True   # mallopt answers 1 for a parameter it took
