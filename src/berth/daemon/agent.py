@@ -453,7 +453,7 @@ class Agent:
                 log.warning("docker events stream broke: %r; resubscribing", exc)
             broke = True
             await asyncio.sleep(1.0)
-            while not await self.backend.ping():
+            while not await self.backend.ping():  # noqa: ASYNC110 - a down engine has nothing to wait on
                 await asyncio.sleep(1.0)
 
     async def _resync(self, delay: float = 1.0) -> None:

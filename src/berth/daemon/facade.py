@@ -237,9 +237,9 @@ class AgentFacade:
         # All at once (the lifecycle's semaphore bounds the concurrency): a failing kernel
         # must not keep the others from being created and reporting their own events.
         outcomes = await asyncio.gather(
-            *(create_one(k, c) for k, c in zip(raw_kernel_ids, raw_configs)),
+            *(create_one(k, c) for k, c in zip(raw_kernel_ids, raw_configs, strict=True)),
             return_exceptions=True)
-        failed = [(k, o) for k, o in zip(raw_kernel_ids, outcomes)
+        failed = [(k, o) for k, o in zip(raw_kernel_ids, outcomes, strict=True)
                   if isinstance(o, BaseException)]
         for kid, exc in failed[1:]:
             log.warning("kernel %s of session %s failed too: %r", kid, raw_session_id, exc)

@@ -289,7 +289,7 @@ class KernelLifecycle:
         tls = self._tls_container_ports(kernel)
         host_ports = self.ports.acquire_many(needed + len(tls))
         _assign_host_ports(kernel, host_ports[:needed])
-        kernel.tls_ports = dict(zip(tls, host_ports[needed:]))
+        kernel.tls_ports = dict(zip(tls, host_ports[needed:], strict=True))
         layout = await self.scratch.create(kernel.kernel_id, kernel.uid, kernel.gid)
         self.layouts[kernel.kernel_id] = layout
         plan = self._plan(kernel, layout)
@@ -340,7 +340,7 @@ class KernelLifecycle:
     def _plan(self, kernel: Kernel, layout: ScratchLayout) -> ContainerPlan:
         spec = kernel.spec
         port_map = {c: h for s in kernel.service_ports
-                    for c, h in zip(s["container_ports"], s["host_ports"])
+                    for c, h in zip(s["container_ports"], s["host_ports"], strict=True)
                     if c not in kernel.tls_ports}
         label = ",".join(
             f"{s['name']}:{s['protocol']}:" + (
@@ -476,7 +476,7 @@ class KernelLifecycle:
         if self.tls_proxy is None:
             return
         for decl in kernel.service_ports:
-            for cport, hport in zip(decl["container_ports"], decl["host_ports"]):
+            for cport, hport in zip(decl["container_ports"], decl["host_ports"], strict=True):
                 if cport in kernel.tls_ports:
                     await self.tls_proxy.add(f"{kernel.kernel_id}/{cport}", self.s.bind_host,
                                              hport, "127.0.0.1", kernel.tls_ports[cport])

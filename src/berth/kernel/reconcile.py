@@ -8,6 +8,7 @@ periodic pass judging only kernels whose state predates its container listing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -277,10 +278,8 @@ class Reconciler:
                                source="reconcile", exc=exc, action=what, kernel_id=kid)
 
     async def _remove(self, container_id: str) -> None:
-        try:
+        with contextlib.suppress(ContainerNotFound):
             await self.backend.remove(container_id)
-        except ContainerNotFound:
-            pass
 
     async def align_with_manager(self, kernel_session_ids: Sequence[Sequence[str]]) -> None:
         """Align with the Manager's view (``(kernel_id, session_id)`` pairs): kernels it names

@@ -356,7 +356,7 @@ class WarmPool:
         it = iter(ports[:needed])
         for decl in kernel.service_ports:
             decl["host_ports"] = [next(it) for _ in decl["container_ports"]]
-        kernel.tls_ports = member.tls_ports = dict(zip(tls, ports[needed:]))
+        kernel.tls_ports = member.tls_ports = dict(zip(tls, ports[needed:], strict=True))
         layout = await self.pool_scratch.create(member.member_id, kernel.uid, kernel.gid)
         plan = replace(lc._plan(kernel, layout), resource_args=self._shape_args(member.member_id, spec))
         config = lc._container_config(kernel, plan)

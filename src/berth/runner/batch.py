@@ -9,6 +9,7 @@ after a failed build, exec is not run and finishes with exitCode 127.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -49,10 +50,8 @@ class BatchRunner:
 
     def interrupt(self, sig: int = signal.SIGINT) -> None:
         if self._proc is not None and self._proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._proc.pid, sig)
-            except ProcessLookupError:
-                pass
 
     async def run(self, run: Run) -> None:
         build_ok = True

@@ -14,6 +14,7 @@ the name is swapped in between (see storage.nofollow). The path is never longer 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -88,14 +89,10 @@ class _Connection:
         self.broken = True
         self._task.cancel()
         self._writer.close()
-        try:
+        with contextlib.suppress(OSError):
             await self._writer.wait_closed()
-        except OSError:
-            pass
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
 
 
 async def _open_unix(path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -28,6 +28,7 @@ if __name__ == "__main__":
 import argparse
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import signal
@@ -333,10 +334,8 @@ class Runner:
             reply = protocol.error_reply(request_id, exc.__class__.__name__, str(exc))
         if not writer.is_closing():
             writer.write(protocol.encode_frame(reply))
-            try:
+            with contextlib.suppress(ConnectionError):
                 await writer.drain()
-            except ConnectionError:
-                pass
 
 
 def _tell_ready(ipc_dir: str) -> None:
@@ -357,10 +356,8 @@ def _tell_ready(ipc_dir: str) -> None:
 
 
 def _unlink(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):  # gone, or its directory was sealed by the agent
         os.unlink(path)
-    except OSError:  # gone, or its directory was sealed by the agent
-        pass
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import os
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
@@ -120,10 +121,8 @@ class Run:
             if remaining is not None and remaining <= 0:
                 break
             self._changed.clear()
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                pass
         return self._reply(records, final)
 
     def _reply(self, records: list[list[Any]], final: dict[str, Any] | None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ timeout; `preopen` ports are only reported `started` (the user's own program lis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -181,10 +182,8 @@ class ServiceManager:
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 async def _port_open(port: int) -> bool:

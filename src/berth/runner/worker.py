@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -108,10 +109,8 @@ class ReplWorker:
     def kill(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._killing = True
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     # events --------------------------------------------------------------------------------
     def _on_events(self, data: bytes) -> None:
