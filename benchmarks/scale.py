@@ -26,6 +26,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -58,6 +59,15 @@ def _config(root: Path, agent_id: str, rpc_port: int, http_port: int, keys: bc.K
     return base.replace("reserved-cpu = 0", f"reserved-cpu = 0\ncpu-overcommit-ratio = {ratio}")
 
 
+HEAP_DIR: Path | None = None  # --heap: the agent runs under tracemalloc (traced_agent.py)
+
+
+def heap_snapshot(agent: bc.AgentProcess) -> None:
+    """Ask a traced agent for a heap snapshot (written while it runs on)."""
+    if HEAP_DIR is not None:
+        os.kill(agent.pid, signal.SIGUSR2)
+
+
 @contextlib.asynccontextmanager
 async def scale_agent(ratio: int) -> AsyncIterator[tuple[bc.AgentProcess, int]]:
     root = Path(tempfile.mkdtemp(prefix="berth-scale-"))
@@ -67,15 +77,19 @@ async def scale_agent(ratio: int) -> AsyncIterator[tuple[bc.AgentProcess, int]]:
     keys = bc.make_keys(root / "keys")
     config = root / "agent.toml"
     config.write_text(_config(root, agent_id, rpc_port, http_port, keys, ratio))
-    berth = Path(sys.executable).parent / "berth"
+    berth = [str(Path(sys.executable).parent / "berth")]
+    env = dict(os.environ)
+    if HEAP_DIR is not None:
+        berth = [sys.executable, str(Path(__file__).with_name("traced_agent.py"))]
+        env["BERTH_HEAP_DIR"] = str(HEAP_DIR)
     with (root / "stderr.log").open("wb") as stderr:
         proc = await asyncio.create_subprocess_exec(
-            str(berth), "start-server", "-f", str(config),
-            stdout=subprocess.DEVNULL, stderr=stderr)
+            *berth, "start-server", "-f", str(config),
+            stdout=subprocess.DEVNULL, stderr=stderr, env=env)
     client = AgentClient(f"tcp://127.0.0.1:{rpc_port}", keys.agent.public_key, keys.manager,
                          agent_id=agent_id, timeout=300.0, handshake_timeout=1.0)
     try:
-        await bc._connect(client, proc, root, 60.0)
+        await bc._connect(client, proc, root, 60.0 if HEAP_DIR is None else 300.0)
         try:
             yield bc.AgentProcess(agent_id, proc.pid, client, root), http_port
         finally:
@@ -89,7 +103,8 @@ async def scale_agent(ratio: int) -> AsyncIterator[tuple[bc.AgentProcess, int]]:
 # ---------------------------------------------------------------- measures
 def container_cycle(http_port: int) -> tuple[float, float]:
     """(sum, count) of the agent's container-scope stat task histogram."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as r:
+    timeout = 10 if HEAP_DIR is None else 120  # a traced agent answers slowly
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=timeout) as r:
         text = r.read().decode()
     got = {}
     for kind in ("sum", "count"):
@@ -151,6 +166,7 @@ async def measure(agent: bc.AgentProcess, http_port: int, kernels: int, idle_s: 
         "host_available_gib": round(psutil.virtual_memory().available / 2**30, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
+    heap_snapshot(agent)
     print(f"{kernels:4d} kernels: RSS {figures['rss_mib']} MiB, idle CPU "
           f"{figures['idle_cpu_percent_of_core']} %, ping {figures['ping']['median_ms']}/"
           f"{figures['ping']['p95_ms']} ms, stats cycle {figures['stats_cycle_ms']} ms, "
@@ -224,6 +240,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             destroyed_in = await destroy_all(agent, kernels)
         await asyncio.sleep(10.0)
+        heap_snapshot(agent)
         after = {"rss_mib": round(agent.rss_bytes() / 2**20, 1),
                  "fds": agent.process.num_fds(), "destroy_all_seconds": round(destroyed_in, 1)}
     return {"image": image, "cpu": args.cpu, "mem": args.mem, "cores": cores,
@@ -260,7 +277,10 @@ if __name__ == "__main__":
     p.add_argument("--probes", type=int, default=3, help="create → destroy probes per level")
     p.add_argument("--min-free-gib", type=float, default=3.0)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--heap", type=Path, default=None,
+                   help="run the agent under tracemalloc; heap snapshots at each level go here")
     args = p.parse_args()
+    HEAP_DIR = args.heap
     try:
         result = asyncio.run(main(args))
     finally:
