@@ -38,6 +38,7 @@ from berth.kernel import (
 from berth.network import LocalNetworks, PortPool, TLSServiceProxy
 from berth.plugins import load_plugins
 from berth.resources import AffinityPolicy, ResourceManager, plugin_env_names
+from berth.runner import RUNNER_DIR
 from berth.stats import BlkioLimits, BlockDevice, block_device_of
 from berth.storage import ScratchManager, ScratchType, VFolderHostResolver, VolumesConfig
 from berth.tasks import TaskSupervisor
@@ -51,7 +52,6 @@ __all__ = ["Agent"]
 
 log = logging.getLogger(__name__)
 
-RUNNER_DIR = Path(__file__).resolve().parent.parent / "runner"  # src/berth/runner
 SHUTDOWN_GRACE = 10.0  # seconds each part may take to release at shutdown
 
 

@@ -14,11 +14,10 @@ from typing import Any
 
 from berth.kernel.spec import KernelSpec
 from berth.resources import merge_docker_args
+from berth.runner import CONTAINER_IPC_DIR, CONTAINER_RUNNER_DIR, CONTAINER_SOCKET, SERVICE_DEFS_DIR
 from berth.types import AGENT_ID_LABEL, KERNEL_ID_LABEL, OWNER_LABEL, SESSION_ID_LABEL
 
 __all__ = [
-    "RUNNER_MOUNT",
-    "RUNNER_SOCKET",
     "ContainerPlan",
     "agent_environ",
     "build_container_config",
@@ -30,9 +29,6 @@ __all__ = [
     "runner_command",
 ]
 
-RUNNER_MOUNT = "/opt/berth/runner"
-RUNNER_SOCKET = "/home/config/sock/runner.sock"  # its dir is sealed (root's) once bound
-SERVICE_DEFS = "/etc/backend.ai/service-defs"
 BOOTSTRAP_PATH = "/home/work/bootstrap.sh"
 
 
@@ -77,8 +73,9 @@ def runner_command(labels: Mapping[str, str], *, bootstrap: bool) -> list[str]:
     # -I -S: the runner is stdlib-only, so no site (Debian's runs apport's hook: a third of
     # the start-up), no user site, no PYTHON* variables; the code it runs gets a plain python.
     cmd = [labels.get("ai.backend.runtime-path") or "/usr/bin/python3", "-I", "-S", "-u",
-           f"{RUNNER_MOUNT}/krunner.py", "--socket", RUNNER_SOCKET, "--ipc", "/home/config/ipc",
-           "--work", "/home/work", "--config", "/home/config", "--service-defs", SERVICE_DEFS]
+           f"{CONTAINER_RUNNER_DIR}/krunner.py", "--socket", CONTAINER_SOCKET,
+           "--ipc", CONTAINER_IPC_DIR, "--work", "/home/work", "--config", "/home/config",
+           "--service-defs", SERVICE_DEFS_DIR]
     if bootstrap:
         cmd += ["--bootstrap", BOOTSTRAP_PATH]
     return cmd

@@ -22,7 +22,6 @@ from pydantic import (
 from berth.config import MAX_ID, parse_binary_size
 from berth.errors import InvalidKernelSpec
 from berth.kernel.cluster import ClusterSpec
-from berth.runner import INTRINSIC_SERVICES
 
 __all__ = [
     "ImageConfig",
@@ -34,6 +33,8 @@ __all__ = [
 ]
 
 _INTRINSIC_RESERVED_PORTS = frozenset({2000, 2001, 2002, 2003, 2200, 7681})
+# Backend.AI's intrinsic services, which an image may declare at their own ports.
+INTRINSIC_SERVICES = {"sshd": ("tcp", 2200), "ttyd": ("http", 7681)}
 # A name Docker and environ.txt carry as one variable: no "=", no whitespace or control chars.
 _ENV_NAME = re.compile(r"[^=\s\x00-\x1f\x7f]+")
 _Id = Annotated[int, Field(ge=0, le=MAX_ID)]
@@ -206,26 +207,65 @@ class ServicePortDecl(BaseModel):
 
 
 def parse_service_ports(label: str | None) -> list[ServicePortDecl]:
-    """Parse ``ai.backend.service-ports``: ``name:proto:port`` or ``name:proto:[p1,p2]``, comma-joined."""
-    if not label:
-        return []
+    """Parse ``ai.backend.service-ports``: ``name:proto:port`` or ``name:proto:[p1,p2]``,
+    comma-joined. Protocols: tcp, http, preopen, vnc, rdp (``pty`` entries are skipped, as
+    Backend.AI does). Ports are 1025..65535, none used twice, no name twice; 2000-2003, 2200 and
+    7681 belong to the agent's intrinsic services, except that an image serving those itself
+    declares ``sshd:tcp:2200`` or ``ttyd:http:7681``. Anything else is refused whole."""
     decls: list[ServicePortDecl] = []
-    for item in _split_top_level(label):
-        parts = item.strip().split(":", 2)
-        if len(parts) != 3:
-            raise InvalidKernelSpec(f"bad service-port entry {item!r}", field="ai.backend.service-ports")
-        name, proto, ports_text = (p.strip() for p in parts)
-        if proto == "pty":
+    names: set[str] = set()
+    used: set[int] = set()
+    for item in (i.strip() for i in _split_top_level(label or "")):
+        if not item:
             continue
-        ports = tuple(int(p) for p in ports_text.strip("[]").split(",") if p.strip())
-        for port in ports:
-            # an image serving sshd/ttyd itself declares them at Backend.AI's intrinsic ports
-            intrinsic = INTRINSIC_SERVICES.get(name) == (proto, port) and len(ports) == 1
-            if port <= 1024 or (port in _INTRINSIC_RESERVED_PORTS and not intrinsic):
-                raise InvalidKernelSpec(f"service {name!r} uses reserved port {port}",
-                                        field="ai.backend.service-ports")
+        parts = [p.strip() for p in item.split(":", 2)]
+        if len(parts) != 3 or not parts[0]:
+            raise _bad_service_ports("expected name:protocol:port", item)
+        name, proto, ports_text = parts
+        if proto in _SKIPPED_PROTOCOLS:
+            continue
+        if proto not in _SERVICE_PROTOCOLS:
+            raise _bad_service_ports(f"unsupported protocol {proto!r}", item)
+        ports = _service_ports(name, proto, ports_text, item)
+        if name in names:
+            raise _bad_service_ports("duplicate service name", item)
+        if used.intersection(ports):
+            raise _bad_service_ports("container port used twice", item)
+        names.add(name)
+        used.update(ports)
         decls.append(ServicePortDecl(name=name, protocol=proto, container_ports=ports))
     return decls
+
+
+_SERVICE_PROTOCOLS = frozenset({"tcp", "http", "preopen", "vnc", "rdp"})
+_SKIPPED_PROTOCOLS = frozenset({"pty"})
+
+
+def _bad_service_ports(why: str, item: str) -> InvalidKernelSpec:
+    return InvalidKernelSpec(f"bad service-port entry {item!r}: {why}",
+                             field="ai.backend.service-ports", entry=item)
+
+
+def _service_ports(name: str, proto: str, text: str, item: str) -> tuple[int, ...]:
+    listed = text.startswith("[") and text.endswith("]")
+    items = [p for p in text[1:-1].split(",") if p.strip()] if listed else [text]
+    if not items:
+        raise _bad_service_ports("empty port list", item)
+    # an image serving sshd/ttyd itself declares them at Backend.AI's intrinsic ports
+    intrinsic = INTRINSIC_SERVICES.get(name)
+    own = intrinsic[1] if not listed and intrinsic is not None and intrinsic[0] == proto else None
+    ports = []
+    for raw in items:
+        try:
+            port = int(raw.strip())
+        except ValueError:
+            raise _bad_service_ports("invalid port number", item) from None
+        if not 1024 < port <= 65535:
+            raise _bad_service_ports("port must be within 1025..65535", item)
+        if port in _INTRINSIC_RESERVED_PORTS and port != own:
+            raise _bad_service_ports(f"port {port} is reserved for intrinsic services", item)
+        ports.append(port)
+    return tuple(ports)
 
 
 def _split_top_level(text: str) -> list[str]:

@@ -13,6 +13,7 @@ from berth.storage.files import (
 from berth.storage.mounter import CommandFailed, MountEntry, Mounter, SystemMounter
 from berth.storage.nofollow import FileTooLarge
 from berth.storage.scratch import (
+    SOCKET_NAME,
     ScratchLost,
     ScratchManager,
     ScratchPaths,
@@ -22,6 +23,7 @@ from berth.storage.scratch import (
 )
 from berth.storage.vfolder_hosts import VFolderHostResolver, VolumesConfig
 from berth.storage.vfolders import (
+    RUNNER,
     MountPerm,
     VFolderMount,
     docker_mounts,
@@ -32,6 +34,8 @@ from berth.storage.vfolders import (
 __all__ = [
     "DEFAULT_MAX_DOWNLOAD_BYTES",
     "DEFAULT_MAX_UPLOAD_BYTES",
+    "RUNNER",
+    "SOCKET_NAME",
     "CommandFailed",
     "FileEntry",
     "FileTooLarge",

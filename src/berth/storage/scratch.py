@@ -39,12 +39,12 @@ from berth.storage.mounter import CommandFailed, Mounter, SystemMounter, mounts_
 from berth.types import KernelId
 
 log = logging.getLogger(__name__)
+SOCKET_NAME = "runner.sock"  # the runner binds it in the kernel's config/sock
 
 MIN_QUOTA_BYTES = 8 * 1024 * 1024
 USAGE_WALK_LIMIT = 100_000
 _KERNEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _IMG, _IMG_TMP = ".img", ".img.tmp"
-SOCKET_NAME = "runner.sock"
 
 
 class ScratchType(StrEnum):

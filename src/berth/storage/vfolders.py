@@ -34,7 +34,7 @@ WORK = PurePosixPath("/home/work")
 CONFIG = PurePosixPath("/home/config")
 IPC = CONFIG / "ipc"
 SOCK = CONFIG / "sock"
-RUNNER = PurePosixPath("/opt/berth/runner")
+RUNNER = PurePosixPath("/opt/berth/runner")  # where the runner files are mounted
 
 _RESERVED_TREES = tuple(PurePosixPath(p) for p in (
     "/home/config", "/opt", "/proc", "/sys", "/dev", "/etc", "/tmp", "/usr", "/bin", "/sbin",

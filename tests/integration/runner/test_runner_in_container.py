@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from berth.runner import RUNNER_DIR, RunnerClient, runner_command
+from berth.kernel.container_config import runner_command
+from berth.runner import RUNNER_DIR, RunnerClient
 
 IMAGE = "berth/python:3.11"
 UID = 1000
@@ -60,7 +61,7 @@ def kernel(image: str) -> Iterator[Kernel]:
         os.chown(root / sub, UID, UID)
     os.chown(root / "work" / "bootstrap.sh", UID, UID)
     name = f"berth-test-runner-{uuid.uuid4().hex[:8]}"
-    cmd = runner_command("/usr/bin/python3", bootstrap="/home/work/bootstrap.sh")
+    cmd = runner_command({"ai.backend.runtime-path": "/usr/bin/python3"}, bootstrap=True)
     docker("run", "-d", "--init", "--name", name, "--label", "berth.test=1", "--user", f"{UID}:{UID}",
            "--network", "none",
            "-v", f"{RUNNER_DIR}:/opt/berth/runner:ro",

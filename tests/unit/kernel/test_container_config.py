@@ -8,8 +8,6 @@ import pytest
 
 from berth.errors import PluginError
 from berth.kernel.container_config import (
-    RUNNER_MOUNT,
-    RUNNER_SOCKET,
     ContainerPlan,
     agent_environ,
     build_container_config,
@@ -22,6 +20,7 @@ from berth.kernel.container_config import (
 )
 from berth.kernel.spec import parse_kernel_spec
 from berth.resources import Override
+from berth.runner import CONTAINER_RUNNER_DIR, CONTAINER_SOCKET
 from berth.types import AGENT_ID_LABEL, KERNEL_ID_LABEL, OWNER_LABEL, SESSION_ID_LABEL
 
 PLUGIN_ARGS = {
@@ -197,8 +196,8 @@ def test_has_runner(labels: dict[str, str], expected: bool) -> None:
 def test_runner_command_uses_the_image_python_and_the_mounted_runner() -> None:
     labels = {"ai.backend.runtime-type": "python", "ai.backend.runtime-path": "/opt/py/bin/python"}
     cmd = runner_command(labels, bootstrap=False)
-    assert cmd[0] == "/opt/py/bin/python" and f"{RUNNER_MOUNT}/krunner.py" in cmd
-    assert cmd[cmd.index("--socket") + 1] == RUNNER_SOCKET and "--bootstrap" not in cmd
+    assert cmd[0] == "/opt/py/bin/python" and f"{CONTAINER_RUNNER_DIR}/krunner.py" in cmd
+    assert cmd[cmd.index("--socket") + 1] == CONTAINER_SOCKET and "--bootstrap" not in cmd
     with_boot = runner_command({"ai.backend.runtime-type": "python"}, bootstrap=True)
     assert with_boot[0] == "/usr/bin/python3"
     assert with_boot[with_boot.index("--bootstrap") + 1] == "/home/work/bootstrap.sh"
