@@ -201,7 +201,7 @@ class StatsCollector:
         answers = await asyncio.gather(
             *(asyncio.wait_for(fallback(t), self._timeout) for t in failed),
             return_exceptions=True)
-        for target, answer in zip(failed, answers):
+        for target, answer in zip(failed, answers, strict=True):
             samples[target.container_id] = answer
 
     async def _run(self, calls: list[_Call]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from berth.kernel import KernelRegistry
-from berth.resources import Measure, ResourceManager
+from berth.resources import ComputePlugin, DeviceAlloc, Measure, ResourceManager
 from berth.stats import (
     CgroupReader,
     HostCapacity,
@@ -72,22 +72,30 @@ class PluginMeasures:
             allocs = {kid: a.devices[plugin.key] for kid, a in allocations.items()
                       if a.devices.get(plugin.key)}
             try:
-                for m in await plugin.gather_node_measures():
-                    node[m.key] = {dev: _metric(m, dev, v) for dev, v in m.values.items()}
-                for m in await plugin.gather_container_measures(allocs):
-                    for kid, v in m.values.items():
-                        kernels.setdefault(kid, {})[m.key] = _metric(m, kid, v)
+                await self._gather(plugin, allocs, node, kernels)
             except Exception as exc:  # noqa: BLE001 - one plugin's failure is its own
-                log.warning("compute plugin %s: measures unavailable: %r", plugin.key, exc)
-                if self.errors is not None:
-                    self.errors.report(
-                        f"compute plugin {plugin.key} failed to gather its measures: {exc!r}",
-                        source="plugin", exc=exc, key=f"measures:{plugin.key}",
-                        plugin=plugin.key, stage="measures")
+                self._failed(plugin.key, exc)
             else:
                 if self.errors is not None:
                     self.errors.clear(f"measures:{plugin.key}")
         self._node, self._kernels = node, kernels
+
+    @staticmethod
+    async def _gather(plugin: ComputePlugin, allocs: Mapping[KernelId, DeviceAlloc],
+                      node: dict[str, dict[str, Metric]],
+                      kernels: dict[str, dict[str, Metric]]) -> None:
+        for m in await plugin.gather_node_measures():
+            node[m.key] = {dev: _metric(m, dev, v) for dev, v in m.values.items()}
+        for m in await plugin.gather_container_measures(allocs):
+            for kid, v in m.values.items():
+                kernels.setdefault(kid, {})[m.key] = _metric(m, kid, v)
+
+    def _failed(self, key: str, exc: Exception) -> None:
+        log.warning("compute plugin %s: measures unavailable: %r", key, exc)
+        if self.errors is not None:
+            self.errors.report(f"compute plugin {key} failed to gather its measures: {exc!r}",
+                               source="plugin", exc=exc, key=f"measures:{key}",
+                               plugin=key, stage="measures")
 
     def device_metrics(self) -> dict[str, dict[str, Metric]]:
         return self._node
