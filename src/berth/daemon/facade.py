@@ -388,11 +388,11 @@ class AgentFacade:
                             opts: dict[str, Any] | None = None,
                             agent_id: str | None = None) -> dict[str, Any]:
         kernel = self._kernel(kernel_id, agent_id)
-        decl = next((s for s in kernel.service_ports if s["name"] == service), None)
+        decl = next((s for s in kernel.service_ports if s.name == service), None)
         if decl is None:
             return {"status": "failed", "error": f"no service named {service!r}"}
         return dict(await self.routes.runner(kernel).start_service(
-            service, opts or {}, list(decl["container_ports"]), protocol_name=decl["protocol"]))
+            service, opts or {}, list(decl.container_ports), protocol_name=decl.protocol))
 
     async def shutdown_service(self, kernel_id: str, service: str,
                                agent_id: str | None = None) -> None:

@@ -18,6 +18,7 @@ from berth.kernel.lifecycle import KernelLifecycle, LifecycleSettings
 from berth.kernel.policy import KernelPolicy
 from berth.kernel.reconcile import Reconciler, ReconcileReport, plan_reconcile
 from berth.kernel.registry import Kernel, KernelRegistry, KernelView, Termination
+from berth.kernel.service_ports import ServicePort
 from berth.kernel.spec import ImageConfig, KernelSpec, parse_kernel_spec
 from berth.kernel.state import check_transition, classify_exit, is_transitional
 from berth.kernel.warmpool import POOL_DIR, WarmPool, WarmPoolSettings
@@ -45,6 +46,7 @@ __all__ = [
     "RunnerRole",
     "ScratchLayout",
     "ScratchRole",
+    "ServicePort",
     "Termination",
     "WarmPool",
     "WarmPoolSettings",

@@ -34,7 +34,6 @@ from berth.errors import (
     DeadlineExceeded,
     ImageNotAvailable,
     ImagePullFailed,
-    InvalidKernelSpec,
     KernelNotFound,
     KernelStartupFailed,
     KernelStateError,
@@ -70,14 +69,22 @@ from berth.kernel.ledger import Ledger, LedgerEntry
 from berth.kernel.oom import OOM_SETTLE_SECONDS, OomWatch
 from berth.kernel.policy import KernelPolicy, check_kernel_spec
 from berth.kernel.registry import Kernel, KernelRegistry, Termination
-from berth.kernel.spec import KernelSpec, parse_kernel_spec, parse_service_ports
+from berth.kernel.service_ports import (
+    assign_host_ports,
+    declared_service_ports,
+    host_port_map,
+    service_ports_from_wire,
+    service_ports_label,
+    service_ports_to_wire,
+)
+from berth.kernel.spec import KernelSpec, parse_kernel_spec
 from berth.kernel.sshkeys import session_keypair, write_session_keys
 from berth.kernel.state import classify_exit
 from berth.resources import LimitContributor, merge_docker_args
 from berth.runner import ReadySignal
 from berth.storage import nofollow
 from berth.tasks import TaskSupervisor
-from berth.types import KernelState, TerminationReason
+from berth.types import KernelId, KernelState, TerminationReason
 
 __all__ = ["KernelLifecycle", "LifecycleSettings"]
 
@@ -180,7 +187,7 @@ class KernelLifecycle:
         spec = parse_kernel_spec(dict(raw_config), kernel_id=kernel_id, session_id=session_id)
         check_kernel_spec(spec, self.s.policy)  # refused before anything exists
         kernel = Kernel(
-            kernel_id=kernel_id, session_id=session_id, spec=spec,
+            kernel_id=KernelId(kernel_id), session_id=session_id, spec=spec,
             uid=spec.uid if spec.uid is not None else self.s.default_uid,
             gid=spec.main_gid if spec.main_gid is not None else self.s.default_gid,
         )
@@ -282,13 +289,15 @@ class KernelLifecycle:
         spec = kernel.spec
         kernel.allocation = self.resources.allocate(
             kernel.kernel_id, spec.resource_slots, spec.resource_opts)
-        kernel.service_ports = _service_port_decls(kernel)
+        kernel.service_ports = declared_service_ports(kernel.kernel_id, spec,
+                                                      kernel.image_labels)
         if self.warm_pool is not None and await self.warm_pool.serve(kernel):
             return
-        needed = sum(len(s["container_ports"]) for s in kernel.service_ports)
+        needed = sum(len(s.container_ports) for s in kernel.service_ports)
         tls = self._tls_container_ports(kernel)
         host_ports = self.ports.acquire_many(needed + len(tls))
-        _assign_host_ports(kernel, host_ports[:needed])
+        kernel.service_ports = assign_host_ports(kernel.service_ports, host_ports[:needed])
+        kernel.host_ports.update(host_port_map(kernel.service_ports))
         kernel.tls_ports = dict(zip(tls, host_ports[needed:], strict=True))
         layout = await self.scratch.create(kernel.kernel_id, kernel.uid, kernel.gid)
         self.layouts[kernel.kernel_id] = layout
@@ -340,13 +349,8 @@ class KernelLifecycle:
     def _plan(self, kernel: Kernel, layout: ScratchLayout) -> ContainerPlan:
         spec = kernel.spec
         port_map = {c: h for s in kernel.service_ports
-                    for c, h in zip(s["container_ports"], s["host_ports"], strict=True)
+                    for c, h in zip(s.container_ports, s.host_ports, strict=True)
                     if c not in kernel.tls_ports}
-        label = ",".join(
-            f"{s['name']}:{s['protocol']}:" + (
-                str(s["container_ports"][0]) if len(s["container_ports"]) == 1
-                else "[" + ",".join(map(str, s["container_ports"])) + "]")
-            for s in kernel.service_ports)
         mounts = self.mounts.plan(layout, [m.model_dump() for m in spec.mounts])
         return ContainerPlan(
             agent_id=self.s.agent_id, kernel_id=kernel.kernel_id, session_id=kernel.session_id,
@@ -357,7 +361,7 @@ class KernelLifecycle:
             mounts=mounts, port_map=port_map, loopback_ports=kernel.tls_ports,
             bind_host=self.s.bind_host,
             pids_limit=self.s.pids_limit, nofile_limit=self.s.nofile_limit,
-            service_ports_label=label, owned_env=self.s.policy.owned_environ,
+            service_ports_label=service_ports_label(kernel.service_ports), owned_env=self.s.policy.owned_environ,
             extra_env=cluster_environ(spec.cluster_info, spec.local_rank),
             default_env=cluster_default_environ(spec.cluster_info, spec.cluster_role,
                                                 spec.hostname()),
@@ -469,14 +473,14 @@ class KernelLifecycle:
         """Container ports of HTTP services, when the agent terminates TLS for them."""
         if self.tls_proxy is None:
             return []
-        return [c for s in kernel.service_ports if s["protocol"] == "http"
-                for c in s["container_ports"]]
+        return [c for s in kernel.service_ports if s.protocol == "http"
+                for c in s.container_ports]
 
     async def _open_tls_routes(self, kernel: Kernel) -> None:
         if self.tls_proxy is None:
             return
         for decl in kernel.service_ports:
-            for cport, hport in zip(decl["container_ports"], decl["host_ports"], strict=True):
+            for cport, hport in zip(decl.container_ports, decl.host_ports, strict=True):
                 if cport in kernel.tls_ports:
                     await self.tls_proxy.add(f"{kernel.kernel_id}/{cport}", self.s.bind_host,
                                              hport, "127.0.0.1", kernel.tls_ports[cport])
@@ -512,7 +516,8 @@ class KernelLifecycle:
         kernel.transition(KernelState.RUNNING)
         self._write_ledger(kernel)
         return {"container_id": kernel.container_id, "repl_in_port": 0, "repl_out_port": 0,
-                "stdin_port": 0, "stdout_port": 0, "service_ports": kernel.service_ports}
+                "stdin_port": 0, "stdout_port": 0,
+                "service_ports": service_ports_to_wire(kernel.service_ports)}
 
     async def _recreate(self, kernel: Kernel) -> None:
         assert kernel.container_id
@@ -743,12 +748,13 @@ class KernelLifecycle:
     async def adopt(self, entry: LedgerEntry, layout: ScratchLayout, pid: int) -> Kernel:
         """Take back a live kernel after an agent restart: same container, ports, allocation."""
         spec = KernelSpec.model_validate(entry.spec)
-        kernel = Kernel(kernel_id=entry.kernel_id, session_id=entry.session_id, spec=spec,
+        kernel = Kernel(kernel_id=KernelId(entry.kernel_id), session_id=entry.session_id, spec=spec,
                         uid=entry.uid, gid=entry.gid, state=KernelState.RUNNING,
                         created_at=entry.created_at, container_id=entry.container_id, pid=pid,
                         image_id=entry.image_id, allocation=dict(entry.allocation),
                         host_ports={k: list(v) for k, v in entry.host_ports.items()},
-                        service_ports=list(entry.extra.get("service_ports", [])),
+                        service_ports=service_ports_from_wire(
+                            entry.extra.get("service_ports", [])),
                         image_labels=dict(entry.extra.get("image_labels", {})),
                         tls_ports={int(c): int(h) for c, h in
                                    entry.extra.get("tls_ports", {}).items()})
@@ -864,7 +870,8 @@ class KernelLifecycle:
             host_ports=kernel.host_ports, uid=kernel.uid, gid=kernel.gid,
             state=str(kernel.state), container_id=kernel.container_id,
             created_at=kernel.created_at, image_id=kernel.image_id,
-            extra={"service_ports": kernel.service_ports, "image_labels": kernel.image_labels,
+            extra={"service_ports": service_ports_to_wire(kernel.service_ports),
+                   "image_labels": kernel.image_labels,
                    "tls_ports": {str(c): h for c, h in kernel.tls_ports.items()},
                    "oom_kills_survived": kernel.oom.survived},
         ))
@@ -873,7 +880,8 @@ class KernelLifecycle:
         return {
             "id": kernel.kernel_id, "kernel_host": self.s.kernel_host,
             "repl_in_port": 0, "repl_out_port": 0, "stdin_port": 0, "stdout_port": 0,
-            "service_ports": kernel.service_ports, "container_id": kernel.container_id,
+            "service_ports": service_ports_to_wire(kernel.service_ports),
+            "container_id": kernel.container_id,
             "resource_spec": {"slots": {k: str(v) for k, v in kernel.spec.resource_slots.items()},
                               "allocations": kernel.allocation},
             "attached_devices": {}, "agent_addr": self.s.agent_addr,
@@ -883,7 +891,7 @@ class KernelLifecycle:
     def _creation_info(self, kernel: Kernel) -> dict[str, Any]:
         return {"container_id": kernel.container_id, "kernel_host": self.s.kernel_host,
                 "repl_in_port": 0, "repl_out_port": 0,
-                "service_ports": kernel.service_ports,
+                "service_ports": service_ports_to_wire(kernel.service_ports),
                 "used_devices": used_devices(kernel.allocation)}
 
     def _emit(self, name: str, kernel: Kernel, **payload: Any) -> None:
@@ -909,31 +917,6 @@ def _is_file(base: Path, rel: tuple[str, ...]) -> bool:
     except OSError:
         return False
     return st is not None and stat.S_ISREG(st.st_mode)
-
-
-def _service_port_decls(kernel: Kernel) -> list[dict[str, Any]]:
-    spec = kernel.spec
-    decls: list[dict[str, Any]] = []
-    if spec.cluster_role in ("main", "master"):
-        for d in parse_service_ports(kernel.image_labels.get("ai.backend.service-ports")):
-            decls.append({"name": d.name, "protocol": d.protocol,
-                          "container_ports": list(d.container_ports), "host_ports": [],
-                          "is_inference": False})
-        taken = {p for d in decls for p in d["container_ports"]}
-        for port in spec.preopen_ports:
-            if port in taken:
-                raise InvalidKernelSpec(f"preopen port {port} collides with an image service",
-                                        field="preopen_ports", kernel_id=kernel.kernel_id)
-            decls.append({"name": str(port), "protocol": "preopen", "container_ports": [port],
-                          "host_ports": [], "is_inference": False})
-    return decls
-
-
-def _assign_host_ports(kernel: Kernel, host_ports: list[int]) -> None:
-    it = iter(host_ports)
-    for decl in kernel.service_ports:
-        decl["host_ports"] = [next(it) for _ in decl["container_ports"]]
-        kernel.host_ports[decl["name"]] = list(decl["host_ports"])
 
 
 def _failure_reason(exc: BaseException) -> tuple[TerminationReason, str]:

@@ -16,9 +16,10 @@ from typing import Any
 
 from berth.errors import KernelAlreadyExists, KernelNotFound
 from berth.kernel.oom import OomWatch
+from berth.kernel.service_ports import ServicePort, service_ports_to_wire
 from berth.kernel.spec import KernelSpec
 from berth.kernel.state import check_transition
-from berth.types import KernelState, TerminationReason
+from berth.types import KernelId, KernelState, TerminationReason
 
 __all__ = ["Kernel", "KernelRegistry", "KernelView", "Termination"]
 
@@ -33,7 +34,7 @@ class Termination:
 
 @dataclass
 class Kernel:
-    kernel_id: str
+    kernel_id: KernelId
     session_id: str
     spec: KernelSpec
     uid: int
@@ -48,7 +49,7 @@ class Kernel:
     allocation: dict[str, Any] = field(default_factory=dict)
     host_ports: dict[str, list[int]] = field(default_factory=dict)
     tls_ports: dict[int, int] = field(default_factory=dict)  # container port → loopback port
-    service_ports: list[dict[str, Any]] = field(default_factory=list)
+    service_ports: tuple[ServicePort, ...] = ()  # declared services, their host ports held
     termination: Termination | None = None
     terminated: asyncio.Event = field(default_factory=asyncio.Event)
     phase_durations: dict[str, float] = field(default_factory=dict)
@@ -64,9 +65,7 @@ class Kernel:
     def tls_host_ports(self) -> tuple[int, ...]:
         """Host ports the agent serves over TLS (the service's host port of each container port
         with a TLS route)."""
-        return tuple(hp for decl in self.service_ports
-                     for cp, hp in zip(decl.get("container_ports") or [],
-                                       decl.get("host_ports") or [], strict=False)
+        return tuple(hp for decl in self.service_ports for cp, hp in decl.pairs()
                      if cp in self.tls_ports)
 
     def view(self) -> KernelView:
@@ -76,14 +75,14 @@ class Kernel:
             container_id=self.container_id, pid=self.pid, image=self.spec.image.canonical,
             resource_slots={k: str(v) for k, v in self.spec.resource_slots.items()},
             allocation=self.allocation, host_ports=dict(self.host_ports),
-            service_ports=list(self.service_ports), termination=self.termination,
+            service_ports=self.service_ports, termination=self.termination,
             tls_host_ports=self.tls_host_ports(), owner_user_id=self.spec.owner_user_id, owner_project_id=self.spec.owner_project_id,
         )
 
 
 @dataclass(frozen=True)
 class KernelView:
-    kernel_id: str
+    kernel_id: KernelId
     session_id: str
     state: KernelState
     state_since: float
@@ -94,7 +93,7 @@ class KernelView:
     resource_slots: dict[str, str]
     allocation: dict[str, Any]
     host_ports: dict[str, list[int]]
-    service_ports: list[dict[str, Any]]
+    service_ports: tuple[ServicePort, ...]
     termination: Termination | None
     owner_user_id: str | None = None
     owner_project_id: str | None = None
@@ -105,7 +104,7 @@ class KernelView:
             "kernel_id": self.kernel_id, "session_id": self.session_id,
             "state": str(self.state), "image": self.image, "container_id": self.container_id,
             "resource_slots": self.resource_slots, "allocation": self.allocation,
-            "host_ports": self.host_ports, "service_ports": self.service_ports,
+            "host_ports": self.host_ports, "service_ports": service_ports_to_wire(self.service_ports),
             "tls_host_ports": list(self.tls_host_ports),
             "created_at": self.created_at, "age": round(time.time() - self.created_at, 3),
         }

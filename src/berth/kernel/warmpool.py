@@ -33,6 +33,15 @@ from berth.errors import BerthError
 from berth.kernel.container_config import container_name, has_runner, kernel_environ
 from berth.kernel.ledger import LEDGER_FILENAME, Ledger, LedgerEntry
 from berth.kernel.registry import Kernel
+from berth.kernel.service_ports import (
+    ServicePort,
+    assign_host_ports,
+    declared_service_ports,
+    host_port_map,
+    service_ports_from_wire,
+    service_ports_to_wire,
+    without_host_ports,
+)
 from berth.kernel.spec import KernelSpec, parse_kernel_spec
 from berth.kernel.warmplan import (
     WARM_ID_LABEL,
@@ -49,7 +58,7 @@ from berth.kernel.warmplan import (
 from berth.resources import LimitContributor, merge_docker_args
 from berth.storage import ScratchManager, nofollow
 from berth.tasks import TaskSupervisor
-from berth.types import KERNEL_ID_LABEL, OWNER_LABEL, SESSION_ID_LABEL
+from berth.types import KERNEL_ID_LABEL, OWNER_LABEL, SESSION_ID_LABEL, KernelId
 
 if TYPE_CHECKING:
     from berth.kernel.lifecycle import KernelLifecycle
@@ -88,24 +97,23 @@ class Member:
     container_id: str
     image_id: str
     config: dict[str, Any]  # what it was created with
-    service_ports: list[dict[str, Any]]  # declarations with the host ports it holds
+    service_ports: tuple[ServicePort, ...]  # declarations with the host ports it holds
     tls_ports: dict[int, int] = field(default_factory=dict)
     pid: int = 0
 
     @property
     def host_ports(self) -> list[int]:
-        return [*(p for d in self.service_ports for p in d["host_ports"]),
+        return [*(p for d in self.service_ports for p in d.host_ports),
                 *self.tls_ports.values()]
 
     def entry(self, agent_id: str, spec: Mapping[str, Any], uid: int, gid: int) -> LedgerEntry:
         return LedgerEntry(
             kernel_id=self.member_id, session_id=self.member_id, agent_id=agent_id,
-            spec=dict(spec), allocation={}, host_ports={d["name"]: list(d["host_ports"])
-                                                        for d in self.service_ports},
+            spec=dict(spec), allocation={}, host_ports=host_port_map(self.service_ports),
             uid=uid, gid=gid, state=WARM_STATE, container_id=self.container_id or None,
             image_id=self.image_id,
             extra={"image": self.image, "config": self.config,
-                   "service_ports": self.service_ports,
+                   "service_ports": service_ports_to_wire(self.service_ports),
                    "tls_ports": {str(c): h for c, h in self.tls_ports.items()}})
 
     @classmethod
@@ -113,7 +121,7 @@ class Member:
         return cls(member_id=entry.kernel_id, image=str(entry.extra["image"]),
                    container_id=entry.container_id or "", image_id=entry.image_id or "",
                    config=dict(entry.extra["config"]),
-                   service_ports=list(entry.extra.get("service_ports", [])),
+                   service_ports=service_ports_from_wire(entry.extra.get("service_ports", [])),
                    tls_ports={int(c): int(h) for c, h in entry.extra.get("tls_ports", {}).items()},
                    pid=pid)
 
@@ -192,7 +200,7 @@ class WarmPool:
     async def _claim(self, kernel: Kernel, member: Member) -> None:
         lc, kid = self.lc, kernel.kernel_id
         await self._step("taken")
-        if [_shape(d) for d in kernel.service_ports] != [_shape(d) for d in member.service_ports]:
+        if [d.shape for d in kernel.service_ports] != [d.shape for d in member.service_ports]:
             raise _Mismatch(MissReason.PORTS, "service ports")
         pool_dir = self.pool_scratch.paths(member.member_id).kernel_dir
         # From here the member is no pool container any more: a crash leaves it to be reaped.
@@ -200,10 +208,8 @@ class WarmPool:
         layout = await self.kernel_scratch.take_over(self.pool_scratch, member.member_id, kid)
         lc.layouts[kid] = layout
         await self._step("scratch-moved")
-        it = iter(member.host_ports)
-        for decl in kernel.service_ports:
-            decl["host_ports"] = [next(it) for _ in decl["container_ports"]]
-            kernel.host_ports[decl["name"]] = list(decl["host_ports"])
+        kernel.service_ports = assign_host_ports(kernel.service_ports, member.host_ports)
+        kernel.host_ports.update(host_port_map(kernel.service_ports))
         kernel.tls_ports = dict(member.tls_ports)
         plan = lc._plan(kernel, layout)
         config = lc._container_config(kernel, plan)
@@ -246,8 +252,7 @@ class WarmPool:
         for port in member.host_ports:
             lc.ports.release(port)
         kernel.host_ports, kernel.tls_ports = {}, {}
-        for decl in kernel.service_ports:
-            decl["host_ports"] = []
+        kernel.service_ports = without_host_ports(kernel.service_ports)
 
     async def _step(self, name: str) -> None:
         result = self.on_claim_step(name)
@@ -332,14 +337,12 @@ class WarmPool:
             {"image": {"canonical": image, "is_local": True},
              "resource_slots": {"cpu": str(self.s.cpu), "mem": str(self.s.mem)}},
             kernel_id=member_id, session_id=member_id)
-        kernel = Kernel(kernel_id=member_id, session_id=member_id, spec=spec,
+        kernel = Kernel(kernel_id=KernelId(member_id), session_id=member_id, spec=spec,
                         uid=lc.s.default_uid, gid=lc.s.default_gid)
         kernel.image_id, kernel.image_labels = info.id, dict(info.labels)
         if not has_runner(kernel.image_labels):
             raise BerthError(f"image {image} has no runner: the pool cannot hold it")
-        from berth.kernel.lifecycle import _service_port_decls
-
-        kernel.service_ports = _service_port_decls(kernel)
+        kernel.service_ports = declared_service_ports(kernel.kernel_id, spec, kernel.image_labels)
         member = Member(member_id, image, "", info.id, {}, kernel.service_ports)
         try:
             await self._materialise(kernel, member, spec)
@@ -350,12 +353,11 @@ class WarmPool:
 
     async def _materialise(self, kernel: Kernel, member: Member, spec: KernelSpec) -> None:
         lc = self.lc
-        needed = sum(len(d["container_ports"]) for d in kernel.service_ports)
+        needed = sum(len(d.container_ports) for d in kernel.service_ports)
         tls = lc._tls_container_ports(kernel)
         ports = lc.ports.acquire_many(needed + len(tls))
-        it = iter(ports[:needed])
-        for decl in kernel.service_ports:
-            decl["host_ports"] = [next(it) for _ in decl["container_ports"]]
+        kernel.service_ports = member.service_ports = assign_host_ports(kernel.service_ports,
+                                                                        ports[:needed])
         kernel.tls_ports = member.tls_ports = dict(zip(tls, ports[needed:], strict=True))
         layout = await self.pool_scratch.create(member.member_id, kernel.uid, kernel.gid)
         plan = replace(lc._plan(kernel, layout), resource_args=self._shape_args(member.member_id, spec))
@@ -454,10 +456,6 @@ class WarmPool:
         for members in self.idle.values():
             while members:
                 await self._reap(members.pop())
-
-
-def _shape(decl: Mapping[str, Any]) -> tuple[Any, ...]:
-    return decl["name"], decl["protocol"], tuple(decl["container_ports"])
 
 
 async def _quietly(work: Awaitable[Any]) -> None:
