@@ -1,6 +1,6 @@
 """Code execution inside kernels: the in-container runner and the agent's side of it.
 
-The directory holding this package's stdlib-only runner files (`RUNNER_DIR`) is bind-mounted
+The runner's kernel side, `kernel_side/` (`RUNNER_DIR`: stdlib only), is bind-mounted
 read-only at `CONTAINER_RUNNER_DIR` (the kernel subsystem builds the container's command from
 these constants). The agent then talks to the runner with `RunnerClient` over the Unix socket
 the runner binds in the kernel's `config/sock/` directory (sealed by the agent once bound; logs
@@ -33,7 +33,7 @@ __all__ = [
     "next_result",
 ]
 
-RUNNER_DIR = Path(__file__).resolve().parent
+RUNNER_DIR = Path(__file__).resolve().parent / "kernel_side"  # stdlib only, mounted into kernels
 CONTAINER_RUNNER_DIR = str(RUNNER)  # the kernel layout is the storage subsystem's
 CONTAINER_IPC_DIR = "/home/config/ipc"
 CONTAINER_SOCK_DIR = "/home/config/sock"

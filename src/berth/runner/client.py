@@ -25,9 +25,9 @@ from types import TracebackType
 from typing import Any, Self
 
 from berth.errors import RunnerError, RunnerUnavailable
-from berth.runner import protocol
+from berth.runner.kernel_side import protocol
 from berth.runner.results import next_result
-from berth.storage.nofollow import open_socket
+from berth.storage import open_socket
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from berth.errors import RunnerError, RuntimeMissing
-from berth.runner import protocol
+from berth.runner.kernel_side import protocol
 from berth.runner.results import next_result
 
 ExecInContainer = Callable[[list[str]], Awaitable[tuple[int, str, str]]]

@@ -22,7 +22,7 @@ import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from berth.runner.protocol import READY_FIFO
+from berth.runner.kernel_side.protocol import READY_FIFO
 from berth.storage import nofollow
 
 __all__ = ["READY_FIFO", "ReadySignal"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from berth.runner import protocol
+from berth.runner.kernel_side import protocol
 
 ConsoleItem = tuple[str, Any]
 WORKER_EXIT = "workerExit"

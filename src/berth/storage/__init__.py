@@ -11,7 +11,7 @@ from berth.storage.files import (
     locate,
 )
 from berth.storage.mounter import CommandFailed, MountEntry, Mounter, SystemMounter
-from berth.storage.nofollow import FileTooLarge
+from berth.storage.nofollow import FileTooLarge, open_socket
 from berth.storage.scratch import (
     SOCKET_NAME,
     ScratchLost,
@@ -60,5 +60,6 @@ __all__ = [
     "intrinsic_mounts",
     "list_files_reply",
     "locate",
+    "open_socket",
     "parse_mounts",
 ]

@@ -23,7 +23,7 @@ from berth.plugins.cpu import CPUPlugin
 from berth.plugins.mem import MemoryPlugin
 from berth.resources import ResourceManager
 from berth.resources.plugin import ComputePlugin
-from berth.runner.protocol import READY_FIFO
+from berth.runner.kernel_side.protocol import READY_FIFO
 from berth.storage import ScratchManager
 from berth.types import KernelState, SlotName
 

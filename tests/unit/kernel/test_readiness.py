@@ -16,7 +16,7 @@ import pytest
 
 from berth.errors import KernelStartupFailed
 from berth.kernel import lifecycle
-from berth.runner.protocol import READY_FIFO
+from berth.runner.kernel_side.protocol import READY_FIFO
 from berth.types import KernelState as S
 from berth.types import TerminationReason as R
 

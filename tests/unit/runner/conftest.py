@@ -71,7 +71,9 @@ def start_runner(kernel_dirs: KernelDirs) -> Iterator[StartRunner]:
     started: list[RunnerProcess] = []
 
     def start(*extra: str, bootstrap: bool = False) -> RunnerProcess:
-        cmd = [sys.executable, str(RUNNER_DIR / "krunner.py"), "--socket", str(kernel_dirs.socket),
+        # -I -S as in a kernel (kernel/container_config.py): the script's own path setup only
+        cmd = [sys.executable, "-I", "-S", str(RUNNER_DIR / "krunner.py"),
+               "--socket", str(kernel_dirs.socket),
                "--work", str(kernel_dirs.work), "--config", str(kernel_dirs.config),
                "--service-defs", str(kernel_dirs.defs), *extra]
         if bootstrap:

@@ -153,12 +153,9 @@ async def test_client_without_runner_is_unavailable(kernel_dirs: Any) -> None:
             await client.wait_ready(time.monotonic() + 0.3)
 
 
-def test_write_tempfile_makes_a_python_config_file(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_tempfile_makes_a_python_config_file() -> None:
     # Jupyter's --config=FILE is loaded by its extension: the tempfile must end in .py.
-    from berth.runner import RUNNER_DIR
-    monkeypatch.syspath_prepend(str(RUNNER_DIR))
-    import servicedefs
-    import services  # the runner's own module, as the runner imports it
+    from berth.runner.kernel_side import servicedefs, services
     action = servicedefs.PrestartAction("write_tempfile", {"body": ["c.A.b = 1"]}, "cfg")
     path = services.run_action(action, {}, "/")
     try:

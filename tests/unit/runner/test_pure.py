@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from berth.errors import InvalidArgument
 from berth.kernel.spec import ServicePortDecl, parse_service_ports
-from berth.runner import next_result, protocol, servicedefs
+from berth.runner import next_result
+from berth.runner.kernel_side import protocol, servicedefs
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(),

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from berth.runner import RunnerClient
-from berth.runner.protocol import READY_FIFO
+from berth.runner.kernel_side.protocol import READY_FIFO
 from berth.runner.readiness import ReadySignal
 
 from .conftest import KernelDirs, StartRunner

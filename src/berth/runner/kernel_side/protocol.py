@@ -34,6 +34,9 @@ OP_CLAIM = "claim"  # a warm-pool runner becomes a kernel's
 # user can write it too, so the agent confirms with `status` on the socket.
 READY_FIFO = "runner.ready"
 
+# `krunner.py WORKER_FLAG CMD_FD EVT_FD` hosts the REPL worker instead of serving.
+WORKER_FLAG = "--repl-worker"
+
 # Run statuses (Backend.AI names).
 ST_CONTINUED = "continued"
 ST_WAITING_INPUT = "waiting-input"

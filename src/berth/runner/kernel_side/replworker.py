@@ -1,7 +1,7 @@
 """The REPL worker: a child interpreter that keeps user globals across query runs.
 
 Standard library only, Python >= 3.8. Spawned by the runner as
-`python replworker.py CMD_FD EVT_FD`; its stdout/stderr are pipes the runner reads.
+`python krunner.py --repl-worker CMD_FD EVT_FD` (krunner.py is the kernel side's only script); its stdout/stderr are pipes the runner reads.
 Commands (runner -> worker, on CMD_FD): {"op": "exec", "code"}, {"op": "input", "text"},
 {"op": "complete", "text"}. Events (worker -> runner, on EVT_FD): {"ev": "ready"},
 {"ev": "finished", "exitCode"}, {"ev": "waiting-input", "is_password"},
@@ -24,15 +24,16 @@ import rlcompleter
 import signal
 import sys
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from . import protocol
+
+# User code must not import the runner's own modules by accident: off sys.path go the runner's
+# directory (the script's, there when Python runs without -I) and its parent (krunner.py's
+# path setup), and on goes the working directory, as for `python -c`.
 _HERE = os.path.dirname(os.path.abspath(__file__))
-if TYPE_CHECKING:
-    from berth.runner import protocol
-else:
-    import protocol
-# User code must not import the runner's own modules by accident.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+_RUNNER_PATHS = (_HERE, os.path.dirname(_HERE))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") not in _RUNNER_PATHS]
 sys.path.insert(0, "")
 
 MAX_SUGGESTIONS = 200
@@ -215,6 +216,3 @@ def main(argv: list[str]) -> int:
     worker.serve()
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))

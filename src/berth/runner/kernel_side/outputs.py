@@ -13,12 +13,9 @@ import codecs
 import contextlib
 import os
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
-if TYPE_CHECKING:
-    from berth.runner import protocol
-else:
-    import protocol
+from . import protocol
 
 HIGH_WATER = 4 * 1024 * 1024
 LOW_WATER = 1024 * 1024

@@ -14,14 +14,9 @@ import os
 import shutil
 import signal
 import subprocess
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from berth.runner import protocol
-    from berth.runner.outputs import OutputRouter, Run
-else:
-    import protocol
-    from outputs import OutputRouter, Run
+from . import protocol
+from .outputs import OutputRouter, Run
 
 BUILD_FAILED_EXIT = 127
 STEPS = (("clean", protocol.ST_CLEAN_FINISHED), ("build", protocol.ST_BUILD_FINISHED))

@@ -8,18 +8,15 @@ import logging
 import os
 import signal
 import subprocess
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from berth.runner import protocol
-    from berth.runner.outputs import FdPump, OutputRouter, Run
-else:
-    import protocol
-    from outputs import FdPump, OutputRouter, Run
+from . import protocol
+from .outputs import FdPump, OutputRouter, Run
 
 log = logging.getLogger("krunner.worker")
 EXIT_GRACE = 1.0  # seconds a worker whose pipe closed gets to finish exiting
-WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "replworker.py")
+# The worker starts through the kernel side's only script (krunner.py has the path setup).
+RUNNER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "krunner.py")
 
 
 class WorkerGone(Exception):
@@ -62,7 +59,7 @@ class ReplWorker:
         cmd_r, cmd_w = os.pipe()
         evt_r, evt_w = os.pipe()
         self._proc = subprocess.Popen(
-            [self._python, WORKER_SCRIPT, str(cmd_r), str(evt_w)],
+            [self._python, RUNNER_SCRIPT, protocol.WORKER_FLAG, str(cmd_r), str(evt_w)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             pass_fds=(cmd_r, evt_w), cwd=self._workdir, env=self._env, start_new_session=True)
         os.close(cmd_r)

@@ -14,14 +14,10 @@ import signal
 import subprocess
 import tempfile
 import time
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-if TYPE_CHECKING:
-    from berth.runner import servicedefs
-    from berth.runner.batch import shell_path
-else:
-    import servicedefs
-    from batch import shell_path
+from . import servicedefs
+from .batch import shell_path
 
 log = logging.getLogger("krunner.services")
 STOP_GRACE = 5.0

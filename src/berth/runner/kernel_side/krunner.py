@@ -18,9 +18,26 @@ as shell commands. The framing is in protocol.py; replies are documented on each
 
 from __future__ import annotations
 
+import os
 import sys
 
-if __name__ == "__main__":
+if __name__ == "__main__" and not __package__:
+    # The kernel side's only path setup, for its only script (the container's command, and
+    # the REPL worker's through protocol.WORKER_FLAG). Its modules import each other
+    # relatively, as one package, but a script belongs to no package, and `-I` leaves even
+    # the script's own directory off sys.path (Python >= 3.4). So its parent goes on sys.path
+    # and this script joins the package it sits in (PEP 366): `runner` in a kernel
+    # (/opt/berth/runner), `kernel_side` in a checkout. The REPL worker takes both entries
+    # off sys.path again before it runs user code.
+    _HERE = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, os.path.dirname(_HERE))
+    __package__ = os.path.basename(_HERE)
+    from .protocol import WORKER_FLAG
+
+    if sys.argv[1:2] == [WORKER_FLAG]:
+        from .replworker import main as worker_main
+
+        sys.exit(worker_main(sys.argv[1:]))
     # The runner never speaks TLS: asyncio's optional ``import ssl`` (OpenSSL and its
     # bindings) is a sixth of its start-up. Only the runner's own process, never an importer.
     sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
@@ -30,26 +47,17 @@ import asyncio
 import collections
 import contextlib
 import logging
-import os
 import signal
 import stat
 import subprocess
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-if TYPE_CHECKING:
-    from berth.runner import protocol
-    from berth.runner.batch import BatchRunner, shell_path
-    from berth.runner.outputs import Run
-    from berth.runner.services import ServiceManager
-    from berth.runner.worker import ReplWorker, WorkerGone
-else:
-    import protocol
-    from batch import BatchRunner, shell_path
-    from outputs import Run
-    from services import ServiceManager
-    from worker import ReplWorker, WorkerGone
+from . import protocol
+from .batch import BatchRunner, shell_path
+from .outputs import Run
+from .services import ServiceManager
+from .worker import ReplWorker, WorkerGone
 
 log = logging.getLogger("krunner")
 MAX_REPLY_CHARS = 1024 * 1024
