@@ -22,26 +22,24 @@ log = logging.getLogger(__name__)
 
 
 class ResourceAdapter:
-    """Ledger-friendly JSON allocations over :class:`ResourceManager`."""
+    """The kernel's resource role over :class:`ResourceManager`: typed records both ways."""
 
     def __init__(self, manager: ResourceManager) -> None:
         self.manager = manager
 
-    def allocate(self, kernel_id: str, requested: Mapping[str, Decimal],
-                 opts: Mapping[str, Any]) -> dict[str, Any]:
-        allocation = self.manager.allocate(
-            KernelId(kernel_id), dict(requested), AllocationOptions.from_resource_opts(opts))
-        return allocation.to_json()
+    def allocate(self, kernel_id: KernelId, requested: Mapping[str, Decimal],
+                 opts: Mapping[str, Any]) -> KernelAllocation:
+        return self.manager.allocate(kernel_id, dict(requested),
+                                     AllocationOptions.from_resource_opts(opts))
 
-    def restore(self, kernel_id: str, allocation: Mapping[str, Any]) -> None:
-        self.manager.restore(KernelId(kernel_id), KernelAllocation.from_json(allocation))
+    def restore(self, kernel_id: KernelId, allocation: KernelAllocation) -> None:
+        self.manager.restore(kernel_id, allocation)
 
-    def free(self, kernel_id: str) -> None:
-        self.manager.free(KernelId(kernel_id))
+    def free(self, kernel_id: KernelId) -> None:
+        self.manager.free(kernel_id)
 
-    def container_args(self, kernel_id: str) -> dict[str, Any]:
-        allocation = self.manager.get(KernelId(kernel_id))
-        return dict(self.manager.docker_args(allocation)) if allocation else {}
+    def container_args(self, allocation: KernelAllocation | None) -> dict[str, Any]:
+        return dict(self.manager.docker_args(allocation)) if allocation is not None else {}
 
 
 class MountAdapter:

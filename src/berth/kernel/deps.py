@@ -9,6 +9,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from berth.resources import KernelAllocation
+from berth.types import KernelId
+
 if TYPE_CHECKING:
     from berth.kernel.registry import Kernel
 
@@ -28,14 +31,20 @@ __all__ = [
 
 
 class ResourceRole(Protocol):
-    def allocate(self, kernel_id: str, requested: Mapping[str, Decimal],
-                 opts: Mapping[str, Any]) -> dict[str, Any]: ...
+    def allocate(self, kernel_id: KernelId, requested: Mapping[str, Decimal],
+                 opts: Mapping[str, Any]) -> KernelAllocation: ...
 
-    def restore(self, kernel_id: str, allocation: Mapping[str, Any]) -> None: ...
+    def restore(self, kernel_id: KernelId, allocation: KernelAllocation) -> None:
+        """Hold again what the ledger says ``kernel_id`` holds (agent restart); a record
+        naming another kernel is refused."""
+        ...
 
-    def free(self, kernel_id: str) -> None: ...
+    def free(self, kernel_id: KernelId) -> None: ...
 
-    def container_args(self, kernel_id: str) -> dict[str, Any]: ...
+    def container_args(self, allocation: KernelAllocation | None) -> dict[str, Any]:
+        """The plugins' Docker fragment for ``allocation``; ``{}`` for none (a warm-pool
+        member holds no allocation)."""
+        ...
 
 
 class PortRole(Protocol):

@@ -21,7 +21,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +79,7 @@ from berth.kernel.service_ports import (
 from berth.kernel.spec import KernelSpec, parse_kernel_spec
 from berth.kernel.sshkeys import session_keypair, write_session_keys
 from berth.kernel.state import classify_exit
-from berth.resources import LimitContributor, merge_docker_args
+from berth.resources import KernelAllocation, LimitContributor, merge_docker_args
 from berth.runner import ReadySignal
 from berth.storage import nofollow
 from berth.tasks import TaskSupervisor
@@ -357,7 +356,7 @@ class KernelLifecycle:
             spec=spec, image_ref=spec.image.ref, image_labels=kernel.image_labels,
             uid=kernel.uid, gid=kernel.gid,
             resource_args=self.resource_args(kernel.kernel_id, spec,
-                                             self.resources.container_args(kernel.kernel_id)),
+                                             self.resources.container_args(kernel.allocation)),
             mounts=mounts, port_map=port_map, loopback_ports=kernel.tls_ports,
             bind_host=self.s.bind_host,
             pids_limit=self.s.pids_limit, nofile_limit=self.s.nofile_limit,
@@ -402,7 +401,7 @@ class KernelLifecycle:
         kdir = layout.kernel_dir
         nofollow.write_file(kdir, _rel(layout, layout.config_dir, "environ.txt"), text.encode())
         nofollow.write_file(kdir, _rel(layout, layout.config_dir, "resource.txt"),
-                            resource_txt(spec, kernel.allocation).encode())
+                            resource_txt(spec, _allocation_json(kernel.allocation)).encode())
         with nofollow.open_dir(kdir, _rel(layout, layout.ipc_dir)) as ipc:
             os.fchown(ipc, kernel.uid, kernel.gid)
         write_ssh_files(layout.config_dir, spec.cluster_info, uid=kernel.uid, gid=kernel.gid)
@@ -729,7 +728,7 @@ class KernelLifecycle:
         for port in kernel.tls_ports.values():
             self.ports.release(port)
         kernel.tls_ports = {}
-        if kernel.allocation:
+        if kernel.allocation is not None:
             self.resources.free(kernel.kernel_id)
 
     async def _stop_and_remove(self, container_id: str) -> None:
@@ -748,17 +747,18 @@ class KernelLifecycle:
     async def adopt(self, entry: LedgerEntry, layout: ScratchLayout, pid: int) -> Kernel:
         """Take back a live kernel after an agent restart: same container, ports, allocation."""
         spec = KernelSpec.model_validate(entry.spec)
+        allocation = KernelAllocation.from_json(entry.allocation)  # InvalidArgument if malformed
         kernel = Kernel(kernel_id=KernelId(entry.kernel_id), session_id=entry.session_id, spec=spec,
                         uid=entry.uid, gid=entry.gid, state=KernelState.RUNNING,
                         created_at=entry.created_at, container_id=entry.container_id, pid=pid,
-                        image_id=entry.image_id, allocation=dict(entry.allocation),
+                        image_id=entry.image_id, allocation=allocation,
                         host_ports={k: list(v) for k, v in entry.host_ports.items()},
                         service_ports=service_ports_from_wire(
                             entry.extra.get("service_ports", [])),
                         image_labels=dict(entry.extra.get("image_labels", {})),
                         tls_ports={int(c): int(h) for c, h in
                                    entry.extra.get("tls_ports", {}).items()})
-        self.resources.restore(kernel.kernel_id, kernel.allocation)
+        self.resources.restore(kernel.kernel_id, allocation)
         await self._watch_ooms(kernel, int(entry.extra.get("oom_kills_survived", 0)))
         for port in [*(p for ps in kernel.host_ports.values() for p in ps),
                      *kernel.tls_ports.values()]:
@@ -866,7 +866,8 @@ class KernelLifecycle:
     def _write_ledger(self, kernel: Kernel) -> None:
         self.ledger.write(LedgerEntry(
             kernel_id=kernel.kernel_id, session_id=kernel.session_id, agent_id=self.s.agent_id,
-            spec=kernel.spec.model_dump(mode="json"), allocation=kernel.allocation,
+            spec=kernel.spec.model_dump(mode="json"),
+            allocation=_allocation_json(kernel.allocation),
             host_ports=kernel.host_ports, uid=kernel.uid, gid=kernel.gid,
             state=str(kernel.state), container_id=kernel.container_id,
             created_at=kernel.created_at, image_id=kernel.image_id,
@@ -883,7 +884,7 @@ class KernelLifecycle:
             "service_ports": service_ports_to_wire(kernel.service_ports),
             "container_id": kernel.container_id,
             "resource_spec": {"slots": {k: str(v) for k, v in kernel.spec.resource_slots.items()},
-                              "allocations": kernel.allocation},
+                              "allocations": _allocation_json(kernel.allocation)},
             "attached_devices": {}, "agent_addr": self.s.agent_addr,
             "scaling_group": self.s.scaling_group,
         }
@@ -936,20 +937,25 @@ async def _quietly(work: Awaitable[Any]) -> None:
         log.warning("cleanup step failed: %r", exc)
 
 
-def used_devices(allocation: Mapping[str, Any]) -> dict[str, Any]:
-    """The manager's ``UsedDevices`` from an allocation's JSON: ``{"units": {plugin key:
+def used_devices(allocation: KernelAllocation | None) -> dict[str, Any]:
+    """The manager's ``UsedDevices`` from an allocation: ``{"units": {plugin key:
     {device id: {"used": {slot: amount}, ...}}}}``, devices holding nothing left out."""
     units: dict[str, dict[str, Any]] = {}
-    for key, per_slot in (allocation.get("devices") or {}).items():
+    for key, per_slot in (allocation.devices if allocation is not None else {}).items():
         for slot, per_device in per_slot.items():
             for device, amount in per_device.items():
-                if Decimal(amount) <= 0:
+                if amount <= 0:
                     continue
                 unit = units.setdefault(key, {}).setdefault(str(device), {
                     "model_name": None, "used": {}, "processing_units": None,
                     "memory_size": None})
-                unit["used"][slot] = str(amount)
+                unit["used"][str(slot)] = str(amount)
     return {"units": units}
+
+
+def _allocation_json(allocation: KernelAllocation | None) -> dict[str, Any]:
+    """The allocation's wire form (ledger, RPC reply, resource.txt); ``{}`` for none."""
+    return allocation.to_json() if allocation is not None else {}
 
 
 def _uuid_or_none(value: str | None) -> str | None:

@@ -19,6 +19,7 @@ from berth.kernel.oom import OomWatch
 from berth.kernel.service_ports import ServicePort, service_ports_to_wire
 from berth.kernel.spec import KernelSpec
 from berth.kernel.state import check_transition
+from berth.resources import KernelAllocation
 from berth.types import KernelId, KernelState, TerminationReason
 
 __all__ = ["Kernel", "KernelRegistry", "KernelView", "Termination"]
@@ -46,7 +47,7 @@ class Kernel:
     pid: int = 0
     image_id: str | None = None
     image_labels: dict[str, str] = field(default_factory=dict)
-    allocation: dict[str, Any] = field(default_factory=dict)
+    allocation: KernelAllocation | None = None  # kept after release: ended kernels show it
     host_ports: dict[str, list[int]] = field(default_factory=dict)
     tls_ports: dict[int, int] = field(default_factory=dict)  # container port → loopback port
     service_ports: tuple[ServicePort, ...] = ()  # declared services, their host ports held
@@ -91,7 +92,7 @@ class KernelView:
     pid: int
     image: str
     resource_slots: dict[str, str]
-    allocation: dict[str, Any]
+    allocation: KernelAllocation | None
     host_ports: dict[str, list[int]]
     service_ports: tuple[ServicePort, ...]
     termination: Termination | None
@@ -103,7 +104,7 @@ class KernelView:
         data: dict[str, Any] = {
             "kernel_id": self.kernel_id, "session_id": self.session_id,
             "state": str(self.state), "image": self.image, "container_id": self.container_id,
-            "resource_slots": self.resource_slots, "allocation": self.allocation,
+            "resource_slots": self.resource_slots, "allocation": self.allocation.to_json() if self.allocation is not None else {},
             "host_ports": self.host_ports, "service_ports": service_ports_to_wire(self.service_ports),
             "tls_host_ports": list(self.tls_host_ports),
             "created_at": self.created_at, "age": round(time.time() - self.created_at, 3),

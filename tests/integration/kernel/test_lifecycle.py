@@ -69,7 +69,8 @@ async def test_restart_keeps_work_files_ports_and_allocation(agent: Agent,
     created = await create(facade, kernel_config(preopen_ports=[8081]), kernel_id=kid)
     await exec_in(agent, kid, "sh", "-c", "echo kept > /home/work/note.txt")
     before = agent.registry.get(kid)
-    ports, allocation = dict(before.host_ports), dict(before.allocation)
+    ports, allocation = dict(before.host_ports), before.allocation
+    assert allocation is not None
     restarted = await facade.restart_kernel(kid, kid)
     assert restarted["container_id"] != created["container_id"]
     after = agent.registry.get(kid)

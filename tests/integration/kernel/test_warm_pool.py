@@ -172,8 +172,10 @@ async def test_a_pool_kernel_is_indistinguishable_from_a_cold_one(pooled: Agent,
     for data, kid in ((w, warm), (c, cold)):
         cores = docker_json("inspect", pooled.registry.get(kid).container_id or "")[0][
             "HostConfig"]["CpusetCpus"]
+        allocation = pooled.registry.get(kid).allocation
+        assert allocation is not None
         assert data.pop("cpuset") == cores == ",".join(
-            sorted(pooled.registry.get(kid).allocation["devices"]["cpu"]["cpu"], key=int))
+            sorted(allocation.devices["cpu"]["cpu"], key=int))
     assert w == c
     assert w["cpu"] in ("50000", "50000 100000") and w["mem"] == str(192 * 2**20)
     assert w["env"]["FOO"] == "bar" and w["uid"] == 9001 and w["hostname"] == "main1"

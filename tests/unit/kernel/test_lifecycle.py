@@ -64,7 +64,8 @@ async def test_create_result_and_started_event_shape(h: Harness) -> None:
     assert result["id"] == kid and result["container_id"] == kernel.container_id
     assert result["kernel_host"] == "127.0.0.1"
     assert result["resource_spec"]["slots"] == {"cpu": "1", "mem": str(256 << 20)}
-    assert result["resource_spec"]["allocations"] == kernel.allocation
+    assert kernel.allocation is not None
+    assert result["resource_spec"]["allocations"] == kernel.allocation.to_json()
     [svc] = result["service_ports"]
     assert svc["name"] == "web" and svc["protocol"] == "http"
     assert svc["container_ports"] == [8080] and svc["host_ports"] == kernel.host_ports["web"]
@@ -86,7 +87,7 @@ async def test_ledger_holds_the_running_kernel(h: Harness) -> None:
     assert (entry.state, entry.container_id, entry.agent_id) == ("RUNNING", kernel.container_id,
                                                                 AGENT_ID)
     assert entry.host_ports == kernel.host_ports and set(entry.host_ports) == {"web", "8081"}
-    assert entry.allocation == kernel.allocation
+    assert kernel.allocation is not None and entry.allocation == kernel.allocation.to_json()
     assert entry.spec["image"]["canonical"] == "berth/busybox:latest"
     layout = h.lc.layouts[kid]
     assert "ALLOCATION=" in (layout.config_dir / "resource.txt").read_text()
@@ -403,7 +404,8 @@ async def test_restart_keeps_ports_and_allocation_with_a_new_container(h: Harnes
     kid = await h.create(preopen_ports=[8081])
     before = h.registry.get(kid)
     old_cid = h.container_id(kid)
-    ports, allocation = dict(before.host_ports), dict(before.allocation)
+    ports, allocation = dict(before.host_ports), before.allocation
+    assert allocation is not None and h.manager.get(allocation.kernel_id) == allocation
     (h.lc.layouts[kid].work_dir / "note.txt").write_text("kept")
     result = await h.lc.restart(kid)
     kernel = h.registry.get(kid)
@@ -411,6 +413,7 @@ async def test_restart_keeps_ports_and_allocation_with_a_new_container(h: Harnes
     assert result["container_id"] == kernel.container_id != old_cid
     assert old_cid not in h.backend.containers
     assert kernel.host_ports == ports and kernel.allocation == allocation
+    assert h.manager.get(allocation.kernel_id) == allocation  # held throughout, never re-taken
     new = h.backend.containers[h.container_id(kid)]
     assert new.running and set(new.port_bindings.values()) == {p for v in ports.values()
                                                                for p in v}

@@ -1,4 +1,4 @@
-"""kernel_started's ``used_devices`` in the manager's shape, from an allocation's JSON."""
+"""kernel_started's ``used_devices`` in the manager's shape, from a kernel's allocation."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ import pytest
 from berth.cli.spec import image_config
 from berth.kernel.lifecycle import used_devices
 from berth.kernel.spec import ImageConfig
+from berth.resources import KernelAllocation
 
 
 def test_used_devices_groups_slots_per_device_and_drops_empty_ones() -> None:
-    allocation = {"devices": {
-        "cpu": {"cpu": {"0": "1", "1": "0"}},
-        "cuda": {"cuda.shares": {"gpu0": "0.5"}, "cuda.mem": {"gpu0": "1073741824"}},
-    }}
+    allocation = KernelAllocation.from_json({
+        "kernel_id": "k", "requested": {"cpu": "1", "cuda.shares": "0.5", "cuda.mem": "1073741824"},
+        "devices": {
+            "cpu": {"cpu": {"0": "1", "1": "0"}},
+            "cuda": {"cuda.shares": {"gpu0": "0.5"}, "cuda.mem": {"gpu0": "1073741824"}},
+        }})
     blank = {"model_name": None, "processing_units": None, "memory_size": None}
     assert used_devices(allocation) == {"units": {
         "cpu": {"0": {**blank, "used": {"cpu": "1"}}},
@@ -22,7 +25,7 @@ def test_used_devices_groups_slots_per_device_and_drops_empty_ones() -> None:
 
 
 def test_no_allocation_is_an_empty_units_map() -> None:
-    assert used_devices({}) == {"units": {}}
+    assert used_devices(None) == {"units": {}}
 
 
 def test_a_local_image_runs_by_its_short_name() -> None:
