@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,3 +268,17 @@ def kernel_config(image: str = PYTHON_IMAGE, cpu: str = "1", mem: str = "256m") 
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def run_and_emit(name: str, work: Coroutine[Any, Any, dict[str, Any]],
+                 rows: Callable[[dict[str, Any]], list[tuple[str, str, str, str]]],
+                 out: Path | None) -> None:
+    """Run a benchmark's ``work``, sweep what its baselines left (always), then print and save
+    its rows; a leftover container fails the run after its results are saved."""
+    try:
+        result = asyncio.run(work)
+    finally:
+        left = sweep_containers()
+    emit(name, rows(result), result, out)
+    if left:
+        raise SystemExit(f"{left} labelled container(s) were left and have been removed")

@@ -109,10 +109,4 @@ if __name__ == "__main__":
                    help="the agent ships container output to Redis (127.0.0.1:6379) as for a "
                         "Manager")
     args = p.parse_args()
-    try:
-        result = asyncio.run(main(args.runs, args.concurrent_runs, args.log_sink))
-    finally:
-        left = bc.sweep_containers()
-    if left:
-        raise SystemExit(f"{left} baseline container(s) were left and have been removed")
-    bc.emit("destroy", rows(result), result, args.out)
+    bc.run_and_emit("destroy", main(args.runs, args.concurrent_runs, args.log_sink), rows, args.out)

@@ -10,7 +10,6 @@ Samples alternate between the two sides.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -67,10 +66,4 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 if __name__ == "__main__":
     args = bc.parser(__doc__.splitlines()[0], default_runs=30).parse_args()
-    try:
-        result = asyncio.run(main(args.runs))
-    finally:
-        left = bc.sweep_containers()
-    if left:
-        raise SystemExit(f"{left} baseline container(s) were left and have been removed")
-    bc.emit("execute", rows(result), result, args.out)
+    bc.run_and_emit("execute", main(args.runs), rows, args.out)

@@ -214,11 +214,4 @@ if __name__ == "__main__":
     p.add_argument("--creation-concurrency", type=int, default=None,
                    help="the agent's kernel-creation-concurrency (default: the agent's own)")
     args = p.parse_args()
-    try:
-        result = asyncio.run(main(args.runs, args.concurrent_runs, args.idle_seconds,
-                                  args.creation_concurrency))
-    finally:
-        left = bc.sweep_containers()
-    if left:
-        raise SystemExit(f"{left} baseline container(s) were left and have been removed")
-    bc.emit("kernel_start", rows(result), result, args.out)
+    bc.run_and_emit("kernel_start", main(args.runs, args.concurrent_runs, args.idle_seconds, args.creation_concurrency), rows, args.out)

@@ -290,10 +290,4 @@ if __name__ == "__main__":
                    help="run the agent under tracemalloc; heap snapshots at each level go here")
     args = p.parse_args()
     HEAP_DIR = args.heap
-    try:
-        result = asyncio.run(main(args))
-    finally:
-        left = bc.sweep_containers()
-    bc.emit("scale", rows(result), result, args.out)
-    if left:
-        raise SystemExit(f"{left} labelled container(s) were left and have been removed")
+    bc.run_and_emit("scale", main(args), rows, args.out)

@@ -156,10 +156,4 @@ if __name__ == "__main__":
     p.add_argument("--no-classic", action="store_true",
                    help="skip the slow stream=0 request without one-shot")
     args = p.parse_args()
-    try:
-        result = asyncio.run(main(args.runs, args.containers, not args.no_classic))
-    finally:
-        left = bc.sweep_containers()
-    if left:
-        raise SystemExit(f"{left} baseline container(s) were left and have been removed")
-    bc.emit("stats_cycle", rows(result), result, args.out)
+    bc.run_and_emit("stats_cycle", main(args.runs, args.containers, not args.no_classic), rows, args.out)

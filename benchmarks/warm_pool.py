@@ -122,10 +122,4 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 if __name__ == "__main__":
     args = bc.parser(__doc__.splitlines()[0], default_runs=10).parse_args()
-    try:
-        result = asyncio.run(main(args.runs))
-    finally:
-        left = bc.sweep_containers()
-    if left:
-        raise SystemExit(f"{left} baseline container(s) were left and have been removed")
-    bc.emit("warm_pool", rows(result), result, args.out)
+    bc.run_and_emit("warm_pool", main(args.runs), rows, args.out)

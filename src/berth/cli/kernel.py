@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import platform
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import click
 
@@ -85,14 +85,29 @@ def kernel_request(image: str, cpu: str, mem: str, shmem: str | None,
         raise click.BadParameter(str(exc)) from None
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def kernel_shape_options(command: F) -> F:
+    """The options that shape a new kernel (image, slots, mounts, environment), shared by
+    ``kernel create`` and ``kernel run``."""
+    for option in reversed((
+        click.option("--image", required=True,
+                     help="Image canonical name, e.g. berth/python:3.11"),
+        click.option("--cpu", default="1", show_default=True, help="CPU cores"),
+        click.option("--mem", default="1g", show_default=True, help="Memory (e.g. 512m, 2g)"),
+        click.option("--shmem", default=None, help="/dev/shm size (e.g. 64m)"),
+        click.option("--mount", "mounts", multiple=True, metavar="SRC:NAME:MODE",
+                     help="Host dir SRC at /home/work/NAME, MODE ro|rw|wd (repeatable)"),
+        click.option("--env", "envs", multiple=True, metavar="K=V",
+                     help="Environment (repeatable)"),
+    )):
+        command = option(command)
+    return command
+
+
 @kernel.command()
-@click.option("--image", required=True, help="Image canonical name, e.g. berth/python:3.11")
-@click.option("--cpu", default="1", show_default=True, help="CPU cores")
-@click.option("--mem", default="1g", show_default=True, help="Memory (e.g. 512m, 2g)")
-@click.option("--shmem", default=None, help="/dev/shm size (e.g. 64m)")
-@click.option("--mount", "mounts", multiple=True, metavar="SRC:NAME:MODE",
-              help="Host dir SRC at /home/work/NAME, MODE ro|rw|wd (repeatable)")
-@click.option("--env", "envs", multiple=True, metavar="K=V", help="Environment (repeatable)")
+@kernel_shape_options
 @click.option("--port", "ports", multiple=True, type=click.IntRange(1, 65535),
               help="Container port to pre-open (repeatable)")
 @click.option("--session-id", default=None, help="Session id (default: new UUID)")

@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 import click
 
-from berth.cli.kernel import find_kernel, kernel_request
+from berth.cli.kernel import find_kernel, kernel_request, kernel_shape_options
 from berth.cli.spec import cluster_info, creation_config
 from berth.cli.state import CliState, get_state, run_with_client
 from berth.client import AgentClient
@@ -322,13 +322,7 @@ async def _destroy_quietly(client: AgentClient, kernel_id: str, session_id: str)
 
 
 @click.command("run")
-@click.option("--image", required=True, help="Image canonical name, e.g. berth/python:3.11")
-@click.option("--cpu", default="1", show_default=True, help="CPU cores")
-@click.option("--mem", default="1g", show_default=True, help="Memory (e.g. 512m, 2g)")
-@click.option("--shmem", default=None, help="/dev/shm size (e.g. 64m)")
-@click.option("--mount", "mounts", multiple=True, metavar="SRC:NAME:MODE",
-              help="Host dir SRC at /home/work/NAME, MODE ro|rw|wd (repeatable)")
-@click.option("--env", "envs", multiple=True, metavar="K=V", help="Environment (repeatable)")
+@kernel_shape_options
 @_exec_options
 @click.pass_context
 def run(ctx: click.Context, image: str, cpu: str, mem: str, shmem: str | None,
