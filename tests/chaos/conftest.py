@@ -42,7 +42,7 @@ IMAGE = f"berth/chaos-busybox:{RUN_LABEL}"
 
 def port_block(width: int = 40) -> tuple[int, int]:
     """Host ports for kernels: below the ephemeral range, where client sockets never land."""
-    return shared_port_block(20000, width)  # below the ephemeral range (32768-60999)
+    return shared_port_block(20000, width)
 
 
 @pytest.fixture(scope="session", autouse=True)

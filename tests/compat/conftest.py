@@ -173,7 +173,7 @@ def compat_node(tmp_path_factory: pytest.TempPathFactory, compat_keys: Path
     namespace = f"compat{uuid.uuid4().hex[:6]}"
     with RedisServer(root / "redis") as redis, EtcdServer(root / "etcd", "berth-compat") as etcd:
         agent = curve_agent(root / "agent", f"{RUN_LABEL}-{uuid.uuid4().hex[:6]}", compat_keys,
-                            redis, etcd, namespace, port_base=44000)
+                            redis, etcd, namespace, port_base=27000)
         try:
             asyncio.run(agent.start())
             yield CompatNode(agent, redis, etcd, namespace, compat_keys)

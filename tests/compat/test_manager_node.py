@@ -37,7 +37,7 @@ def life(tmp_path_factory: pytest.TempPathFactory, compat_keys: Any) -> Iterator
         redis.Redis(host=LOOPBACK, port=rds.port, db=rds.db).xgroup_create(
             "events", "manager", id="$", mkstream=True)
         agent = curve_agent(root / "agent", f"{RUN_LABEL}-life-{uuid.uuid4().hex[:6]}",
-                            compat_keys, rds, etcd, namespace, port_base=52000,
+                            compat_keys, rds, etcd, namespace, port_base=28000,
                             extra_toml=f"[debug]\nheartbeat-interval = {HEARTBEAT_INTERVAL}\n")
         node = CompatNode(agent, rds, etcd, namespace, compat_keys)
         result: dict[str, Any] = {"agent_id": agent.agent_id}

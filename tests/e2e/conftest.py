@@ -291,7 +291,7 @@ class BerthAgent(AgentProcess):
                  namespace: str) -> None:
         self.keys, self.etcd, self.namespace = keys, etcd, namespace
         self.watcher_port = free_port()
-        super().__init__(root, agent_id, port_range=port_block(47000))
+        super().__init__(root, agent_id, port_range=port_block(29000))
 
     def _toml(self, port_range: tuple[int, int], agent_toml: str, extra_toml: str,
               sync_interval: float | None, container_toml: str = "") -> str:

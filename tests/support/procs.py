@@ -58,9 +58,15 @@ def free_port() -> int:
     raise RuntimeError(f"no free loopback port in {_FREE_PORTS} after 200 tries")
 
 
-def port_block(base: int, width: int = 40, slots: int = 200) -> tuple[int, int]:
+def port_block(base: int, width: int = 40, slots: int = 20) -> tuple[int, int]:
     """``width`` host ports for kernels from ``base``, shifted by this process's pid so that
-    concurrent test runs (and tiers with other bases) do not share them."""
+    concurrent test runs (and tiers with other bases) do not share them.
+
+    Every tier's base lies in 20000-31999 and spans ``slots`` x 50 = 1000 ports: below the
+    kernel's ephemeral range (32768-60999), where an outgoing connection's local port would make
+    Docker's proxy fail to bind a kernel's port, and above :func:`free_port`'s 10000-19999.
+    """
+    assert width <= 50 and 20000 <= base and base + slots * 50 <= 32000, (base, width, slots)
     low = base + (os.getpid() % slots) * 50
     return low, low + width - 1
 

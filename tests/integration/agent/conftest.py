@@ -30,8 +30,8 @@ PYTHON = "berth/python:3.11"
 
 
 def port_block(width: int = 40) -> tuple[int, int]:
-    """Host ports for kernels, away from the other tiers' blocks (32000+ and the 30000 default)."""
-    return shared_port_block(42000, width)
+    """Host ports for kernels, away from the other tiers' blocks and the 30000-31000 default."""
+    return shared_port_block(25000, width)
 
 
 @pytest.fixture(scope="session", autouse=True)

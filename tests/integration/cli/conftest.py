@@ -52,7 +52,7 @@ class Agent(AgentProcess):
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     require_docker_and_images(PYTHON_IMAGE)
     a = Agent(tmp_path_factory.mktemp("cli-agent"), f"{RUN_LABEL}-{uuid.uuid4().hex[:6]}",
-              port_range=port_block(36000, slots=100), sync_interval=None)
+              port_range=port_block(22000), sync_interval=None)
     a.spawn()
     try:
         wait_until(a.ready, what="the agent", timeout=60, proc=a.proc, log=a.log, interval=0.3)

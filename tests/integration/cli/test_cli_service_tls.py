@@ -31,7 +31,7 @@ def tls_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Agent,
                     "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     a = Agent(root, f"{RUN_LABEL}-tls-{uuid.uuid4().hex[:6]}",
-              port_range=port_block(36000, slots=100), sync_interval=None,
+              port_range=port_block(22000), sync_interval=None,
               extra_toml=f'[service-tls]\ncert = "{cert}"\nkey = "{key}"\n')
     a.spawn()
     try:

@@ -69,7 +69,7 @@ async def test_real_agent_labels_lines_about_a_kernel_with_its_id(
         loki: tuple[FakeLoki, str], tmp_path: Path) -> None:
     fake, url = loki
     agent = AgentProcess(tmp_path, f"{RUN_LABEL}-{uuid.uuid4().hex[:6]}",
-                         port_range=port_block(38000),
+                         port_range=port_block(24000),
                          # appended to the [logging] table the agent.toml ends with
                          extra_toml=f'format = "json"\nloki-endpoint = "{url}"\n')
     by_rpc, by_itself = str(uuid.uuid4()), str(uuid.uuid4())

@@ -53,7 +53,7 @@ async def test_image_pull_goes_through_the_agent_and_its_background_task(
         root = tmp_path / "agent"
         root.mkdir()
         agent = AgentProcess(root, f"clipull-{uuid.uuid4().hex[:8]}",
-                             port_range=port_block(44000),
+                             port_range=port_block(26000),
                              extra_toml=redis_server.toml + "[debug]\nheartbeat-interval = 0.5\n")
         try:
             await agent.start()

@@ -29,7 +29,7 @@ __all__ = ["PYTHON", "RUN_LABEL", "agent_config", "assert_clean", "create", "eve
 
 def free_port_range(width: int = 40) -> list[int]:
     """A block of ports nobody listens on, away from other agents' default range."""
-    return list(port_block(32000, width))
+    return list(port_block(21000, width))
 
 
 def agent_config(root: Path, agent_id: str, **overrides: Any) -> AgentConfig:

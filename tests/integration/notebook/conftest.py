@@ -21,7 +21,7 @@ BUSYBOX = "berth/busybox:latest"
 # ones: the notebook kernel takes the whole block, so a second kernel only gets ports that
 # a destroyed kernel gave back.
 PORTS = 9
-PORT_BASE, PORT_SLOTS = 39000, 20
+PORT_BASE, PORT_SLOTS = 31000, 20
 
 
 @pytest.fixture(scope="session", autouse=True)

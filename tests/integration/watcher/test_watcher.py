@@ -74,7 +74,7 @@ class Watcher:
 @pytest.fixture
 async def watcher(tmp_path: Path) -> AsyncIterator[Watcher]:
     agent = AgentProcess(tmp_path, f"{RUN_LABEL}-{uuid.uuid4().hex[:6]}",
-                         port_range=port_block(37000))
+                         port_range=port_block(23000))
     token = generate_token_file(tmp_path / "watcher.token")
     port = free_port()
     log_path = tmp_path / "watcher.log"
