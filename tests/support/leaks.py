@@ -9,7 +9,8 @@ exactly what its live kernels need, seen from outside the agent and from its own
 * loop devices backed by files under the scratch root, and mounts under it: none beyond what
   the live kernels' scratch type needs (hostdir: none);
 * the agent's open file descriptors (``/proc/PID/fd``): at most ``fd_slack`` above a baseline
-  taken when the agent was warm.
+  taken when the agent was warm, plus ``FDS_PER_KERNEL`` for each live kernel (its runner
+  socket and the cgroup counter files the stats reader keeps open).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .dockerd import mounts_under
 from .procs import LOOPBACK, AgentProcess, binary
+
+# A live kernel's own descriptors in the agent: its runner socket, and up to 12 cgroup counter
+# files plus /proc/PID/net/dev that the stats reader holds open between cycles.
+FDS_PER_KERNEL = 14
 
 OWNER = "ai.backend.owner"
 KERNEL_ID = "ai.backend.kernel-id"
@@ -117,8 +122,11 @@ class Audit:
             found.append(f"loop devices under the scratch root: {self.loops}")
         if self.mounts:
             found.append(f"mounts under the scratch root: {self.mounts}")
-        if self.fd_baseline is not None and self.fds > self.fd_baseline + self.fd_slack:
-            found.append(f"agent holds {self.fds} fds, baseline {self.fd_baseline}")
+        allowed = None if self.fd_baseline is None else (
+            self.fd_baseline + self.fd_slack + FDS_PER_KERNEL * len(live))
+        if allowed is not None and self.fds > allowed:
+            found.append(f"agent holds {self.fds} fds, baseline {self.fd_baseline}, "
+                         f"{len(live)} kernels live (at most {allowed})")
         return found
 
 
