@@ -418,8 +418,14 @@ async def body() -> dict[str, Any]:
         schedule = await ValkeyScheduleClient.create(valkey_target(), db_id=REDIS_LIVE_DB,
                                                      human_readable_name="compat-schedule")
         try:
-            presence = await schedule.check_kernel_presence_status_batch(
-                [main_kid, sub_kid], {AgentId(env("BERTH_AGENT_ID"))})
+            # the agent marks its running kernels once per stats cycle (5 s here): a kernel
+            # started less than a cycle ago may not have its first mark yet
+            for _ in range(24):
+                presence = await schedule.check_kernel_presence_status_batch(
+                    [main_kid, sub_kid], {AgentId(env("BERTH_AGENT_ID"))})
+                if all(v is not None for v in presence.values()):
+                    break
+                await asyncio.sleep(0.5)
             out["presence"] = {str(k): None if v is None else {
                 "presence": None if v.presence is None else str(v.presence),
                 "last_presence": v.last_presence} for k, v in presence.items()}
