@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from berth.errors import ConfigError
+from berth.units import parse_binary_size
 
 __all__ = [
     "AgentConfig",
@@ -32,27 +33,6 @@ __all__ = [
     "parse_binary_size",
     "parse_host_port",
 ]
-
-_SIZE_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
-
-
-def parse_binary_size(value: str | int) -> int:
-    """``"1G"`` → 1073741824; plain integers are bytes; ``"1.5g"`` is allowed."""
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("size must not be negative")
-        return value
-    text = str(value).strip().lower().removesuffix("ib").removesuffix("b") or "0"
-    unit = text[-1] if text[-1] in _SIZE_UNITS else ""
-    number = text[: len(text) - len(unit)].strip()
-    try:
-        amount = Decimal(number) * _SIZE_UNITS[unit]
-    except Exception as exc:
-        raise ValueError(f"not a size: {value!r}") from exc
-    if amount < 0:
-        raise ValueError("size must not be negative")
-    return int(amount)
-
 
 def parse_host_port(value: str, *, default_port: int | None = None) -> tuple[str, int]:
     """``"0.0.0.0:6011"`` → ``("0.0.0.0", 6011)``; ``"[::1]:6011"`` works too."""

@@ -14,7 +14,7 @@ from berth.kernel import ScratchLayout
 from berth.resources import AllocationOptions, KernelAllocation, ResourceManager
 from berth.stats import CgroupReader, StatsCollector
 from berth.storage import ScratchPaths, docker_mounts, intrinsic_mounts, parse_mounts
-from berth.types import ContainerId, KernelId
+from berth.types import ContainerId, KernelId, SlotName
 
 __all__ = ["EventAdapter", "MountAdapter", "OomCounterAdapter", "ResourceAdapter"]
 
@@ -27,10 +27,10 @@ class ResourceAdapter:
     def __init__(self, manager: ResourceManager) -> None:
         self.manager = manager
 
-    def allocate(self, kernel_id: KernelId, requested: Mapping[str, Decimal],
+    def allocate(self, kernel_id: KernelId, requested: Mapping[SlotName, Decimal],
                  opts: Mapping[str, Any]) -> KernelAllocation:
-        return self.manager.allocate(kernel_id, dict(requested),
-                                     AllocationOptions.from_resource_opts(opts))
+        return self.manager.allocate_slots(kernel_id, requested,
+                                           AllocationOptions.from_resource_opts(opts))
 
     def restore(self, kernel_id: KernelId, allocation: KernelAllocation) -> None:
         self.manager.restore(kernel_id, allocation)

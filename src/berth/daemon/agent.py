@@ -297,7 +297,7 @@ class Agent:
             runner_dir=self.runner_dir, scaling_group=self.config.agent.scaling_group,
             agent_addr=f"tcp://{rpc_host}:{rpc_port}", policy=KernelPolicy.from_config(
                 c, owned_environ=plugin_env_names(self.resources.plugins)),
-            known_slots=frozenset(self.resources.slot_types()),
+            slot_types=self.resources.slot_types(),
             enforce_image_minimums=c.enforce_image_minimums,
             restart_policy=k.restart_policy, restart_backoff_base=k.restart_backoff_base_sec,
             restart_backoff_cap=k.restart_backoff_cap_sec, restart_max=k.restart_max,

@@ -112,7 +112,7 @@ def agent_environ(plan: ContainerPlan) -> dict[str, str]:
         "LOCAL_GROUP_ID": str(plan.gid),
     }
     env.update({k: str(v) for k, v in (plan.resource_args.get("Env") or {}).items()})
-    cores = str(int(spec.resource_slots["cpu"].to_integral_value(rounding="ROUND_CEILING")))
+    cores = str(int(spec.cpu.to_integral_value(rounding="ROUND_CEILING")))
     for name in plan.image_labels.get("ai.backend.envs.corecount", "").split(","):
         if name.strip():
             env[name.strip()] = cores

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from berth.resources import KernelAllocation
-from berth.types import KernelId
+from berth.types import KernelId, SlotName
 
 if TYPE_CHECKING:
     from berth.kernel.registry import Kernel
@@ -31,8 +31,10 @@ __all__ = [
 
 
 class ResourceRole(Protocol):
-    def allocate(self, kernel_id: KernelId, requested: Mapping[str, Decimal],
-                 opts: Mapping[str, Any]) -> KernelAllocation: ...
+    def allocate(self, kernel_id: KernelId, requested: Mapping[SlotName, Decimal],
+                 opts: Mapping[str, Any]) -> KernelAllocation:
+        """Take `requested`, already parsed by the node's slot types (the spec's)."""
+        ...
 
     def restore(self, kernel_id: KernelId, allocation: KernelAllocation) -> None:
         """Hold again what the ledger says ``kernel_id`` holds (agent restart); a record

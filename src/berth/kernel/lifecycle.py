@@ -83,7 +83,7 @@ from berth.resources import KernelAllocation, LimitContributor, merge_docker_arg
 from berth.runner import ReadySignal
 from berth.storage import nofollow
 from berth.tasks import TaskSupervisor
-from berth.types import KernelId, KernelState, TerminationReason
+from berth.types import KernelId, KernelState, SlotName, SlotType, TerminationReason
 
 __all__ = ["KernelLifecycle", "LifecycleSettings"]
 
@@ -121,7 +121,9 @@ class LifecycleSettings:
     scaling_group: str = "default"
     agent_addr: str = ""
     policy: KernelPolicy = field(default_factory=KernelPolicy)  # what a spec may ask for
-    known_slots: frozenset[str] | None = None  # the node's slots (image minimums, None: all)
+    # The node's slots by type: a create's resource_slots and image minimums are read by them
+    # (None: cpu, mem and plain numbers).
+    slot_types: Mapping[SlotName, SlotType] | None = None
     enforce_image_minimums: bool = False  # [container] enforce-image-minimums
     restart_policy: str = "none"  # [kernel-lifecycles] restart-policy: "none" | "on-failure"
     restart_backoff_base: float = 1.0
@@ -183,7 +185,8 @@ class KernelLifecycle:
 
     async def _create_kernel(self, raw_config: Mapping[str, Any], kernel_id: str,
                              session_id: str) -> dict[str, Any]:
-        spec = parse_kernel_spec(dict(raw_config), kernel_id=kernel_id, session_id=session_id)
+        spec = parse_kernel_spec(dict(raw_config), kernel_id=kernel_id, session_id=session_id,
+                                 slot_types=self.s.slot_types)
         check_kernel_spec(spec, self.s.policy)  # refused before anything exists
         kernel = Kernel(
             kernel_id=KernelId(kernel_id), session_id=session_id, spec=spec,
@@ -220,7 +223,7 @@ class KernelLifecycle:
         if self.s.enforce_image_minimums:
             check_image_minimums(kernel.image_labels, kernel.spec.resource_slots,
                                  kernel.spec.resource_opts, image=kernel.spec.image.canonical,
-                                 known_slots=self.s.known_slots)
+                                 slot_types=self.s.slot_types)
         kernel.transition(KernelState.CREATING)
         self._emit("kernel_creating", kernel, reason="")
         await self._phase(kernel, "create", self.s.creating_timeout, self._materialise(kernel))
@@ -815,7 +818,7 @@ class KernelLifecycle:
         survived = kernel.oom.survive(count)
         log.warning("kernel %s: the OOM killer ended %d process(es) in its container "
                     "(memory limit %s, oom_kill count %s); its main process runs on",
-                    kernel.kernel_id, survived, kernel.spec.resource_slots.get("mem"), count)
+                    kernel.kernel_id, survived, kernel.spec.mem, count)
         self._write_ledger(kernel)
 
     async def on_worker_exit(self, kernel_id: str, report: Mapping[str, Any]) -> None:
@@ -847,7 +850,7 @@ class KernelLifecycle:
         spec = kernel.spec
         if reason == R.OOM_KILLED:
             cause = "was killed by the out-of-memory killer"
-            limit = f"memory limit {spec.resource_slots.get('mem')}"
+            limit = f"memory limit {spec.mem}"
         else:
             cause = "died of SIGBUS, /dev/shm is full"
             limit = f"/dev/shm size {spec.resource_opts.get('shmem', 'default')}"

@@ -7,7 +7,8 @@ can hand the same config back. What Berth relies on is validated here, once, int
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from collections.abc import Mapping
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -15,13 +16,16 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_serializer,
     field_validator,
 )
 
 from berth.config import MAX_ID, parse_binary_size
-from berth.errors import InvalidKernelSpec
+from berth.errors import InvalidArgument, InvalidKernelSpec
 from berth.kernel.cluster import ClusterSpec
+from berth.resources import INTRINSIC_SLOT_TYPES, INTRINSIC_SLOTS, ResourceSlots, parse_slots
+from berth.types import SlotName, SlotType
 
 __all__ = [
     "ImageConfig",
@@ -95,7 +99,7 @@ class KernelSpec(BaseModel):
     local_rank: int = Field(0, ge=0)
     # ClusterInfo of the create_kernels call (kernel/cluster.py); the facade puts it here.
     cluster_info: ClusterSpec = Field(default_factory=ClusterSpec)
-    resource_slots: dict[str, Decimal]
+    resource_slots: ResourceSlots
     resource_opts: dict[str, Any] = Field(default_factory=dict)
     environ: dict[str, str] = Field(default_factory=dict)
     mounts: list[MountSpec] = Field(default_factory=list)
@@ -117,17 +121,24 @@ class KernelSpec(BaseModel):
 
     @field_validator("resource_slots", mode="before")
     @classmethod
-    def _slots(cls, value: Any) -> dict[str, Decimal]:
+    def _slots(cls, value: Any, info: ValidationInfo) -> ResourceSlots:
+        # Parsed once, here, by the node's slot types when the caller knows them (a create);
+        # a ledger record holds canonical numbers and is read without them.
         if not isinstance(value, dict):
             raise ValueError("resource_slots must be a mapping of slot name to amount")  # noqa: TRY004 - pydantic turns only ValueError into a field error
-        out: dict[str, Decimal] = {}
-        for slot, amount in value.items():
-            out[str(slot)] = _amount(str(slot), amount)
-        for required in ("cpu", "mem"):
+        node_types = (info.context or {}).get("slot_types")
+        try:
+            if node_types is not None:
+                out = parse_slots(value, node_types)
+            else:
+                out = parse_slots(value, INTRINSIC_SLOT_TYPES, keep_unknown=True)
+        except InvalidArgument as exc:
+            raise ValueError(str(exc)) from exc
+        for required in INTRINSIC_SLOTS:
             if required not in out:
                 raise ValueError(f"resource_slots.{required} is mandatory")
-        if out["cpu"] <= 0 or out["mem"] <= 0:
-            raise ValueError("resource_slots.cpu and resource_slots.mem must be positive")
+            if out[required] <= 0:
+                raise ValueError("resource_slots.cpu and resource_slots.mem must be positive")
         return out
 
     @field_validator("preopen_ports")
@@ -161,28 +172,24 @@ class KernelSpec(BaseModel):
         raw = self.resource_opts.get("shmem")
         return None if raw in (None, "", 0, "0") else parse_binary_size(raw)
 
+    @property
+    def cpu(self) -> Decimal:
+        return self.resource_slots[SlotName("cpu")]
+
+    @property
+    def mem(self) -> Decimal:
+        """Bytes."""
+        return self.resource_slots[SlotName("mem")]
+
     def hostname(self) -> str:
         return self.cluster_hostname or f"{self.cluster_role}{self.cluster_idx}"
 
 
-def _amount(slot: str, amount: Any) -> Decimal:
-    if slot == "mem" or slot.endswith(".mem"):
-        try:
-            return Decimal(parse_binary_size(amount if isinstance(amount, int) else str(amount)))
-        except ValueError as exc:
-            raise ValueError(f"resource_slots.{slot}: {exc}") from exc
-    try:
-        value = Decimal(str(amount))
-    except InvalidOperation as exc:
-        raise ValueError(f"resource_slots.{slot}: not a number: {amount!r}") from exc
-    if not value.is_finite() or value < 0:
-        raise ValueError(f"resource_slots.{slot}: must be a finite, non-negative number")
-    return value
-
-
-def parse_kernel_spec(raw: Any, *, kernel_id: str | None = None,
-                      session_id: str | None = None) -> KernelSpec:
-    """Validate a raw config; raises :class:`InvalidKernelSpec` naming the field."""
+def parse_kernel_spec(raw: Any, *, kernel_id: str | None = None, session_id: str | None = None,
+                      slot_types: Mapping[SlotName, SlotType] | None = None) -> KernelSpec:
+    """Validate a raw config; raises :class:`InvalidKernelSpec` naming the field, or
+    :class:`UnsupportedSlot` for a slot `slot_types` (the node's) lacks. Without `slot_types`,
+    only `mem` reads as a size and other slots are kept as numbers."""
     if not isinstance(raw, dict):
         raise InvalidKernelSpec("kernel config must be a mapping", field="config")
     data = dict(raw)
@@ -191,7 +198,8 @@ def parse_kernel_spec(raw: Any, *, kernel_id: str | None = None,
     if session_id is not None:
         data.setdefault("session_id", session_id)
     try:
-        return KernelSpec.model_validate(data)
+        return KernelSpec.model_validate(
+            data, context=None if slot_types is None else {"slot_types": slot_types})
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])

@@ -33,9 +33,11 @@ from berth.resources.plugin import (
     whole_device_alloc_map,
 )
 from berth.resources.slots import (
+    INTRINSIC_SLOT_TYPES,
+    INTRINSIC_SLOTS,
     ResourceSlots,
     capacity,
-    format_binary_size,
+    parse_amount,
     parse_binary_size,
     parse_slots,
     slots_from_json,
@@ -44,6 +46,8 @@ from berth.resources.slots import (
 
 __all__ = [
     "DEFAULT_ALLOCATION_ORDER",
+    "INTRINSIC_SLOTS",
+    "INTRINSIC_SLOT_TYPES",
     "AffinityPolicy",
     "AllocMap",
     "AllocationConflict",
@@ -69,8 +73,8 @@ __all__ = [
     "capacity",
     "device_groups",
     "device_node",
-    "format_binary_size",
     "merge_docker_args",
+    "parse_amount",
     "parse_binary_size",
     "parse_slots",
     "per_kernel_measures",

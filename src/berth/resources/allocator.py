@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from berth.errors import InsufficientResource, InvalidArgument, PluginError
+from berth.errors import InsufficientResource, InvalidArgument, PluginError, UnsupportedSlot
 from berth.resources.affinity import AffinityPolicy, device_groups, nodes_of
 from berth.resources.alloc import AllocationConflict, AllocMap, DeviceAlloc, FractionAllocMap
 from berth.resources.docker_args import DockerArgs, merge_docker_args
@@ -162,8 +162,18 @@ class ResourceManager:
         """All or nothing. Raises UnsupportedSlot, InsufficientResource (slot, requested,
         available), NotMultipleOfQuantum, FractionalResourceFragmented, AllocationConflict
         (kernel already holds an allocation)."""
+        return self.allocate_slots(kernel_id, parse_slots(requested, self.slot_types()), opts)
+
+    def allocate_slots(self, kernel_id: KernelId, slots: Mapping[SlotName, Decimal],
+                       opts: AllocationOptions | None = None) -> KernelAllocation:
+        """`allocate` for amounts already parsed (a kernel spec's): a slot this node does not
+        offer raises UnsupportedSlot, or is dropped when its amount is 0."""
+        offered = self.slot_types()
+        for slot, amount in slots.items():
+            if slot not in offered and amount != 0:
+                raise UnsupportedSlot(slot)
+        slots = {s: a for s, a in slots.items() if s in offered}
         options = opts or AllocationOptions()
-        slots = parse_slots(requested, self.slot_types())
         with self._lock:
             if kernel_id in self._kernels:
                 raise AllocationConflict(f"kernel {kernel_id} already holds resources")

@@ -7,46 +7,27 @@ returns new values.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 
+from berth import units
 from berth.errors import InvalidArgument, UnsupportedSlot
 from berth.types import SlotName, SlotType
 
 ResourceSlots = dict[SlotName, Decimal]
 
 INTRINSIC_SLOTS: tuple[SlotName, ...] = (SlotName("cpu"), SlotName("mem"))
-
-_BINARY_SUFFIXES = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6}
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgtpe]?)(?:i?b)?\s*$", re.IGNORECASE)
-
+# What every node offers, by type: what a spec or a label is read by when the node's own slot
+# types are not at hand.
+INTRINSIC_SLOT_TYPES: Mapping[SlotName, SlotType] = {
+    SlotName("cpu"): SlotType.COUNT, SlotName("mem"): SlotType.BYTES}
 
 def parse_binary_size(text: str | int | Decimal) -> Decimal:
     """`"1g"` → 1073741824, `"512m"`, `"1.5GiB"`, `"4294967296"`; result is a whole byte count."""
-    if isinstance(text, (int, Decimal)):
-        return _whole(Decimal(text), str(text))
-    match = _SIZE_RE.match(text)
-    if match is None:
-        raise InvalidArgument(f"not a binary size: {text!r}", field="size")
-    number, suffix = match.groups()
-    return _whole(Decimal(number) * (1024 ** _BINARY_SUFFIXES[suffix.lower()]), text)
-
-
-def _whole(value: Decimal, text: str) -> Decimal:
-    if value < 0:
-        raise InvalidArgument(f"negative size: {text!r}", field="size")
-    return value.to_integral_value(rounding="ROUND_FLOOR")
-
-
-def format_binary_size(value: Decimal) -> str:
-    """Inverse of `parse_binary_size` for exact multiples: 4294967296 → `"4g"`, 1000 → `"1000"`."""
-    number = int(value)
-    for suffix, power in sorted(_BINARY_SUFFIXES.items(), key=lambda kv: -kv[1]):
-        unit = 1024**power
-        if power and number and number % unit == 0:
-            return f"{number // unit}{suffix}"
-    return str(number)
+    try:
+        return Decimal(units.parse_binary_size(text))
+    except ValueError as exc:
+        raise InvalidArgument(str(exc), field="size") from None
 
 
 def parse_amount(slot: str, raw: object, slot_type: SlotType) -> Decimal:
@@ -62,16 +43,21 @@ def parse_amount(slot: str, raw: object, slot_type: SlotType) -> Decimal:
     return value
 
 
-def parse_slots(raw: Mapping[str, object], slot_types: Mapping[SlotName, SlotType]) -> ResourceSlots:
+def parse_slots(raw: Mapping[str, object], slot_types: Mapping[SlotName, SlotType], *,
+                keep_unknown: bool = False) -> ResourceSlots:
     """`{"cpu": "2", "mem": "4g", "mock.device": 1}` → Decimals; unknown slots raise.
 
     Zero amounts are kept (a kernel may ask for 0 of a slot); an unknown slot with amount 0 is
-    dropped rather than refused, as the Manager sends zeros for every slot it knows.
+    dropped rather than refused, as the Manager sends zeros for every slot it knows. With
+    `keep_unknown`, a slot `slot_types` lacks is kept as a plain number (a record read back).
     """
     result: ResourceSlots = {}
     for name, value in raw.items():
-        slot = SlotName(name)
+        slot = SlotName(str(name))
         if slot not in slot_types:
+            if keep_unknown:
+                result[slot] = parse_amount(slot, value, SlotType.COUNT)
+                continue
             if _is_zero(value):
                 continue
             raise UnsupportedSlot(name)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from berth.config import load_config, parse_binary_size, parse_host_port
 from berth.cli.config_sample import render_sample
+from berth.config import load_config, parse_binary_size, parse_host_port
 from berth.errors import ConfigError
 
 SAMPLE = Path(__file__).parents[3] / "configs" / "agent.sample.toml"
@@ -67,7 +67,8 @@ def test_sizes_and_addresses() -> None:
     assert parse_binary_size("1G") == 2**30
     assert parse_binary_size("1.5k") == 1536
     assert parse_binary_size(7) == 7
-    with pytest.raises(ValueError):
-        parse_binary_size("lots")
+    for bad in ("lots", "1e3", "inf", "-1k", "", True):
+        with pytest.raises(ValueError):
+            parse_binary_size(bad)  # type: ignore[arg-type]
     assert parse_host_port("[::1]:6011") == ("::1", 6011)
     assert parse_host_port("tcp://10.0.0.1:1") == ("10.0.0.1", 1)

@@ -226,6 +226,7 @@ async def build(root: Path, backend: FakeBackend | None = None, *,
     scratch = ScratchManager(root / "scratch", "hostdir", 0)
     sink = RecordingSink(registry)
     runners = FakeRunnerFactory()
+    overrides.setdefault("slot_types", manager.slot_types())  # as the agent builds it
     lc = KernelLifecycle(
         settings(root, **overrides), backend=backend, registry=registry,
         ledger=Ledger(scratch.root), resources=ResourceAdapter(manager), ports=ports,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from berth.errors import (
     KernelNotFound,
     KernelStartupFailed,
     KernelStateError,
+    UnsupportedSlot,
 )
 from berth.events import RecordingEmitter
 from berth.kernel.container_config import container_name
@@ -213,6 +215,24 @@ async def test_invalid_spec_is_refused_before_anything_is_held(h: Harness) -> No
     with pytest.raises(InvalidKernelSpec):
         await h.lc.create({"image": {"canonical": "x"}, "resource_slots": {"cpu": 1}}, kid, "s")
     assert h.sink.events == [] and h.registry.find(kid) is None
+
+
+async def test_slots_are_read_by_the_nodes_slot_types_once(h: Harness) -> None:
+    kid = new_id()
+    with pytest.raises(UnsupportedSlot):  # refused at the spec, before anything is held
+        await h.lc.create(kernel_config(resource_slots={"cpu": "1", "mem": "256m",
+                                                        "nope.device": "1"}), kid, "s")
+    assert h.sink.events == [] and h.registry.find(kid) is None
+    with pytest.raises(InvalidKernelSpec) as err:
+        await h.lc.create(kernel_config(resource_slots={"cpu": "1", "mem": "lots"}), kid, "s")
+    assert err.value.field == "resource_slots"
+    # A slot the node lacks asked at 0 is dropped (the Manager sends zeros for all it knows).
+    await h.lc.create(kernel_config(resource_slots={"cpu": "1", "mem": "256MiB",
+                                                    "nope.device": "0"}), kid, "s")
+    kernel = h.registry.get(kid)
+    assert kernel.spec.resource_slots == {"cpu": Decimal(1), "mem": Decimal(256 << 20)}
+    assert kernel.allocation is not None
+    assert kernel.allocation.requested == kernel.spec.resource_slots
 
 
 async def test_cancelled_create_rolls_back(h: Harness) -> None:

@@ -5,7 +5,6 @@ import pytest
 from berth.errors import InvalidArgument, UnsupportedSlot
 from berth.resources.slots import (
     capacity,
-    format_binary_size,
     is_accelerator_slot,
     parse_binary_size,
     parse_slots,
@@ -13,6 +12,7 @@ from berth.resources.slots import (
     slots_to_json,
 )
 from berth.types import SlotName, SlotType
+from berth.units import format_binary_size
 
 TYPES = {SlotName("cpu"): SlotType.COUNT, SlotName("mem"): SlotType.BYTES,
          SlotName("mock.device"): SlotType.COUNT}
