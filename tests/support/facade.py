@@ -28,10 +28,7 @@ def facade_over(agent_id: str, **parts: Any) -> AgentFacade:
     if lifecycle is not None:
         parts.setdefault("registry", lifecycle.registry)
         parts.setdefault("reconciler", Reconciler(lifecycle, agent_id))
-        if "routes" not in parts:
-            routes = ExecRoutes(lifecycle.runners, parts.get("backend") or lifecycle.backend)
-            lifecycle.gone_hooks.append(routes.forget)
-            parts["routes"] = routes
+        parts.setdefault("routes", lifecycle.routes)
     unknown = set(parts) - set(PARTS)
     assert not unknown, f"no such facade collaborator: {unknown}"
     full = {name: parts.get(name, Absent(name)) for name in PARTS}

@@ -34,6 +34,7 @@ from berth.kernel import (
     LifecycleSettings,
     Reconciler,
     ReconcileReport,
+    WarmPoolRole,
 )
 from berth.network import LocalNetworks, PortPool, TLSServiceProxy
 from berth.plugins import load_plugins
@@ -163,14 +164,12 @@ class Agent:
         self.blkio_device = await self._blkio_device()
         self.lifecycle = self._build_lifecycle()
         self._on_exit(self.lifecycle.close)
-        self.routes = ExecRoutes(self.lifecycle.runners, self.backend)
-        self.lifecycle.gone_hooks.append(self.routes.forget)
+        self.routes = self.lifecycle.routes
         self.reconciler = Reconciler(self.lifecycle, self.agent_id, errors=self.errors,
                                      tasks=self.link.tasks,
                                      on_reaped=self.telemetry.metrics.observe_reaped)
-        self.telemetry.metrics.set_holdings_source(self._holdings)
         report = await self.reconciler.at_start()
-        await self._start_warm_pool()
+        await self._start_warm_pool(self.lifecycle.warm_pool)
         await self.networks.remove_strays()
         await self.link.start(self.resources, self.images,
                               on_beat=self.telemetry.metrics.heartbeat,
@@ -277,7 +276,8 @@ class Agent:
             scratch_quota=c.scratch_size or None,
             info={"agent_id": self.agent_id},
             scratch_dir=lambda kid: self.scratch.paths(kid).kernel_dir,
-            resources=self.resources, errors=self.errors, sinks=[self.link.publish_stats])
+            resources=self.resources, errors=self.errors, sinks=[self.link.publish_stats],
+            holdings=self._holdings)  # read at scrape time, once the server serves
 
     def _build_lifecycle(self) -> KernelLifecycle:
         from berth.runner import RunnerClient
@@ -314,32 +314,35 @@ class Agent:
             oom_counter=OomCounterAdapter(self.telemetry.reader, self.telemetry.collector),
             on_worker_death=self.telemetry.metrics.observe_worker_death,
             on_auto_restart=self.telemetry.metrics.observe_auto_restart,
+            warm_pool=self._warm_pool,
         )
 
-    async def _start_warm_pool(self) -> None:
-        """[warm-pool]: adopt (or reap) the pool's containers left running, then keep it full
-        in the agent's background task; off while no image is configured."""
+    def _warm_pool(self, lifecycle: KernelLifecycle) -> WarmPoolRole:
+        """[warm-pool], built by the lifecycle over itself; off while no image is configured
+        (then it only reaps what an earlier configuration left)."""
         from berth.kernel import POOL_DIR, WarmPool, WarmPoolSettings
         from berth.runner import RunnerClient
 
         w, c = self.config.warm_pool, self.config.container
         pool_scratch = ScratchManager(c.scratch_root / POOL_DIR, c.scratch_type, c.scratch_size)
         metrics = self.telemetry.metrics
-        pool = WarmPool(
+        return WarmPool(
             WarmPoolSettings(images=w.images, max_total=w.max_total, cpu=w.cpu, mem=w.mem,
                              refill_interval=w.refill_interval_sec,
                              start_timeout=self.config.kernel_lifecycles.creating_timeout_sec),
-            self.lifecycle, pool_scratch=pool_scratch, kernel_scratch=self.scratch,
+            lifecycle, pool_scratch=pool_scratch, kernel_scratch=self.scratch,
             runner_factory=RunnerClient,
             limits=[self._blkio_limits(pool_scratch)],
             on_event=lambda event, value, seconds: metrics.observe_warm_pool(
                 event, value if event != "refill" else "", seconds),
             on_size=metrics.set_warm_pool_size)
+
+    async def _start_warm_pool(self, pool: WarmPoolRole | None) -> None:
+        """Adopt (or reap) the pool's containers left running, then keep it full in its own
+        background task."""
+        assert pool is not None  # the agent always gives the lifecycle one
         claimed = {k.container_id for k in self.registry.live() if k.container_id}
         await pool.adopt_or_reap(claimed)
-        if not w.enabled:
-            return  # what an earlier configuration left is gone now
-        self.lifecycle.warm_pool = pool
         self._on_exit(pool.close)
         pool.start()
 

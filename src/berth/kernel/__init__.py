@@ -11,6 +11,7 @@ from berth.kernel.deps import (
     RunnerRole,
     ScratchLayout,
     ScratchRole,
+    WarmPoolRole,
 )
 from berth.kernel.exec_route import ExecRoutes
 from berth.kernel.ledger import Ledger, LedgerEntry
@@ -49,6 +50,7 @@ __all__ = [
     "ServicePort",
     "Termination",
     "WarmPool",
+    "WarmPoolRole",
     "WarmPoolSettings",
     "check_transition",
     "classify_exit",

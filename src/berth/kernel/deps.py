@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from decimal import Decimal
 from pathlib import Path
@@ -132,6 +132,15 @@ class WarmPoolRole(Protocol):
         """Make a warm-pool container this kernel (allocation and service port declarations
         made): True when it did; False when the create must go on cold, nothing of the pool's
         left on the kernel."""
+        ...
+
+    async def adopt_or_reap(self, claimed: Collection[str]) -> tuple[int, int]:
+        """At start, after the kernels' reconcile (`claimed`: their containers): keep the
+        pool's containers still wanted, remove the rest; (adopted, reaped)."""
+        ...
+
+    def start(self) -> None:
+        """Keep the pool full in the background (nothing when it is off)."""
         ...
 
     async def close(self) -> None: ...

@@ -63,6 +63,7 @@ from berth.kernel.deps import (
     TLSProxyRole,
     WarmPoolRole,
 )
+from berth.kernel.exec_route import ExecRoutes
 from berth.kernel.image_minimums import check_image_minimums
 from berth.kernel.ledger import Ledger, LedgerEntry
 from berth.kernel.oom import OOM_SETTLE_SECONDS, OomWatch
@@ -144,6 +145,7 @@ class KernelLifecycle:
         oom_counter: OomCounter | None = None,
         on_worker_death: Callable[[str], None] = lambda reason: None,
         on_auto_restart: Callable[[str], None] = lambda outcome: None,
+        warm_pool: Callable[[KernelLifecycle], WarmPoolRole] | None = None,
     ) -> None:
         self.s = settings
         self.backend = backend
@@ -170,12 +172,13 @@ class KernelLifecycle:
         self._teardowns: dict[str, asyncio.Task[None]] = {}
         self._judging: set[str] = set()  # containers whose exit is being judged right now
         self._tasks = TaskSupervisor("lifecycle")
-        # Called with a kernel's id once it is TERMINATED and retired, so that state other
-        # parts keep per kernel (the facade's exec fallbacks, say) goes with the kernel.
-        self.gone_hooks: list[Callable[[str], None]] = []
+        # How the RPC surface executes in a kernel: its runner, or docker exec for an image
+        # without one; a kernel's route goes when it is retired.
+        self.routes = ExecRoutes(self.runners, backend)
         # [warm-pool]: makes a pre-started container the kernel when it can serve the spec
-        # exactly (berth.kernel.warmpool); otherwise the create goes on cold.
-        self.warm_pool: WarmPoolRole | None = None
+        # exactly (berth.kernel.warmpool); otherwise the create goes on cold. Built last, over
+        # this lifecycle, whose steps a claim shares.
+        self.warm_pool: WarmPoolRole | None = None if warm_pool is None else warm_pool(self)
 
     # ---------------------------------------------------------------- create
     async def create(self, raw_config: Mapping[str, Any], kernel_id: str,
@@ -680,11 +683,7 @@ class KernelLifecycle:
             del self._teardowns[kernel_id]
 
     def _kernel_gone(self, kernel_id: str) -> None:
-        for hook in self.gone_hooks:
-            try:
-                hook(kernel_id)
-            except Exception:  # one part's cleanup must not stop the others'
-                log.exception("kernel %s: a cleanup hook failed", kernel_id)
+        self.routes.forget(kernel_id)
 
     async def _release_container(self, kernel: Kernel, exit_code: int | None) -> int | None:
         """One engine request, as ``docker rm -f``: the container is killed if it still runs

@@ -80,6 +80,12 @@ class WarmPoolSettings:
     refill_interval: float = 5.0
     start_timeout: float = 60.0
 
+    @property
+    def enabled(self) -> bool:
+        """Off: nothing is kept, every create goes cold uncounted, and what an earlier
+        configuration left is reaped at start."""
+        return any(self.images.values()) and self.max_total > 0
+
 
 class WarmRunner(Protocol):
     async def status(self) -> dict[str, Any]: ...
@@ -158,6 +164,8 @@ class WarmPool:
 
     # ---------------------------------------------------------------- claim
     async def serve(self, kernel: Kernel) -> bool:
+        if not self.s.enabled:
+            return False
         spec = kernel.spec
         image = spec.image.ref
         if not self.s.images.get(image):
@@ -266,8 +274,10 @@ class WarmPool:
 
     # ---------------------------------------------------------------- refill
     def start(self) -> None:
-        """Start keeping the pool full (the pool's own task; :meth:`close` ends it)."""
-        self._tasks.spawn(self.run(), name="warm-pool-refill")
+        """Start keeping the pool full (the pool's own task; :meth:`close` ends it); nothing
+        while the pool is off."""
+        if self.s.enabled:
+            self._tasks.spawn(self.run(), name="warm-pool-refill")
 
     async def run(self) -> None:
         """Keep the pool full: on each wake-up (a claim) and every refill interval."""

@@ -231,13 +231,14 @@ class BerthMetrics:
     """Every metric the agent exposes; the lead wires the observe_* calls and the snapshot."""
 
     def __init__(self, agent_id: str, snapshot: SnapshotSource = lambda: EMPTY_SNAPSHOT,
-                 *, clock: Callable[[], float] = time.time) -> None:
+                 *, holdings: HoldingsSource | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.agent_id = agent_id
         self.registry = CollectorRegistry(auto_describe=True)
         self._clock = clock
         self._snapshot = SnapshotCollector(agent_id, snapshot)
         self.registry.register(self._snapshot)
-        self._holdings = HoldingsCollector(agent_id)
+        self._holdings = HoldingsCollector(agent_id, holdings)
         self.registry.register(self._holdings)
         self._rpc()
         self._tasks()

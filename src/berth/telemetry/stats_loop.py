@@ -31,7 +31,7 @@ from berth.stats import (
     StatsSnapshot,
 )
 from berth.telemetry.heap import HeapTrimmer, malloc_trim
-from berth.telemetry.metrics import BerthMetrics
+from berth.telemetry.metrics import BerthMetrics, HoldingsSource
 from berth.telemetry.web import InternalServer
 from berth.types import ContainerId, KernelId, KernelState
 
@@ -116,7 +116,8 @@ class Telemetry:
                  scratch_quota: int | None, info: dict[str, Any],
                  scratch_dir: Callable[[str], Path] | None = None,
                  resources: ResourceManager | None = None, errors: ErrorReporter | None = None,
-                 sinks: Sequence[StatsSink] = ()) -> None:
+                 sinks: Sequence[StatsSink] = (),
+                 holdings: HoldingsSource | None = None) -> None:
         self.registry = registry
         self.interval = interval
         self.scratch_quota = scratch_quota
@@ -130,7 +131,7 @@ class Telemetry:
             scratch_reader=ScratchMeter(), kernel_sources=[self.plugins.kernel_metrics])
         self.node = NodeCollector(device_sources=[self.plugins.device_metrics])
         self.processes = ProcessCollector(self.reader.read_pids)
-        self.metrics = BerthMetrics(agent_id, lambda: self.collector.latest)
+        self.metrics = BerthMetrics(agent_id, lambda: self.collector.latest, holdings=holdings)
         self.server = InternalServer(internal_addr, self.metrics, readiness=readiness, info=info)
         self.sinks: list[StatsSink] = list(sinks)
         self.trimmer = HeapTrimmer()
