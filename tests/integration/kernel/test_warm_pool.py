@@ -274,7 +274,7 @@ async def test_restart_adopts_idle_members_keeps_the_claimed_kernel_and_reaps_wh
         await b.shutdown()
         # Started again without the pool: its members go, the kernel stays.
         b = await start_agent(tmp_path, agent_id, **{"warm-pool.images": {}})
-        assert b.lifecycle.warm_pool is None
+        assert not pool_of(b).s.enabled and not pool_of(b).idle.get(PYTHON)  # off: reaps only
         assert pool_containers(agent_id) == [claimed]  # the kernel's container only
         assert b.registry.get(kid).container_id == claimed
     finally:
