@@ -20,7 +20,9 @@ main() {
     .venv/bin/python -m mypy src/berth
     .venv/bin/python -m ruff check --quiet src
     # Exit 5 (no tests collected) is a failure too: any non-zero exit fails the run.
-    .venv/bin/python -m pytest -p no:cacheprovider --junitxml="$junit" "${args[@]}" || rc=$?
+    # -rfER: failures, errors and reruns (the real-engine tiers rerun a failed test once,
+    # tests/conftest.py) in the summary.
+    .venv/bin/python -m pytest -p no:cacheprovider -rfER --junitxml="$junit" "${args[@]}" || rc=$?
     if (( rc != 0 )); then
         echo "pytest failed (exit $rc)" >&2
         exit "$rc"
