@@ -15,6 +15,7 @@ import resource
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, fields
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from berth.backend import ContainerBackend, DockerBackend
 from berth.config import AgentConfig, parse_host_port
 from berth.daemon.adapters import EventAdapter, MountAdapter, OomCounterAdapter, ResourceAdapter
+from berth.daemon.container_events import ContainerEvents
 from berth.errors import BackendError, BerthError, ImagePullFailed
 from berth.events import ErrorReporter, ManagerLink, TaskStatus
 from berth.images import ImageCommitService, ImageService
@@ -44,7 +46,7 @@ from berth.stats import BlkioLimits, BlockDevice, block_device_of
 from berth.storage import ScratchManager, ScratchType, VFolderHostResolver, VolumesConfig
 from berth.tasks import TaskSupervisor
 from berth.telemetry import Holdings, Telemetry
-from berth.types import OWNER_LABEL, SlotName
+from berth.types import SlotName
 
 if TYPE_CHECKING:
     from berth.events import EtcdConfigSource
@@ -71,10 +73,46 @@ def raise_nofile_limit() -> tuple[int, int]:
     return soft, after
 
 
+async def _cleanup_plugins(resources: ResourceManager) -> None:
+    for plugin in resources.plugins:
+        await plugin.cleanup()
+
+
 def _safe_nofile(wanted: int) -> int:
     """Containers cannot be given more open files than the agent's own hard limit."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     return wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+
+
+@dataclass(frozen=True)
+class NodeParts:
+    """What startup() builds before the kernel lifecycle, in build order."""
+
+    ports: PortPool
+    scratch: ScratchManager
+    runner_dir: Path
+    vfolder_hosts: VFolderHostResolver
+    resources: ResourceManager
+    link: ManagerLink
+    errors: ErrorReporter
+    images: ImageService
+    commits: ImageCommitService
+    networks: LocalNetworks
+    telemetry: Telemetry
+    tls_proxy: TLSServiceProxy | None
+    blkio_device: BlockDevice | None
+
+
+@dataclass(frozen=True)
+class AgentParts(NodeParts):
+    """Every part of a started agent; set once, when startup() has built them all."""
+
+    lifecycle: KernelLifecycle
+    reconciler: Reconciler
+
+    @property
+    def routes(self) -> ExecRoutes:
+        return self.lifecycle.routes
 
 
 class Agent:
@@ -95,19 +133,13 @@ class Agent:
         self.etcd: EtcdConfigSource | None = None
         # Compute plugins that failed to load or init, told to the Manager once it listens.
         self._plugin_failures: list[tuple[str, BaseException]] = []
-        # Built in startup(), in this order:
-        self.ports: PortPool
-        self.scratch: ScratchManager
-        self.runner_dir: Path
-        self.resources: ResourceManager
-        self.link: ManagerLink
-        self.images: ImageService
-        self.commits: ImageCommitService
-        self.networks: LocalNetworks
-        self.telemetry: Telemetry
-        self.lifecycle: KernelLifecycle
-        self.reconciler: Reconciler
-        self.routes: ExecRoutes
+        self._parts: AgentParts | None = None  # startup() builds them
+
+    @property
+    def parts(self) -> AgentParts:
+        if self._parts is None:
+            raise RuntimeError(f"agent {self.agent_id} has not started")
+        return self._parts
 
     # ---------------------------------------------------------------- life
     async def startup(self) -> None:
@@ -139,51 +171,61 @@ class Agent:
         if not await self.backend.ping():
             raise BackendError("the Docker engine does not answer")
         await self._join_etcd()
+        node = await self._build_node()
+        lifecycle = self._build_lifecycle(node)
+        self._on_exit(lifecycle.close)
+        reconciler = Reconciler(lifecycle, self.agent_id, errors=node.errors,
+                                tasks=node.link.tasks,
+                                on_reaped=node.telemetry.metrics.observe_reaped)
+        self._parts = parts = AgentParts(
+            **{f.name: getattr(node, f.name) for f in fields(NodeParts)},
+            lifecycle=lifecycle, reconciler=reconciler)
+        report = await reconciler.at_start()
+        await self._start_warm_pool(lifecycle.warm_pool)
+        await parts.networks.remove_strays()
+        await parts.link.start(parts.resources, parts.images,
+                               on_beat=parts.telemetry.metrics.heartbeat,
+                               committing=lambda: list(parts.commits.ongoing))
+        self._on_exit(parts.link.close)
+        self._report_plugin_failures(parts.errors)
+        await parts.telemetry.start()
+        self._on_exit(parts.telemetry.close)
+        self._on_exit(self._tasks.close)
+        events = ContainerEvents(self.backend, self.agent_id, lifecycle, reconciler,
+                                 parts.telemetry.metrics, self._tasks)
+        self._tasks.spawn(events.run(), name="docker-events")
+        self._tasks.spawn(self._periodic_sync(parts), name="lifecycle-sync")
+        self._tasks.spawn(parts.telemetry.run(), name="stats")
+        await self._announce(parts.link)
+        return report
+
+    async def _build_node(self) -> NodeParts:
         c = self.config.container
         for path in (self.config.agent.var_base_path, self.config.agent.ipc_base_path,
                      c.scratch_root):
             path.mkdir(parents=True, exist_ok=True)
-        self.ports = PortPool(*c.port_range, cooldown=c.port_reuse_cooldown_sec)
-        self.scratch = ScratchManager(c.scratch_root, c.scratch_type, c.scratch_size)
-        self.runner_dir = (c.runner_path or RUNNER_DIR).resolve()
-        self.vfolder_hosts = VFolderHostResolver(VolumesConfig.from_config(self.config.volumes))
-        self.resources = await self._build_resources()
-        self._on_exit(self._cleanup_plugins)
-        self.link = ManagerLink(self.config, self._public_key())
-        self.errors = ErrorReporter(EventAdapter(self.link.emitter).emit)
-        self.images = ImageService(self.backend, self.link.tasks, self.link.emitter,
-                                   agent_id=self.agent_id,
-                                   pull_timeout=self.config.api.pull_timeout)
-        self.commits = ImageCommitService(
-            self.backend, self.link.tasks, self.config.agent.image_commit_path,
-            commit_timeout=self.config.api.commit_timeout,
-            push_timeout=self.config.api.push_timeout)
-        self.networks = LocalNetworks(self.backend, self.agent_id)
-        self.telemetry = self._build_telemetry()
-        self.tls_proxy = self._build_tls_proxy()
-        self.blkio_device = await self._blkio_device()
-        self.lifecycle = self._build_lifecycle()
-        self._on_exit(self.lifecycle.close)
-        self.routes = self.lifecycle.routes
-        self.reconciler = Reconciler(self.lifecycle, self.agent_id, errors=self.errors,
-                                     tasks=self.link.tasks,
-                                     on_reaped=self.telemetry.metrics.observe_reaped)
-        report = await self.reconciler.at_start()
-        await self._start_warm_pool(self.lifecycle.warm_pool)
-        await self.networks.remove_strays()
-        await self.link.start(self.resources, self.images,
-                              on_beat=self.telemetry.metrics.heartbeat,
-                              committing=lambda: list(self.commits.ongoing))
-        self._on_exit(self.link.close)
-        self._report_plugin_failures()
-        await self.telemetry.start()
-        self._on_exit(self.telemetry.close)
-        self._on_exit(self._tasks.close)
-        self._tasks.spawn(self._watch_containers(), name="docker-events")
-        self._tasks.spawn(self._periodic_sync(), name="lifecycle-sync")
-        self._tasks.spawn(self.telemetry.run(), name="stats")
-        await self._announce()
-        return report
+        scratch = ScratchManager(c.scratch_root, c.scratch_type, c.scratch_size)
+        resources = await self._build_resources()
+        self._on_exit(functools.partial(_cleanup_plugins, resources))
+        link = ManagerLink(self.config, self._public_key())
+        errors = ErrorReporter(EventAdapter(link.emitter).emit)
+        return NodeParts(
+            ports=PortPool(*c.port_range, cooldown=c.port_reuse_cooldown_sec),
+            scratch=scratch,
+            runner_dir=(c.runner_path or RUNNER_DIR).resolve(),
+            vfolder_hosts=VFolderHostResolver(VolumesConfig.from_config(self.config.volumes)),
+            resources=resources, link=link, errors=errors,
+            images=ImageService(self.backend, link.tasks, link.emitter, agent_id=self.agent_id,
+                                pull_timeout=self.config.api.pull_timeout),
+            commits=ImageCommitService(
+                self.backend, link.tasks, self.config.agent.image_commit_path,
+                commit_timeout=self.config.api.commit_timeout,
+                push_timeout=self.config.api.push_timeout),
+            networks=LocalNetworks(self.backend, self.agent_id),
+            telemetry=self._build_telemetry(scratch, resources, errors, link),
+            tls_proxy=self._build_tls_proxy(),
+            blkio_device=await self._blkio_device(),
+        )
 
     async def serve(self) -> None:
         await self._stop.wait()
@@ -205,10 +247,6 @@ class Agent:
         self.ready = False
         await self._stack.aclose()
 
-    async def _cleanup_plugins(self) -> None:
-        for plugin in self.resources.plugins:
-            await plugin.cleanup()
-
     # ---------------------------------------------------------------- construction
     async def _build_resources(self) -> ResourceManager:
         plugins = await load_plugins(
@@ -228,10 +266,10 @@ class Agent:
             overcommit={SlotName("cpu"): Decimal(str(r.cpu_overcommit_ratio))},
         )
 
-    def _report_plugin_failures(self) -> None:
+    def _report_plugin_failures(self, errors: ErrorReporter) -> None:
         """After the first heartbeat (the Manager skips events of a node it does not know)."""
         for name, exc in self._plugin_failures:
-            self.errors.report(f"compute plugin {name} failed to load and was skipped: {exc!r}",
+            errors.report(f"compute plugin {name} failed to load and was skipped: {exc!r}",
                                source="plugin", exc=exc, plugin=name, stage="load")
         self._plugin_failures.clear()
 
@@ -254,35 +292,38 @@ class Agent:
             log.warning("block-I/O throttling disabled: no block device found (%s)", exc)
             return None
 
-    def _blkio_limits(self, scratch: ScratchManager) -> BlkioLimits:
+    @staticmethod
+    def _blkio_limits(device: BlockDevice | None, scratch: ScratchManager) -> BlkioLimits:
         """Block-I/O rules (a limit contributor) on the disk under the data root and, with a
         hostfile scratch, on each kernel's scratch loop device."""
         hostfile = scratch.scratch_type is ScratchType.HOSTFILE
-        return BlkioLimits(self.blkio_device,
+        return BlkioLimits(device,
                            (lambda kid: scratch.paths(kid).kernel_dir) if hostfile else None)
 
     async def _pull_image(self, image_config: Mapping[str, Any]) -> None:
         """PULLING: the same background task check_and_pull uses, awaited."""
-        record = await self.images.pull_and_wait(image_config)
+        record = await self.parts.images.pull_and_wait(image_config)
         if record.status != TaskStatus.DONE:
             raise ImagePullFailed(record.message or "pull failed",
                                   image=str(image_config.get("canonical")))
 
-    def _build_telemetry(self) -> Telemetry:
+    def _build_telemetry(self, scratch: ScratchManager, resources: ResourceManager,
+                         errors: ErrorReporter, link: ManagerLink) -> Telemetry:
         c = self.config.container
         return Telemetry(
             self.agent_id, self.config.agent.internal_addr, self.registry,
             interval=self.config.debug.stats_interval, readiness=self._readiness,
             scratch_quota=c.scratch_size or None,
             info={"agent_id": self.agent_id},
-            scratch_dir=lambda kid: self.scratch.paths(kid).kernel_dir,
-            resources=self.resources, errors=self.errors, sinks=[self.link.publish_stats],
+            scratch_dir=lambda kid: scratch.paths(kid).kernel_dir,
+            resources=resources, errors=errors, sinks=[link.publish_stats],
             holdings=self._holdings)  # read at scrape time, once the server serves
 
-    def _build_lifecycle(self) -> KernelLifecycle:
+    def _build_lifecycle(self, node: NodeParts) -> KernelLifecycle:
         from berth.runner import RunnerClient
 
         c, k = self.config.container, self.config.kernel_lifecycles
+        metrics = node.telemetry.metrics
         rpc_host, rpc_port = parse_host_port(self.config.agent.advertised_rpc_addr
                                              or self.config.agent.rpc_listen_addr)
         settings = LifecycleSettings(
@@ -294,30 +335,30 @@ class Agent:
             pull_timeout=self.config.api.pull_timeout, creating_timeout=k.creating_timeout_sec,
             terminating_timeout=k.terminating_timeout_sec,
             creation_concurrency=self.config.agent.kernel_creation_concurrency,
-            runner_dir=self.runner_dir, scaling_group=self.config.agent.scaling_group,
+            runner_dir=node.runner_dir, scaling_group=self.config.agent.scaling_group,
             agent_addr=f"tcp://{rpc_host}:{rpc_port}", policy=KernelPolicy.from_config(
-                c, owned_environ=plugin_env_names(self.resources.plugins)),
-            slot_types=self.resources.slot_types(),
+                c, owned_environ=plugin_env_names(node.resources.plugins)),
+            slot_types=node.resources.slot_types(),
             enforce_image_minimums=c.enforce_image_minimums,
             restart_policy=k.restart_policy, restart_backoff_base=k.restart_backoff_base_sec,
             restart_backoff_cap=k.restart_backoff_cap_sec, restart_max=k.restart_max,
         )
         return KernelLifecycle(
             settings, backend=self.backend, registry=self.registry,
-            ledger=Ledger(self.scratch.root), resources=ResourceAdapter(self.resources),
-            ports=self.ports, scratch=self.scratch,
-            mounts=MountAdapter(c.vfolder_allowed_roots, self.runner_dir),
-            runner_factory=RunnerClient, events=EventAdapter(self.link.emitter),
-            on_phase=self.telemetry.metrics.observe_start_phase, tls_proxy=self.tls_proxy,
-            limits=[self._blkio_limits(self.scratch)], puller=self._pull_image,
-            log_sink=self._container_log_sink(),
-            oom_counter=OomCounterAdapter(self.telemetry.reader, self.telemetry.collector),
-            on_worker_death=self.telemetry.metrics.observe_worker_death,
-            on_auto_restart=self.telemetry.metrics.observe_auto_restart,
-            warm_pool=self._warm_pool,
+            ledger=Ledger(node.scratch.root), resources=ResourceAdapter(node.resources),
+            ports=node.ports, scratch=node.scratch,
+            mounts=MountAdapter(c.vfolder_allowed_roots, node.runner_dir),
+            runner_factory=RunnerClient, events=EventAdapter(node.link.emitter),
+            on_phase=metrics.observe_start_phase, tls_proxy=node.tls_proxy,
+            limits=[self._blkio_limits(node.blkio_device, node.scratch)],
+            puller=self._pull_image, log_sink=self._container_log_sink(node.link),
+            oom_counter=OomCounterAdapter(node.telemetry.reader, node.telemetry.collector),
+            on_worker_death=metrics.observe_worker_death,
+            on_auto_restart=metrics.observe_auto_restart,
+            warm_pool=functools.partial(self._warm_pool, node),
         )
 
-    def _warm_pool(self, lifecycle: KernelLifecycle) -> WarmPoolRole:
+    def _warm_pool(self, node: NodeParts, lifecycle: KernelLifecycle) -> WarmPoolRole:
         """[warm-pool], built by the lifecycle over itself; off while no image is configured
         (then it only reaps what an earlier configuration left)."""
         from berth.kernel import POOL_DIR, WarmPool, WarmPoolSettings
@@ -325,14 +366,14 @@ class Agent:
 
         w, c = self.config.warm_pool, self.config.container
         pool_scratch = ScratchManager(c.scratch_root / POOL_DIR, c.scratch_type, c.scratch_size)
-        metrics = self.telemetry.metrics
+        metrics = node.telemetry.metrics
         return WarmPool(
             WarmPoolSettings(images=w.images, max_total=w.max_total, cpu=w.cpu, mem=w.mem,
                              refill_interval=w.refill_interval_sec,
                              start_timeout=self.config.kernel_lifecycles.creating_timeout_sec),
-            lifecycle, pool_scratch=pool_scratch, kernel_scratch=self.scratch,
+            lifecycle, pool_scratch=pool_scratch, kernel_scratch=node.scratch,
             runner_factory=RunnerClient,
-            limits=[self._blkio_limits(pool_scratch)],
+            limits=[self._blkio_limits(node.blkio_device, pool_scratch)],
             on_event=lambda event, value, seconds: metrics.observe_warm_pool(
                 event, value if event != "refill" else "", seconds),
             on_size=metrics.set_warm_pool_size)
@@ -346,7 +387,8 @@ class Agent:
         self._on_exit(pool.close)
         pool.start()
 
-    def _container_log_sink(self) -> Callable[[str, str, str], Awaitable[None]] | None:
+    def _container_log_sink(self, link: ManagerLink
+                            ) -> Callable[[str, str, str], Awaitable[None]] | None:
         """Where a kernel's container output goes before its container is removed: Loki (with
         ``[logging] loki-endpoint``, never blocking) and Redis (the Manager's containerlog keys)."""
         sinks: list[Callable[[str, str, str], Awaitable[None]]] = []
@@ -356,8 +398,8 @@ class Agent:
             shipper = ContainerOutputShipper(self.config.logging.loki_endpoint, self.agent_id)
             self._on_exit(shipper.close)
             sinks.append(shipper.ship)
-        if self.link.store is not None:
-            sinks.append(self.link.ship_logs)
+        if link.store is not None:
+            sinks.append(link.ship_logs)
         if not sinks:
             return None
 
@@ -397,7 +439,7 @@ class Agent:
             log.info("waiting for the manager to appear in etcd")
             await etcd.wait_for_manager()
 
-    async def _announce(self) -> None:
+    async def _announce(self, link: ManagerLink) -> None:
         """Mark the node running in etcd (removed again at a clean stop) and announce the
         metrics endpoint for service discovery: events, Redis and, with etcd, etcd."""
         from berth import __version__
@@ -414,17 +456,19 @@ class Agent:
             self._on_exit(functools.partial(etcd.deregister_agent, self.agent_id))
             extra.append(etcd.register_service)
             self._on_exit(functools.partial(etcd.unregister_service, record))
-        await self.link.announce(record, extra)
+        await link.announce(record, extra)
 
     def _holdings(self) -> Holdings:
-        """What the node holds, for the leak gauges (scrape time; listdir and counters only)."""
-        kernels = self.scratch.scan()
-        ledgers = sum(1 for kid in kernels if os.path.lexists(self.lifecycle.ledger.path(kid)))
+        """What the node holds, for the leak gauges (scrape time, once the metrics server
+        serves, which is after every part is built; listdir and counters only)."""
+        p = self.parts
+        kernels = p.scratch.scan()
+        ledgers = sum(1 for kid in kernels if os.path.lexists(p.lifecycle.ledger.path(kid)))
         return Holdings(
-            containers=self.reconciler.containers_owned, ledgers=ledgers,
+            containers=p.reconciler.containers_owned, ledgers=ledgers,
             scratch_dirs=len(kernels),
-            host_ports=self.ports.last - self.ports.first + 1 - self.ports.free_count,
-            slots={str(k): v for k, v in self.resources.used_slots().items()})
+            host_ports=p.ports.last - p.ports.first + 1 - p.ports.free_count,
+            slots={str(k): v for k, v in p.resources.used_slots().items()})
 
     # ---------------------------------------------------------------- watchers
     async def _readiness(self) -> list[str]:
@@ -435,54 +479,19 @@ class Agent:
             reasons.append("docker engine does not answer")
         return reasons
 
-    async def _watch_containers(self) -> None:
-        """Docker events of this agent's containers. The stream ends or breaks when the engine
-        stops or restarts: once the engine answers again the stream is subscribed anew, and one
-        sync pass soon after catches the deaths whose events were missed meanwhile."""
-        broke = False
-        while True:
-            try:
-                events = self.backend.events({OWNER_LABEL: self.agent_id})
-                if broke:
-                    self._tasks.spawn(self._resync(), name="resync-after-events-break")
-                async for event in events:
-                    if event.action == "oom":
-                        self.lifecycle.on_container_oom(event.container_id)
-                    elif event.action in ("die", "destroy"):
-                        self._tasks.spawn(self.lifecycle.on_container_exit(event.container_id),
-                                          name=f"exit-{event.container_id[:12]}")
-                log.warning("docker events stream ended; resubscribing")
-            except Exception as exc:  # noqa: BLE001 - whatever broke the stream, resubscribe
-                log.warning("docker events stream broke: %r; resubscribing", exc)
-            broke = True
-            await asyncio.sleep(1.0)
-            while not await self.backend.ping():  # noqa: ASYNC110 - a down engine has nothing to wait on
-                await asyncio.sleep(1.0)
-
-    async def _resync(self, delay: float = 1.0) -> None:
-        """One lifecycle sync pass ``delay`` seconds after the events stream is back."""
-        await asyncio.sleep(delay)
-        try:
-            count = await self.reconciler.sync()
-            self.telemetry.metrics.observe_lifecycle_sync()
-            log.info("resync after the events stream broke: %d corrections", count)
-        except Exception as exc:  # noqa: BLE001 - the periodic sync retries
-            self.telemetry.metrics.observe_lifecycle_sync(exc)
-            log.warning("resync after the events stream broke failed: %r", exc)
-
-    async def _periodic_sync(self) -> None:
+    async def _periodic_sync(self, parts: AgentParts) -> None:
         interval = self.config.agent.sync_container_lifecycles
         if not interval.enabled:
             return
-        metrics = self.telemetry.metrics
+        metrics = parts.telemetry.metrics
         while True:
             await asyncio.sleep(interval.interval)
             try:
-                await self.reconciler.sync()
+                await parts.reconciler.sync()
                 metrics.observe_lifecycle_sync()
-                self.errors.clear("lifecycle-sync")
+                parts.errors.clear("lifecycle-sync")
             except Exception as exc:  # noqa: BLE001 - one failed pass must not end the loop
                 metrics.observe_lifecycle_sync(exc)
                 log.warning("lifecycle sync failed: %r", exc)
-                self.errors.report(f"periodic container lifecycle sync failed: {exc!r}",
+                parts.errors.report(f"periodic container lifecycle sync failed: {exc!r}",
                                    source="lifecycle-sync", exc=exc, key="lifecycle-sync")

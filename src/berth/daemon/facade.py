@@ -86,12 +86,13 @@ class AgentFacade:
     @classmethod
     def of(cls, agent: Agent) -> AgentFacade:
         """The RPC surface over a started agent's parts."""
+        p = agent.parts
         return cls(agent_id=agent.agent_id, config=agent.config, daemon=agent,
-                   backend=agent.backend, registry=agent.registry, lifecycle=agent.lifecycle,
-                   reconciler=agent.reconciler, routes=agent.routes, resources=agent.resources,
-                   telemetry=agent.telemetry, link=agent.link, images=agent.images,
-                   commits=agent.commits, networks=agent.networks, ports=agent.ports,
-                   vfolder_hosts=agent.vfolder_hosts)
+                   backend=agent.backend, registry=agent.registry, lifecycle=p.lifecycle,
+                   reconciler=p.reconciler, routes=p.routes, resources=p.resources,
+                   telemetry=p.telemetry, link=p.link, images=p.images,
+                   commits=p.commits, networks=p.networks, ports=p.ports,
+                   vfolder_hosts=p.vfolder_hosts)
 
     # ---------------------------------------------------------------- helpers
     def _check_agent(self, agent_id: str | None) -> None:

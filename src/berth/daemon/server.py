@@ -62,7 +62,7 @@ def build_rpc_server(agent: Agent) -> RPCServer:
     return RPCServer(HandlerRegistry(AgentFacade.of(agent)), a.rpc_listen_addr, security=security,
                      plain=security is None, max_body_size=a.rpc_max_body_size,
                      request_timeout=a.rpc_request_timeout,
-                     on_request=agent.telemetry.metrics.observe_rpc)
+                     on_request=agent.parts.telemetry.metrics.observe_rpc)
 
 
 async def run(config: AgentConfig) -> int:

@@ -58,7 +58,7 @@ async def test_registration_discovery_and_etcd_config(
     await agent.startup()
     try:
         assert agent.config.kernel_lifecycles.creating_timeout_sec == 77.0
-        assert agent.lifecycle.s.creating_timeout == 77.0  # what kernels get
+        assert agent.parts.lifecycle.s.creating_timeout == 77.0  # what kernels get
         assert await etcd.get(node) == "running"
         assert await etcd.get(f"{node}/ip") == "127.0.0.1"
         assert await etcd.get(f"{node}/watcher_port") == "6009"

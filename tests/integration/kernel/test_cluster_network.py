@@ -129,7 +129,7 @@ async def test_commit_makes_a_labelled_image_and_exports_it(agent: Agent,
                                                             facade: AgentFacade) -> None:
     kid = str(uuid.uuid4())
     tag = f"berth-test/commit-{uuid.uuid4().hex[:8]}:v1"
-    tasks = agent.link.tasks
+    tasks = agent.parts.link.tasks
     try:
         await facade.create_kernel(kid, kid, kernel_config())
         code, out = await exec_in(agent, kid, "sh", "-c", "echo made-in-kernel > /tmp/marker")

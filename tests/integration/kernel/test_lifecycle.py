@@ -124,7 +124,7 @@ async def test_bad_mounts_are_refused_and_leave_nothing(agent: Agent, facade: Ag
         with pytest.raises(MountRefused):
             await create(facade, kernel_config(mounts=[mount]), kernel_id=new_id())
     assert not agent.registry.live()
-    assert agent.resources.used_slots()["cpu"] == 0
+    assert agent.parts.resources.used_slots()["cpu"] == 0
 
 
 async def test_over_budget_kernel_is_refused_with_typed_error(agent: Agent,
@@ -198,14 +198,14 @@ async def test_container_exiting_by_itself_is_noticed_and_cleaned(agent: Agent,
                                                                   facade: AgentFacade) -> None:
     kid = new_id()
     await create(facade, kernel_config(), kernel_id=kid)
-    used = agent.resources.used_slots()["cpu"]
+    used = agent.parts.resources.used_slots()["cpu"]
     await exec_in(agent, kid, "sh", "-c", "kill -TERM 1")
     await eventually(lambda: _ended(agent, kid))
     ended = agent.registry.ended(kid)
     assert ended and ended.termination
     assert ended.termination.reason == TerminationReason.SELF_TERMINATED
     assert ended.termination.exit_code == 0
-    assert agent.resources.used_slots()["cpu"] == used - 1
+    assert agent.parts.resources.used_slots()["cpu"] == used - 1
     assert not (agent.config.container.scratch_root / kid).exists()
 
 
@@ -306,7 +306,7 @@ async def test_batch_session_reports_success_and_failure_as_events(agent: Agent,
     from berth.events import RecordingEmitter
 
     recorder = RecordingEmitter()
-    agent.link.emitter = recorder  # type: ignore[assignment]
+    agent.parts.link.emitter = recorder  # type: ignore[assignment]
     ok, bad = new_id(), new_id()
     for kid in (ok, bad):
         await create(facade, kernel_config(PYTHON), kernel_id=kid)
@@ -326,7 +326,7 @@ async def test_block_io_throttle_from_resource_opts_is_enforced(agent: Agent,
                                                                 facade: AgentFacade) -> None:
     """Timed inside the kernel: 24 MiB written with fsync under io_write_bps = 4m takes
     about 6 s (a rule in a cgroup file proves nothing about the writes)."""
-    if agent.blkio_device is None:
+    if agent.parts.blkio_device is None:
         pytest.fail("no block device found under the Docker root: throttling cannot be tested")
     kid = new_id()
     await create(facade, kernel_config(resource_opts={"io_write_bps": "4m"}), kernel_id=kid)

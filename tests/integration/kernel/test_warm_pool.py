@@ -29,7 +29,7 @@ SPEC = kernel_config(PYTHON, resource_slots={"cpu": "0.5", "mem": "192m"},
 
 
 def pool_of(agent: Agent) -> WarmPool:
-    pool = agent.lifecycle.warm_pool
+    pool = agent.parts.lifecycle.warm_pool
     assert isinstance(pool, WarmPool)
     return pool
 
@@ -47,7 +47,7 @@ def pool_containers(agent_id: str) -> list[str]:
 
 
 def counter(agent: Agent, name: str, **labels: str) -> float:
-    value = agent.telemetry.metrics.registry.get_sample_value(
+    value = agent.parts.telemetry.metrics.registry.get_sample_value(
         name, {"agent_id": agent.agent_id, **labels})
     return value or 0.0
 
@@ -66,7 +66,7 @@ async def start_agent(root: Path, agent_id: str, **overrides: Any) -> Agent:
 
 async def stop_agent(a: Agent, *, drain: bool = True) -> None:
     await AgentFacade.of(a).reset_agent()
-    pool = a.lifecycle.warm_pool
+    pool = a.parts.lifecycle.warm_pool
     if pool is not None and drain:
         await pool.close()
         await pool.drain()
@@ -144,23 +144,23 @@ async def test_a_pool_kernel_is_indistinguishable_from_a_cold_one(pooled: Agent,
     facade = AgentFacade.of(pooled)
     pool = pool_of(pooled)
     events: list[tuple[str, dict[str, Any]]] = []
-    emit = pooled.lifecycle.events.emit
+    emit = pooled.parts.lifecycle.events.emit
 
     def record(name: str, payload: Any, *, broadcast: bool = False) -> None:
         events.append((name, dict(payload)))
         emit(name, payload, broadcast=broadcast)
-    pooled.lifecycle.events.emit = record  # type: ignore[method-assign]
+    pooled.parts.lifecycle.events.emit = record  # type: ignore[method-assign]
     await full(pooled)
     member = pool.idle[PYTHON][0]
     warm, cold = str(uuid.uuid4()), str(uuid.uuid4())
     warm_reply = await facade.create_kernel(warm, warm, SPEC)
     assert warm_reply["container_id"] == member.container_id  # it was claimed
     assert counter(pooled, "berth_warm_pool_hits_total", image=PYTHON) == 1
-    pooled.lifecycle.warm_pool = None  # the same spec, cold
+    pooled.parts.lifecycle.warm_pool = None  # the same spec, cold
     try:
         cold_reply = await facade.create_kernel(cold, cold, SPEC)
     finally:
-        pooled.lifecycle.warm_pool = pool
+        pooled.parts.lifecycle.warm_pool = pool
     assert cold_reply["container_id"] not in {m.container_id for m in pool.idle[PYTHON]}
 
     # The reply the Manager reads has the same shape and the same kinds of values.
@@ -202,7 +202,7 @@ async def test_a_pool_kernel_is_indistinguishable_from_a_cold_one(pooled: Agent,
         await facade.destroy_kernel(kid, kid)
     for kid in (warm, cold):
         assert not (tmp_path / "scratch" / kid).exists()
-    assert all(p in pooled.ports._free for p in ports)  # given back to the port pool
+    assert all(p in pooled.parts.ports._free for p in ports)  # given back to the port pool
     await full(pooled)
     assert counter(pooled, "berth_warm_pool_refill_seconds_count") >= 3
 

@@ -47,14 +47,14 @@ class Recorder:
 
 @pytest.fixture
 def recorder(agent: Agent) -> Recorder:
-    rec = Recorder(agent.lifecycle.events)
-    agent.lifecycle.events = rec
+    rec = Recorder(agent.parts.lifecycle.events)
+    agent.parts.lifecycle.events = rec
     return rec
 
 
 async def worker_deaths(agent: Agent, reason: str) -> float:
     """The counter as a scrape of the agent's real /metrics endpoint shows it."""
-    raw = await asyncio.to_thread(http_get, agent.telemetry.server.port, "/metrics")
+    raw = await asyncio.to_thread(http_get, agent.parts.telemetry.server.port, "/metrics")
     body = raw.decode()
     labels = f'agent_id="{re.escape(agent.agent_id)}",reason="{reason}"'
     pattern = r"^berth_kernel_worker_deaths_total\{" + labels + r"\} (\S+)$"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from berth.daemon.agent import Agent
+from berth.daemon.container_events import ContainerEvents
 from berth.backend import FakeBackend
 from berth.errors import BackendError
 from berth.telemetry.metrics import BerthMetrics
@@ -43,16 +43,16 @@ class Reconciler:
 
 
 class Watched:
-    """Just what ``Agent._watch_containers`` touches, on a FakeBackend."""
+    """The agent's container event watcher over a FakeBackend, a recording lifecycle and a
+    counting reconciler."""
 
     def __init__(self) -> None:
         self.backend = FakeBackend()
         self.backend.add_image("busybox")
-        self.agent: Any = Agent.__new__(Agent)
-        self.agent.backend, self.agent.agent_id = self.backend, AGENT_ID
-        self.agent.lifecycle, self.agent.reconciler = Lifecycle(), Reconciler()
-        self.agent.telemetry = type("T", (), {"metrics": BerthMetrics(AGENT_ID)})()
-        self.agent._tasks = TaskSupervisor("test")
+        self.lifecycle, self.reconciler = Lifecycle(), Reconciler()
+        self.tasks = TaskSupervisor("test")
+        self.events = ContainerEvents(self.backend, AGENT_ID, self.lifecycle, self.reconciler,
+                                      BerthMetrics(AGENT_ID), self.tasks)
 
     async def container(self) -> str:
         cid = await self.backend.create(f"c{random.random()}", {
@@ -77,13 +77,13 @@ async def _until(check: Any, what: str, timeout: float = 10.0) -> None:
 @pytest.fixture
 async def w() -> AsyncIterator[Watched]:
     watched = Watched()
-    task = asyncio.create_task(watched.agent._watch_containers())
+    task = asyncio.create_task(watched.events.run())
     try:
         yield watched
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await watched.agent._tasks.close()
+        await watched.tasks.close()
 
 
 async def _die(w: Watched) -> str:
@@ -96,8 +96,8 @@ async def _die(w: Watched) -> str:
 async def test_stream_end_resubscribes_after_the_engine_answers_and_resyncs(w: Watched) -> None:
     await w.subscribed()
     first = await _die(w)
-    await _until(lambda: first in w.agent.lifecycle.exits, "the first death")
-    assert w.agent.reconciler.syncs == 0
+    await _until(lambda: first in w.lifecycle.exits, "the first death")
+    assert w.reconciler.syncs == 0
 
     w.backend.inject_faults(random.Random(0), rate=1.0, kinds=["error"], verbs=["ping"])
     w.backend._subscribers[0].queue.put_nowait(None)  # the engine went away: the stream ends
@@ -105,10 +105,10 @@ async def test_stream_end_resubscribes_after_the_engine_answers_and_resyncs(w: W
     assert not w.backend._subscribers, "subscribed again before the engine answered"
     lost = await _die(w)  # dies while nobody listens
     w.backend.heal()
-    await _until(lambda: w.agent.reconciler.syncs == 1, "one resync pass")
-    assert lost not in w.agent.lifecycle.exits  # only the sync can see it (the stub does not)
+    await _until(lambda: w.reconciler.syncs == 1, "one resync pass")
+    assert lost not in w.lifecycle.exits  # only the sync can see it (the stub does not)
     later = await _die(w)
-    await _until(lambda: later in w.agent.lifecycle.exits, "a death after the resubscribe")
+    await _until(lambda: later in w.lifecycle.exits, "a death after the resubscribe")
 
 
 @pytest.mark.timeout(60)
@@ -120,6 +120,6 @@ async def test_any_stream_failure_is_survived(w: Watched, error: Exception) -> N
     w.backend.fail_next("events", error)  # the next subscription fails at once
     stream.queue.put_nowait(None)
     await _until(lambda: ("events", "") in w.backend.calls[1:], "a second subscription")
-    await _until(lambda: w.agent.reconciler.syncs >= 1, "a resync after the failure")
+    await _until(lambda: w.reconciler.syncs >= 1, "a resync after the failure")
     cid = await _die(w)
-    await _until(lambda: cid in w.agent.lifecycle.exits, "events delivered after the failure")
+    await _until(lambda: cid in w.lifecycle.exits, "events delivered after the failure")

@@ -48,7 +48,7 @@ async def test_a_failed_step_releases_what_started_in_reverse_order(
     recording("telemetry", Telemetry)
     recording("tasks", TaskSupervisor)
 
-    async def announce_fails(self: Agent) -> None:
+    async def announce_fails(self: Agent, link: ManagerLink) -> None:
         raise RuntimeError("announce failed")
     monkeypatch.setattr(Agent, "_announce", announce_fails)
 
