@@ -33,7 +33,7 @@ from berth.resources import ResourceManager
 from berth.runner import WORKER_EXIT
 from berth.storage import KernelFiles, VFolderHostResolver, list_files_reply, parse_mounts
 from berth.telemetry import Telemetry
-from berth.types import KernelState, TerminationReason
+from berth.types import KernelId, KernelState, TerminationReason
 
 if TYPE_CHECKING:
     from berth.daemon.agent import Agent
@@ -41,6 +41,11 @@ if TYPE_CHECKING:
 __all__ = ["AgentFacade", "DaemonControl"]
 
 log = logging.getLogger(__name__)
+
+
+def _kid(raw: object) -> KernelId:
+    """A kernel id off the wire (a manager may send a UUID object) as the domain's KernelId."""
+    return KernelId(str(raw))
 
 
 class DaemonControl(Protocol):
@@ -102,7 +107,7 @@ class AgentFacade:
 
     def _kernel(self, kernel_id: str, agent_id: str | None) -> Kernel:
         self._check_agent(agent_id)
-        kernel = self.registry.find(kernel_id)
+        kernel = self.registry.find(_kid(kernel_id))
         if kernel is None:
             raise KernelNotFound(kernel_id=kernel_id)
         return kernel
@@ -233,7 +238,7 @@ class AgentFacade:
                 config = {**config, "cluster_info": cluster}
             if VFolderHostResolver.any_needed(config):  # by volumes config / storage proxy
                 config = await self.vfolder_hosts.resolve_config(config)
-            return await self.lifecycle.create(config, str(kid), str(raw_session_id))
+            return await self.lifecycle.create(config, _kid(kid), str(raw_session_id))
 
         # All at once (the lifecycle's semaphore bounds the concurrency): a failing kernel
         # must not keep the others from being created and reporting their own events.
@@ -265,7 +270,7 @@ class AgentFacade:
                             agent_id: str | None = None) -> dict[str, Any]:
         """The seed's single-kernel create."""
         self._check_agent(agent_id)
-        return await self.lifecycle.create(config, str(kernel_id), str(session_id))
+        return await self.lifecycle.create(config, _kid(kernel_id), str(session_id))
 
     async def destroy_kernel(self, kernel_id: str, session_id: str | None = None,
                              reason: str | None = None, suppress_events: bool = False,
@@ -273,20 +278,20 @@ class AgentFacade:
         self._check_agent(agent_id)
         why = TerminationReason(reason) if reason in set(TerminationReason) else (
             TerminationReason.USER_REQUESTED)
-        await self.lifecycle.destroy(kernel_id, why)
+        await self.lifecycle.destroy(_kid(kernel_id), why)
 
     async def restart_kernel(self, session_id: str, kernel_id: str, kernel_image: Any = None,
                              updated_config: dict[str, Any] | None = None,
                              agent_id: str | None = None) -> dict[str, Any]:
-        self._kernel(kernel_id, agent_id)
-        return await self.lifecycle.restart(kernel_id)
+        kernel = self._kernel(kernel_id, agent_id)
+        return await self.lifecycle.restart(kernel.kernel_id)
 
     async def check_running(self, kernel_id: str, agent_id: str | None = None) -> bool:
-        kernel = self.registry.find(kernel_id)
+        kernel = self.registry.find(_kid(kernel_id))
         return kernel is not None and kernel.state == KernelState.RUNNING
 
     async def check_creating(self, kernel_id: str, agent_id: str | None = None) -> bool:
-        kernel = self.registry.find(kernel_id)
+        kernel = self.registry.find(_kid(kernel_id))
         return kernel is not None and kernel.state in (
             KernelState.PREPARING, KernelState.PULLING, KernelState.CREATING)
 

@@ -15,7 +15,7 @@ from typing import Any
 from berth.kernel.spec import KernelSpec
 from berth.resources import merge_docker_args
 from berth.runner import CONTAINER_IPC_DIR, CONTAINER_RUNNER_DIR, CONTAINER_SOCKET, SERVICE_DEFS_DIR
-from berth.types import AGENT_ID_LABEL, KERNEL_ID_LABEL, OWNER_LABEL, SESSION_ID_LABEL
+from berth.types import AGENT_ID_LABEL, KERNEL_ID_LABEL, OWNER_LABEL, SESSION_ID_LABEL, KernelId
 
 __all__ = [
     "ContainerPlan",
@@ -37,7 +37,7 @@ class ContainerPlan:
     """Everything the builder needs, already decided by the lifecycle."""
 
     agent_id: str
-    kernel_id: str
+    kernel_id: KernelId
     session_id: str
     spec: KernelSpec
     image_ref: str
@@ -59,7 +59,7 @@ class ContainerPlan:
     network_aliases: Sequence[str] = ()  # names the kernel answers to on that network
 
 
-def container_name(kernel_id: str) -> str:
+def container_name(kernel_id: KernelId) -> str:
     return f"berth-kernel.{kernel_id}"
 
 

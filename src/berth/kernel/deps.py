@@ -77,23 +77,23 @@ class ScratchLayout(Protocol):
 
 
 class ScratchRole(Protocol):
-    async def create(self, kernel_id: str, uid: int, gid: int) -> ScratchLayout: ...
+    async def create(self, kernel_id: KernelId, uid: int, gid: int) -> ScratchLayout: ...
 
-    async def open(self, kernel_id: str) -> ScratchLayout:
+    async def open(self, kernel_id: KernelId) -> ScratchLayout:
         """An existing scratch; raises StorageError when it is missing or incomplete."""
         ...
 
-    async def remove(self, kernel_id: str) -> None: ...
+    async def remove(self, kernel_id: KernelId) -> None: ...
 
-    def seal(self, kernel_id: str) -> os.stat_result | None:
+    def seal(self, kernel_id: KernelId) -> os.stat_result | None:
         """Take the runner socket's directory from the kernel user; what the socket is now."""
         ...
 
-    def unseal(self, kernel_id: str, uid: int, gid: int) -> None:
+    def unseal(self, kernel_id: KernelId, uid: int, gid: int) -> None:
         """Drop the old socket and give its directory back, for a new container."""
         ...
 
-    def scan(self) -> AbstractSet[str]: ...
+    def scan(self) -> AbstractSet[KernelId]: ...
 
 
 class MountPlanner(Protocol):

@@ -16,12 +16,13 @@ from berth.kernel.container_config import has_runner
 from berth.kernel.deps import RunnerRole
 from berth.kernel.registry import Kernel
 from berth.runner import BatchExecFallback, ExecInContainer
+from berth.types import KernelId
 
 __all__ = ["ExecRoutes"]
 
 
 class ExecRoutes:
-    def __init__(self, runners: Mapping[str, RunnerRole], backend: ContainerBackend) -> None:
+    def __init__(self, runners: Mapping[KernelId, RunnerRole], backend: ContainerBackend) -> None:
         self._runners = runners  # the lifecycle's: a kernel's runner while it is up
         self._backend = backend
         self._fallbacks: dict[str, tuple[str | None, BatchExecFallback]] = {}
@@ -43,7 +44,7 @@ class ExecRoutes:
             self._fallbacks[kernel.kernel_id] = fallback
         return fallback[1]
 
-    def forget(self, kernel_id: str) -> None:
+    def forget(self, kernel_id: KernelId) -> None:
         """The kernel is gone: so is its exec fallback (and the batch jobs it tracked)."""
         self._fallbacks.pop(kernel_id, None)
 

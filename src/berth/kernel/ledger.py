@@ -17,6 +17,7 @@ from typing import Any
 
 from berth.errors import BerthError, StorageError
 from berth.storage import nofollow
+from berth.types import KernelId
 
 __all__ = ["LEDGER_FILENAME", "Ledger", "LedgerEntry"]
 
@@ -27,7 +28,7 @@ MAX_LEDGER_BYTES = 16 * 1024 * 1024
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    kernel_id: str
+    kernel_id: KernelId
     session_id: str
     agent_id: str
     spec: dict[str, Any]
@@ -60,10 +61,10 @@ class Ledger:
     def __init__(self, scratch_root: Path) -> None:
         self._root = scratch_root
 
-    def path(self, kernel_id: str) -> Path:
+    def path(self, kernel_id: KernelId) -> Path:
         return self._root / kernel_id / "config" / LEDGER_FILENAME
 
-    def _parts(self, kernel_id: str) -> tuple[str, ...]:
+    def _parts(self, kernel_id: KernelId) -> tuple[str, ...]:
         return (kernel_id, "config", LEDGER_FILENAME)
 
     def write(self, entry: LedgerEntry) -> None:
@@ -74,7 +75,7 @@ class Ledger:
             raise StorageError(f"cannot write ledger for {entry.kernel_id}: {exc}",
                                kernel_id=entry.kernel_id) from exc
 
-    def read(self, kernel_id: str) -> LedgerEntry | None:
+    def read(self, kernel_id: KernelId) -> LedgerEntry | None:
         """The entry, or None when absent or unreadable (a torn write never renames in)."""
         try:
             raw = nofollow.read_file(self._root, self._parts(kernel_id), MAX_LEDGER_BYTES)

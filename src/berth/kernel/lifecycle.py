@@ -165,8 +165,8 @@ class KernelLifecycle:
         self.oom_counter = oom_counter
         self.on_worker_death = on_worker_death
         self.on_auto_restart = on_auto_restart  # the metric
-        self.runners: dict[str, RunnerRole] = {}
-        self.layouts: dict[str, ScratchLayout] = {}
+        self.runners: dict[KernelId, RunnerRole] = {}
+        self.layouts: dict[KernelId, ScratchLayout] = {}
         self._create_slots = asyncio.Semaphore(settings.creation_concurrency)  # Docker calls
         self._starting: dict[str, _StartWatch] = {}  # containers a create waits for, by id
         self._teardowns: dict[str, asyncio.Task[None]] = {}
@@ -181,12 +181,12 @@ class KernelLifecycle:
         self.warm_pool: WarmPoolRole | None = None if warm_pool is None else warm_pool(self)
 
     # ---------------------------------------------------------------- create
-    async def create(self, raw_config: Mapping[str, Any], kernel_id: str,
+    async def create(self, raw_config: Mapping[str, Any], kernel_id: KernelId,
                      session_id: str) -> dict[str, Any]:
         with logctx.bound(kernel_id=kernel_id, session_id=session_id):
             return await self._create_kernel(raw_config, kernel_id, session_id)
 
-    async def _create_kernel(self, raw_config: Mapping[str, Any], kernel_id: str,
+    async def _create_kernel(self, raw_config: Mapping[str, Any], kernel_id: KernelId,
                              session_id: str) -> dict[str, Any]:
         spec = parse_kernel_spec(dict(raw_config), kernel_id=kernel_id, session_id=session_id,
                                  slot_types=self.s.slot_types)
@@ -374,7 +374,7 @@ class KernelLifecycle:
             network_aliases=(spec.hostname(),) if spec.cluster_info.network_name else (),
         )
 
-    def resource_args(self, kernel_id: str, spec: KernelSpec, share: Mapping[str, Any]
+    def resource_args(self, kernel_id: KernelId, spec: KernelSpec, share: Mapping[str, Any]
                       ) -> dict[str, Any]:
         """The kernel's resource fragment: ``share`` (the plugins', or a pool's shape), then
         every limit contributor's, through the one merge rule."""
@@ -497,7 +497,7 @@ class KernelLifecycle:
             await _quietly(self.tls_proxy.remove(f"{kernel.kernel_id}/{cport}"))
 
     # ---------------------------------------------------------------- restart
-    async def restart(self, kernel_id: str) -> dict[str, Any]:
+    async def restart(self, kernel_id: KernelId) -> dict[str, Any]:
         kernel = self.registry.get(kernel_id)
         if kernel.state != KernelState.RUNNING:
             raise KernelStateError(f"kernel {kernel_id} is {kernel.state}, not RUNNING",
@@ -537,7 +537,7 @@ class KernelLifecycle:
         await self._run_container(kernel, layout, config)
 
     # ---------------------------------------------------------------- destroy
-    async def destroy(self, kernel_id: str, reason: TerminationReason = R.USER_REQUESTED) -> None:
+    async def destroy(self, kernel_id: KernelId, reason: TerminationReason = R.USER_REQUESTED) -> None:
         kernel = self.registry.find(kernel_id)
         if kernel is None:
             if self.registry.ended(kernel_id) is not None:
@@ -678,11 +678,11 @@ class KernelLifecycle:
         self._emit("kernel_terminated", kernel, reason=str(reason),
                    exit_code=kernel.termination.exit_code)
 
-    def _drop_teardown(self, kernel_id: str, task: asyncio.Task[None]) -> None:
+    def _drop_teardown(self, kernel_id: KernelId, task: asyncio.Task[None]) -> None:
         if self._teardowns.get(kernel_id) is task:
             del self._teardowns[kernel_id]
 
-    def _kernel_gone(self, kernel_id: str) -> None:
+    def _kernel_gone(self, kernel_id: KernelId) -> None:
         self.routes.forget(kernel_id)
 
     async def _release_container(self, kernel: Kernel, exit_code: int | None) -> int | None:
@@ -740,7 +740,7 @@ class KernelLifecycle:
         except ContainerNotFound:
             pass
 
-    async def _close_runner(self, kernel_id: str) -> None:
+    async def _close_runner(self, kernel_id: KernelId) -> None:
         runner = self.runners.pop(kernel_id, None)
         if runner is not None:
             await _quietly(runner.close())
@@ -820,7 +820,7 @@ class KernelLifecycle:
                     kernel.kernel_id, survived, kernel.spec.mem, count)
         self._write_ledger(kernel)
 
-    async def on_worker_exit(self, kernel_id: str, report: Mapping[str, Any]) -> None:
+    async def on_worker_exit(self, kernel_id: KernelId, report: Mapping[str, Any]) -> None:
         """The runner's code worker (the interpreter running user code) died during a run:
         an OOM kill or a SIGBUS (a full ``/dev/shm``) is told to the Manager as a warning
         ``agent_error``, counted, and logged; the kernel stays RUNNING."""

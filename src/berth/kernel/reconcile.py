@@ -22,7 +22,7 @@ from berth.kernel.deps import ScratchLayout
 from berth.kernel.ledger import Ledger, LedgerEntry
 from berth.kernel.state import classify_exit
 from berth.kernel.warmplan import WARM_POOL_LABEL
-from berth.types import KERNEL_ID_LABEL, OWNER_LABEL, KernelState, TerminationReason
+from berth.types import KERNEL_ID_LABEL, OWNER_LABEL, KernelId, KernelState, TerminationReason
 
 if TYPE_CHECKING:
     from berth.events import BackgroundTaskManager, ErrorReporter, ProgressReporter, TaskFn
@@ -50,7 +50,7 @@ class Adopt:
 
 @dataclass(frozen=True)
 class CleanDead:
-    kernel_id: str
+    kernel_id: KernelId
     entry: LedgerEntry
     containers: tuple[ContainerInfo, ...]
     reason: TerminationReason
@@ -64,13 +64,13 @@ class RemoveStrayContainer:
 
 @dataclass(frozen=True)
 class RemoveStrayScratch:
-    kernel_id: str
+    kernel_id: KernelId
 
 
 Action = Adopt | CleanDead | RemoveStrayContainer | RemoveStrayScratch
 
 
-def _kernel_of(action: Action) -> str | None:
+def _kernel_of(action: Action) -> KernelId | None:
     """The kernel an action is about (its log lines carry it)."""
     match action:
         case Adopt(entry, _):
@@ -78,18 +78,19 @@ def _kernel_of(action: Action) -> str | None:
         case CleanDead() | RemoveStrayScratch():
             return action.kernel_id
         case RemoveStrayContainer(container):
-            return container.labels.get(KERNEL_ID_LABEL)
+            label = container.labels.get(KERNEL_ID_LABEL)
+            return KernelId(label) if label else None
     return None
 
 
-def plan_reconcile(entries: Mapping[str, LedgerEntry | None],
+def plan_reconcile(entries: Mapping[KernelId, LedgerEntry | None],
                    containers: Sequence[ContainerInfo]) -> list[Action]:
-    by_kernel: dict[str, list[ContainerInfo]] = {}
+    by_kernel: dict[KernelId, list[ContainerInfo]] = {}
     actions: list[Action] = []
     # A warm-pool container a kernel claimed carries the pool's labels: its ledger names it.
     claimed = {e.container_id: kid for kid, e in entries.items() if e and e.container_id}
     for c in containers:
-        kid = claimed.get(c.id) or c.labels.get(KERNEL_ID_LABEL, "")
+        kid = claimed.get(c.id) or KernelId(c.labels.get(KERNEL_ID_LABEL, ""))
         if kid in entries and entries[kid] is not None:
             by_kernel.setdefault(kid, []).append(c)
         elif WARM_POOL_LABEL not in c.labels:  # unclaimed pool containers: the pool's own
@@ -103,7 +104,7 @@ def plan_reconcile(entries: Mapping[str, LedgerEntry | None],
     return actions
 
 
-def _judge(kid: str, entry: LedgerEntry, mine: list[ContainerInfo]) -> list[Action]:
+def _judge(kid: KernelId, entry: LedgerEntry, mine: list[ContainerInfo]) -> list[Action]:
     current = [c for c in mine if c.id == entry.container_id]
     others = tuple(c for c in mine if c.id != entry.container_id)
     strays: list[Action] = [RemoveStrayContainer(c) for c in others]
@@ -162,8 +163,8 @@ class Reconciler:
         started = time.monotonic()
         report = ReconcileReport()
         containers = await self.backend.list({OWNER_LABEL: self.agent_id})
-        entries: dict[str, LedgerEntry | None] = {}
-        layouts: dict[str, ScratchLayout] = {}
+        entries: dict[KernelId, LedgerEntry | None] = {}
+        layouts: dict[KernelId, ScratchLayout] = {}
         for kid in sorted(self.lc.scratch.scan()):
             try:
                 layouts[kid] = await self.lc.scratch.open(kid)
@@ -209,7 +210,7 @@ class Reconciler:
             return actions, []
         return [a for a in actions if not deferrable(a)], later
 
-    async def _guarded(self, action: Action, layouts: Mapping[str, ScratchLayout],
+    async def _guarded(self, action: Action, layouts: Mapping[KernelId, ScratchLayout],
                        report: ReconcileReport) -> None:
         with logctx.bound(kernel_id=_kernel_of(action)):
             try:
@@ -217,7 +218,7 @@ class Reconciler:
             except BerthError as exc:  # one kernel's failure must not keep the node down
                 self._failed(action, exc)
 
-    def _cleanup_job(self, actions: list[Action], layouts: Mapping[str, ScratchLayout],
+    def _cleanup_job(self, actions: list[Action], layouts: Mapping[KernelId, ScratchLayout],
                      report: ReconcileReport, containers: Sequence[ContainerInfo]) -> TaskFn:
         async def job(reporter: ProgressReporter) -> str:
             reporter.set(0, len(actions), "reconcile cleanup started")
@@ -240,7 +241,7 @@ class Reconciler:
         self.on_reaped("container", len(report.stray_containers))
         self.on_reaped("scratch", len(report.stray_scratch))
 
-    async def _apply(self, action: Action, layouts: Mapping[str, ScratchLayout],
+    async def _apply(self, action: Action, layouts: Mapping[KernelId, ScratchLayout],
                      report: ReconcileReport) -> None:
         match action:
             case Adopt(entry, container):
@@ -286,7 +287,7 @@ class Reconciler:
         that this node does not run are reported already-terminated; kernels this node runs
         that it does not name are ended."""
         registry = self.lc.registry
-        wanted = {str(pair[0]): str(pair[1]) for pair in kernel_session_ids}
+        wanted = {KernelId(str(pair[0])): str(pair[1]) for pair in kernel_session_ids}
         for kernel_id, session_id in wanted.items():
             if registry.find(kernel_id) is None:
                 self.lc.events.emit("kernel_terminated", {

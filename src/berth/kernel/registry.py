@@ -129,13 +129,13 @@ class KernelRegistry:
         self._terminated.pop(kernel.kernel_id, None)
         self._kernels[kernel.kernel_id] = kernel
 
-    def get(self, kernel_id: str) -> Kernel:
+    def get(self, kernel_id: KernelId) -> Kernel:
         try:
             return self._kernels[kernel_id]
         except KeyError:
             raise KernelNotFound(kernel_id=kernel_id) from None
 
-    def find(self, kernel_id: str) -> Kernel | None:
+    def find(self, kernel_id: KernelId) -> Kernel | None:
         return self._kernels.get(kernel_id)
 
     def by_container(self, container_id: str) -> Kernel | None:
@@ -151,7 +151,7 @@ class KernelRegistry:
         while len(self._terminated) > self._keep:
             self._terminated.popitem(last=False)
 
-    def ended(self, kernel_id: str) -> KernelView | None:
+    def ended(self, kernel_id: KernelId) -> KernelView | None:
         return self._terminated.get(kernel_id)
 
     def snapshot(self) -> tuple[float, list[KernelView]]:

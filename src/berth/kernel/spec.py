@@ -25,7 +25,7 @@ from berth.config import MAX_ID, parse_binary_size
 from berth.errors import InvalidArgument, InvalidKernelSpec
 from berth.kernel.cluster import ClusterSpec
 from berth.resources import INTRINSIC_SLOT_TYPES, INTRINSIC_SLOTS, ResourceSlots, parse_slots
-from berth.types import SlotName, SlotType
+from berth.types import KernelId, SlotName, SlotType
 
 __all__ = [
     "ImageConfig",
@@ -88,7 +88,7 @@ class KernelSpec(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     image: ImageConfig
-    kernel_id: str | None = None
+    kernel_id: KernelId | None = None
     session_id: str | None = None
     owner_user_id: str | None = None
     owner_project_id: str | None = None
@@ -185,7 +185,7 @@ class KernelSpec(BaseModel):
         return self.cluster_hostname or f"{self.cluster_role}{self.cluster_idx}"
 
 
-def parse_kernel_spec(raw: Any, *, kernel_id: str | None = None, session_id: str | None = None,
+def parse_kernel_spec(raw: Any, *, kernel_id: KernelId | None = None, session_id: str | None = None,
                       slot_types: Mapping[SlotName, SlotType] | None = None) -> KernelSpec:
     """Validate a raw config; raises :class:`InvalidKernelSpec` naming the field, or
     :class:`UnsupportedSlot` for a slot `slot_types` (the node's) lacks. Without `slot_types`,

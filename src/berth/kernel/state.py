@@ -6,7 +6,7 @@ Pure: no clock, no I/O. The lifecycle asks it before every transition.
 from __future__ import annotations
 
 from berth.errors import KernelStateError
-from berth.types import KernelState, TerminationReason
+from berth.types import KernelId, KernelState, TerminationReason
 
 __all__ = ["TRANSITIONS", "check_transition", "classify_exit", "is_transitional"]
 
@@ -29,7 +29,7 @@ def is_transitional(state: KernelState) -> bool:
     return state in _TRANSITIONAL
 
 
-def check_transition(kernel_id: str, current: KernelState, target: KernelState) -> None:
+def check_transition(kernel_id: KernelId, current: KernelState, target: KernelState) -> None:
     if target not in TRANSITIONS[current]:
         raise KernelStateError(
             f"kernel {kernel_id}: cannot go from {current} to {target}",

@@ -114,7 +114,7 @@ class Member:
 
     def entry(self, agent_id: str, spec: Mapping[str, Any], uid: int, gid: int) -> LedgerEntry:
         return LedgerEntry(
-            kernel_id=self.member_id, session_id=self.member_id, agent_id=agent_id,
+            kernel_id=KernelId(self.member_id), session_id=self.member_id, agent_id=agent_id,
             spec=dict(spec), allocation={}, host_ports=host_port_map(self.service_ports),
             uid=uid, gid=gid, state=WARM_STATE, container_id=self.container_id or None,
             image_id=self.image_id,
@@ -346,7 +346,7 @@ class WarmPool:
         spec = parse_kernel_spec(
             {"image": {"canonical": image, "is_local": True},
              "resource_slots": {"cpu": str(self.s.cpu), "mem": str(self.s.mem)}},
-            kernel_id=member_id, session_id=member_id)
+            kernel_id=KernelId(member_id), session_id=member_id)
         kernel = Kernel(kernel_id=KernelId(member_id), session_id=member_id, spec=spec,
                         uid=lc.s.default_uid, gid=lc.s.default_gid)
         kernel.image_id, kernel.image_labels = info.id, dict(info.labels)
@@ -431,18 +431,18 @@ class WarmPool:
         """At start, after the kernels' reconcile: (adopted, reaped)."""
         listed = await self.lc.backend.list({OWNER_LABEL: self.lc.s.agent_id})
         found = [c for c in listed if WARM_POOL_LABEL in c.labels]
-        scratch_ids = {str(i) for i in self.pool_scratch.scan()}
+        scratch_ids = set(self.pool_scratch.scan())
         entries = {mid: self.ledger.read(mid) for mid in scratch_ids}
         candidates = []
         for c in found:
-            entry = entries.get(c.labels.get(WARM_ID_LABEL, ""))
+            entry = entries.get(KernelId(c.labels.get(WARM_ID_LABEL, "")))
             ok = entry is not None and entry.state == WARM_STATE and entry.container_id == c.id
             candidates.append(PoolContainer(c.id, c.labels.get(WARM_ID_LABEL, ""),
                                             c.labels[WARM_POOL_LABEL], c.running, ok))
         plan = plan_adoption(candidates, claimed, self.s.images, self.s.max_total, scratch_ids)
         by_id = {c.id: c for c in found}
         for cid in plan.adopt:
-            entry = entries[by_id[cid].labels[WARM_ID_LABEL]]
+            entry = entries[KernelId(by_id[cid].labels[WARM_ID_LABEL])]
             assert entry is not None
             member = Member.from_entry(entry, by_id[cid].pid)
             for port in member.host_ports:
