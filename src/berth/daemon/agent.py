@@ -270,7 +270,7 @@ class Agent:
         """After the first heartbeat (the Manager skips events of a node it does not know)."""
         for name, exc in self._plugin_failures:
             errors.report(f"compute plugin {name} failed to load and was skipped: {exc!r}",
-                               source="plugin", exc=exc, plugin=name, stage="load")
+                          source="plugin", exc=exc, plugin=name, stage="load")
         self._plugin_failures.clear()
 
     def _build_tls_proxy(self) -> TLSServiceProxy | None:
@@ -494,4 +494,4 @@ class Agent:
                 metrics.observe_lifecycle_sync(exc)
                 log.warning("lifecycle sync failed: %r", exc)
                 parts.errors.report(f"periodic container lifecycle sync failed: {exc!r}",
-                                   source="lifecycle-sync", exc=exc, key="lifecycle-sync")
+                                    source="lifecycle-sync", exc=exc, key="lifecycle-sync")
