@@ -65,3 +65,14 @@ def test_guard_exit_code(tmp_path: Path, xml: str, args: list[str], rc: int) -> 
         check=False,
     )
     assert proc.returncode == rc, proc.stdout
+
+
+def test_a_rerun_test_is_listed_counted_once_and_does_not_fail_the_run(tmp_path: Path) -> None:
+    path = tmp_path / "junit.xml"  # pytest-rerunfailures records a rerun test case twice
+    path.write_text(junit(PASSED_INT, PASSED_INT, PASSED_COMPAT, PASSED_CHAOS, PASSED_E2E))
+    proc = subprocess.run([sys.executable, str(GUARD), str(path), "--require-integration"],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stdout
+    assert "RERUN integration test tests.integration.x.test_a::test_ok" in proc.stdout
+    assert "integration tests: 1 ran, none skipped, 1 only on a second run" in proc.stdout
+    assert "compat tests: 1 ran, none skipped\n" in proc.stdout
