@@ -184,19 +184,21 @@ class RedisServer(ServerProcess):
     name = package = "redis-server"
     start_timeout = 5.0
 
-    def __init__(self, workdir: Path, db: int = 4) -> None:
+    def __init__(self, workdir: Path, db: int = 4, password: str | None = None) -> None:
         super().__init__(workdir)
         self.db = db
+        self.password = password
 
     def command(self, exe: str) -> list[str]:
+        auth = ["--requirepass", self.password] if self.password is not None else []
         return [exe, "--bind", LOOPBACK, "--port", str(self.port), "--save", "",
-                "--appendonly", "no", "--dir", str(self.workdir)]
+                "--appendonly", "no", "--dir", str(self.workdir), *auth]
 
     def ready(self) -> bool:
         try:
             with socket.create_connection((LOOPBACK, self.port), timeout=0.2) as s:
                 s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
+                return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 

@@ -1,7 +1,7 @@
 """The Redis edge: events to the Manager (stream + pub/sub) and the keys the Manager reads.
 
-The only module that imports ``redis``.  ``RedisError``/``OSError`` become ``EventBusError``
-in one place (``_mapped``).
+The one user of ``berth.events.resp`` (the agent's own RESP client).  ``RedisError``/``OSError``
+become ``EventBusError`` in one place (``_mapped``).
 
 Delivery, as the Backend.AI 26.9 manager's message queue reads it: anycast = ``XADD events
 MAXLEN ~ stream_maxlen * name source payload metadata``; broadcast = ``PUBLISH events_all``
@@ -25,23 +25,20 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, Protocol, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import msgpack
-import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from berth.errors import EventBusError
 from berth.events.backlog import Backlog, Envelope
 from berth.events.discovery import ServiceRecord
 from berth.events.models import AgentEvent
+from berth.events.resp import Arg, RedisClient, RedisError
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +51,11 @@ MESSAGE_METADATA = json.dumps(
     {"request_id": None, "user": None, "triggered_user": None, "traceparent": None},
     separators=(",", ":"))
 
-T = TypeVar("T")
 
 
 @contextmanager
 def _mapped(operation: str) -> Iterator[None]:
-    """Translate redis-py and socket failures into ``EventBusError`` (the one mapping point)."""
+    """Translate Redis and socket failures into ``EventBusError`` (the one mapping point)."""
     try:
         yield
     except (TimeoutError, RedisError, OSError) as exc:
@@ -73,11 +69,8 @@ def redis_url_with_db(url: str, db: int) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
 
 
-def _client(url: str, timeout: float) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
-        url, socket_connect_timeout=timeout, socket_timeout=timeout,
-        retry=Retry(NoBackoff(), 0), decode_responses=False,
-    )
+def _client(url: str, timeout: float) -> RedisClient:
+    return RedisClient(url, timeout=timeout)
 
 
 class EventTransport(Protocol):
@@ -94,22 +87,19 @@ class RedisEventTransport:
         self._maxlen = stream_maxlen
 
     async def send(self, batch: Sequence[Envelope]) -> None:
+        commands = [c for env in batch for c in self._commands(env)]
         with _mapped("send events"):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for env in batch:
-                    self._queue(pipe, env)
-                await pipe.execute()
+            await self._redis.pipeline(commands)
 
-    def _queue(self, pipe: Any, env: Envelope) -> None:
+    def _commands(self, env: Envelope) -> Iterator[tuple[Arg, ...]]:
         if env.anycast:
-            fields = {"name": env.name, "source": env.source, "payload": env.payload,
-                      "metadata": MESSAGE_METADATA}
-            pipe.xadd(STREAM_KEY, fields, maxlen=self._maxlen, approximate=True)
+            yield ("XADD", STREAM_KEY, "MAXLEN", "~", self._maxlen, "*", "name", env.name,
+                   "source", env.source, "payload", env.payload, "metadata", MESSAGE_METADATA)
         if env.broadcast:
             body = broadcast_body(env)
-            pipe.publish(BROADCAST_CHANNEL, body)
+            yield ("PUBLISH", BROADCAST_CHANNEL, body)
             if env.cache_key is not None:
-                pipe.set(env.cache_key, body, ex=BGTASK_CACHE_TTL)
+                yield ("SET", env.cache_key, body, "EX", BGTASK_CACHE_TTL)
 
     async def close(self) -> None:
         with _mapped("close"):
@@ -254,11 +244,12 @@ async def tail_events(redis_url: str, *, from_start: bool = False,
     try:
         while True:
             with _mapped("xread"):
-                reply: Any = await client.xread({STREAM_KEY: last}, block=block_ms)
+                reply: Any = await client.execute("XREAD", "BLOCK", block_ms, "STREAMS",
+                                                  STREAM_KEY, last)
             for _stream, entries in reply or []:
                 for entry_id, fields in entries:
                     last = entry_id.decode()
-                    yield _stream_entry(last, fields)
+                    yield _stream_entry(last, dict(zip(fields[::2], fields[1::2], strict=True)))
     finally:
         await client.aclose()
 
@@ -289,106 +280,78 @@ class ManagerStore:
         self._clients = {role: _client(redis_url_with_db(redis_url, db), timeout)
                          for role, db in dbs.items()}
 
-    async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
-        with _mapped(what):
-            return await fn()
+    async def _call(self, what: str, role: str, commands: Sequence[Sequence[Arg]], *,
+                    transaction: bool = False) -> None:
+        if commands:
+            with _mapped(what):
+                await self._clients[role].pipeline(commands, transaction=transaction)
 
     async def write_node_stats(self, stats: Mapping[str, Any], ttl: float) -> None:
         """``{agent_id}`` ← msgpack ``{"node": {...}, "devices": {...}}``."""
-        r = self._clients["stat"]
-        await self._call("node stats", lambda: r.set(
-            self.agent_id, msgpack.packb(dict(stats)), ex=int(ttl)))
+        await self._call("node stats", "stat", [
+            ("SET", self.agent_id, msgpack.packb(dict(stats)), "EX", max(1, int(ttl)))])
 
     async def write_kernel_stats(self, kernel_id: str, stats: Mapping[str, Any]) -> None:
         """``{kernel_id}`` ← msgpack ``{metric: MetricValue}``, TTL 24 h."""
-        r = self._clients["stat"]
-        await self._call("kernel stats", lambda: r.set(
-            kernel_id, msgpack.packb(dict(stats)), ex=DAY))
+        await self._call("kernel stats", "stat", [
+            ("SET", kernel_id, msgpack.packb(dict(stats)), "EX", DAY)])
 
     async def write_container_count(self, count: int) -> None:
-        r = self._clients["stat"]
-        await self._call("container count", lambda: r.set(
-            f"container_count.{self.agent_id}", count, ex=DAY))
+        await self._call("container count", "stat", [
+            ("SET", f"container_count.{self.agent_id}", count, "EX", DAY)])
 
     async def write_installed_images(self, images: Sequence[Mapping[str, str]]) -> None:
         """``installed_image:{agent_id}`` ← JSON ``[{canonical, digest, architecture}]``."""
-        r = self._clients["image"]
         body = json.dumps([dict(i) for i in images])
-        await self._call("installed images", lambda: r.set(
-            f"installed_image:{self.agent_id}", body))
+        await self._call("installed images", "image", [
+            ("SET", f"installed_image:{self.agent_id}", body)])
 
     async def mark_kernel_presence(self, kernel_ids: Sequence[str], ttl: int = 300) -> None:
         """``kernel:presence:{kernel_id}`` ← ``{presence: "1", last_presence: <int seconds>}``
         for every running kernel: the manager asks ``check_running`` over RPC about each
         kernel whose mark is missing or stale, and reads the time as an integer."""
-        r = self._clients["live"]
         now = str(int(time.time()))
-
-        async def write() -> None:
-            async with r.pipeline(transaction=False) as pipe:
-                for kernel_id in kernel_ids:
-                    key = f"kernel:presence:{kernel_id}"
-                    pipe.hset(key, mapping={"presence": "1", "last_presence": now})
-                    pipe.expire(key, ttl)
-                await pipe.execute()
-        if kernel_ids:
-            await self._call("kernel presence", write)
+        commands: list[tuple[Arg, ...]] = []
+        for kernel_id in kernel_ids:
+            key = f"kernel:presence:{kernel_id}"
+            commands.append(("HSET", key, "presence", "1", "last_presence", now))
+            commands.append(("EXPIRE", key, ttl))
+        await self._call("kernel presence", "live", commands)
 
     async def mark_commits(self, kernel_ids: Sequence[str], ttl: int = 13) -> None:
         """``kernel.{kernel_id}.commit`` ← ``ongoing`` while a commit of the kernel runs (the
         manager reads a missing key as ``ready``); refreshed faster than ``ttl`` expires it."""
-        r = self._clients["stat"]
-
-        async def write() -> None:
-            async with r.pipeline(transaction=False) as pipe:
-                for kernel_id in kernel_ids:
-                    pipe.set(f"kernel.{kernel_id}.commit", "ongoing", ex=ttl)
-                await pipe.execute()
-        if kernel_ids:
-            await self._call("commit status", write)
+        await self._call("commit status", "stat", [
+            ("SET", f"kernel.{kernel_id}.commit", "ongoing", "EX", ttl)
+            for kernel_id in kernel_ids])
 
     async def write_service_record(self, record: ServiceRecord, ttl: int = 180) -> None:
         """``service_discovery.{group}.{id}`` ← hash of JSON values, expiring after ``ttl``."""
-        r = self._clients["stat"]
         key = f"service_discovery.{record.service_group}.{record.service_id}"
-        fields: dict[Any, Any] = {k: json.dumps(v) for k, v in record.metadata().items()}
-
-        async def write() -> None:
-            async with r.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping=fields)
-                pipe.expire(key, ttl)
-                await pipe.execute()
-        await self._call("service record", write)
+        fields = [a for k, v in record.metadata().items() for a in (k, json.dumps(v))]
+        await self._call("service record", "stat", [
+            ("HSET", key, *fields), ("EXPIRE", key, ttl)], transaction=True)
 
     async def delete_service_record(self, record: ServiceRecord) -> None:
-        r = self._clients["stat"]
         key = f"service_discovery.{record.service_group}.{record.service_id}"
-        await self._call("service record", lambda: r.delete(key))
+        await self._call("service record", "stat", [("DEL", key)])
 
     async def write_slot_metadata(self, metadata: Mapping[str, Mapping[str, Any]]) -> None:
         """``computer.metadata`` ← hash ``{slot name: JSON display metadata}``."""
         if not metadata:
             return
-        r = self._clients["stat"]
-        fields: dict[Any, Any] = {k: json.dumps(dict(v)) for k, v in metadata.items()}
-        await self._call("slot metadata", lambda: r.hset("computer.metadata", mapping=fields))
+        fields = [a for k, v in metadata.items() for a in (k, json.dumps(dict(v)))]
+        await self._call("slot metadata", "stat", [("HSET", "computer.metadata", *fields)])
 
     async def push_container_logs(self, container_id: str, data: bytes,
                                   chunk_size: int = 64 * 1024, ttl: int = 3600) -> int:
         """Append ``data`` to ``containerlog.{container_id}`` as zlib+base64 JSON chunks."""
-        r = self._clients["container_log"]
         key = f"containerlog.{container_id}"
         chunks = [encode_log_chunk(data[i:i + chunk_size])
                   for i in range(0, len(data), chunk_size)]
-
-        async def write() -> None:
-            async with r.pipeline(transaction=False) as pipe:
-                for chunk in chunks:
-                    pipe.rpush(key, chunk)
-                pipe.expire(key, ttl)
-                await pipe.execute()
         if chunks:
-            await self._call("container logs", write)
+            await self._call("container logs", "container_log", [
+                *(("RPUSH", key, chunk) for chunk in chunks), ("EXPIRE", key, ttl)])
         return len(chunks)
 
     async def close(self) -> None:

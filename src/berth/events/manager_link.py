@@ -10,6 +10,7 @@ import logging
 import platform
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+from urllib.parse import quote
 
 from berth import __version__
 from berth.config import AgentConfig, parse_host_port
@@ -50,7 +51,8 @@ def redis_url(config: AgentConfig) -> str | None:
     if config.redis is None:
         return None
     host, port = parse_host_port(config.redis.addr, default_port=6379)
-    auth = f":{config.redis.password}@" if config.redis.password else ""
+    auth = f":{quote(config.redis.password, safe='')}@" if config.redis.password else ""
+    host = f"[{host}]" if ":" in host else host  # an IPv6 literal
     return f"redis://{auth}{host}:{port}/{config.redis.db}"
 
 
