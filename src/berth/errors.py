@@ -43,7 +43,7 @@
     │   └── AgentUnreachable             client side: connection to the agent lost / not made
     ├── RemoteError                      client side: the agent answered with a FAILURE frame
     ├── EventBusError                    Redis unreachable (RedisError mapped once)
-    ├── EtcdError                        etcd unreachable (grpc errors mapped once)
+    ├── EtcdError                        etcd unreachable (gateway errors mapped once)
     └── PluginError                      a compute plugin failed
 """
 

@@ -1,7 +1,8 @@
 """Manager-facing signals: lifecycle events, heartbeats and the Redis keys the Manager reads.
 
-`EtcdConfigSource` and `apply_etcd_overrides` are imported on first use: etcd's client pulls in
-grpc and protobuf (~16 MiB of the agent's RSS), and most agents have no etcd configured.
+`EtcdConfigSource` and `apply_etcd_overrides` are imported on first use: etcd's client (etcd's
+JSON gateway over aiohttp) is not needed by everything that imports this package, and most
+agents have no etcd configured.
 """
 
 from typing import TYPE_CHECKING, Any

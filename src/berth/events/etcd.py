@@ -1,12 +1,14 @@
-"""The etcd edge (Backend.AI key layout under ``/sorna/{namespace}/``); the only aetcd importer.
+"""The etcd edge (Backend.AI key layout under ``/sorna/{namespace}/``), over ``etcd_gateway``.
 
 Reads the global configuration the Manager keeps there (``config/redis``, ``volumes``,
 ``config/agent``, ``config/container``, ``config/plugins/...``) as nested dicts rebuilt from
 flattened keys (each segment URL-quoted, as Backend.AI writes them), registers the node
 (``nodes/agents/{id}`` = ``starting`` → ``running``, with ``ip`` and ``watcher_port``), waits
 for ``nodes/manager`` and registers the metrics endpoint for service discovery
-(``ai/backend/service_discovery/{group}/{id}/...``, reference §8.4).  aetcd / gRPC / socket
-failures become ``EtcdError`` in ``_mapped``.
+(``ai/backend/service_discovery/{group}/{id}/...``, reference §8.4).  It imports no etcd
+library: ``berth.events.etcd_gateway`` (aiohttp, etcd's v3 JSON gateway) is its only wire, and
+whatever that raises (``etcd_gateway.ERRORS``: etcd's errors, malformed replies, HTTP, socket,
+timeout) becomes ``EtcdError`` in ``_mapped``.
 
 ``apply_etcd_overrides`` (pure) merges what etcd says into the local ``agent.toml`` dict.
 """
@@ -23,12 +25,9 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote, unquote
 
-import aetcd
-import grpc
-from aetcd.exceptions import ClientError
-
 from berth.errors import EtcdError
 from berth.events.discovery import ServiceRecord
+from berth.events.etcd_gateway import ERRORS, EtcdGateway, EventType, Watch, prefix_end
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ GLOBAL_SECTIONS = {"redis": "config/redis", "volumes": "volumes", "agent": "conf
 def _mapped(operation: str, key: str = "") -> Iterator[None]:
     try:
         yield
-    except (ClientError, grpc.RpcError, OSError, TimeoutError) as exc:
+    except ERRORS as exc:
         raise EtcdError(f"etcd {operation} {key} failed: {exc!r}", operation=operation,
                         key=key, cause=type(exc).__name__) from exc
 
@@ -82,19 +81,23 @@ def _split_addr(addr: str) -> tuple[str, int]:
 
 
 class EtcdConfigSource:
-    """Async context manager around one etcd client scoped to ``/sorna/{namespace}/``."""
+    """Async context manager around one etcd client scoped to ``/sorna/{namespace}/``; entering
+    it checks that etcd answers (and, with ``user``/``password``, takes a token)."""
 
     def __init__(self, addr: str, namespace: str, user: str | None = None,
                  password: str | None = None, *, timeout: int = 5) -> None:
         host, port = _split_addr(addr)
         self.namespace = namespace
         self._prefix = f"/sorna/{namespace}/"
-        self._client = aetcd.Client(host=host, port=port, username=user or None,
-                                    password=password or None, timeout=timeout)
+        self._client = EtcdGateway(host, port, user=user, password=password, timeout=timeout)
 
     async def __aenter__(self) -> Self:
-        with _mapped("connect"):
-            await self._client.connect()
+        try:
+            with _mapped("connect"):
+                await self._client.connect()
+        except BaseException:
+            await self.close()
+            raise
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
@@ -110,14 +113,14 @@ class EtcdConfigSource:
 
     async def get(self, path: str) -> str | None:
         with _mapped("get", path):
-            kv = await self._client.get(self._key(path))
-        return None if kv is None else kv.value.decode()
+            kvs = await self._client.range(self._key(path))
+        return kvs[0].value.decode() if kvs else None
 
     async def get_prefix(self, path: str) -> dict[str, Any]:
         """All keys under ``path/`` as a nested dict (empty when none)."""
         base = self._key(path) + b"/"
         with _mapped("get_prefix", path):
-            kvs = await self._client.get_prefix(base)
+            kvs = await self._client.range(base, prefix_end(base))
         return unflatten({kv.key[len(base):].decode(): kv.value.decode() for kv in kvs})
 
     async def put(self, path: str, value: str) -> None:
@@ -130,13 +133,14 @@ class EtcdConfigSource:
 
     async def delete(self, path: str) -> None:
         with _mapped("delete", path):
-            await self._client.delete(self._key(path))
+            await self._client.delete_range(self._key(path))
 
     async def delete_prefix(self, path: str) -> None:
         """Delete ``path`` itself and everything under ``path/``."""
         await self.delete(path)
+        base = self._key(path) + b"/"
         with _mapped("delete_prefix", path):
-            await self._client.delete_prefix(self._key(path) + b"/")
+            await self._client.delete_range(base, prefix_end(base))
 
     # ── what the agent reads ───────────────────────────────────────────────────────────
 
@@ -145,25 +149,18 @@ class EtcdConfigSource:
         return {name: await self.get_prefix(path) for name, path in GLOBAL_SECTIONS.items()}
 
     async def wait_for_manager(self, timeout: float | None = None) -> None:
-        """Return once ``nodes/manager`` has a key, or a PUT of value ``up`` arrives there."""
+        """Return once ``nodes/manager`` has a key, or a PUT of value ``up`` arrives there.
+
+        The watch is open before the read, so a manager that registers in between is seen."""
         base = self._key("nodes/manager")
         with _mapped("watch", "nodes/manager"):
-            watch = await self._client.watch_prefix(base)
-        try:
+            watch = await self._client.watch(base, prefix_end(base))
+        async with watch:
             if await self.get_prefix("nodes/manager"):
                 return
             log.info("waiting for a manager to register in etcd (%s)", base.decode())
             async with asyncio.timeout(timeout):
-                await self._until_up(watch)
-        finally:
-            with _mapped("cancel watch"):
-                await watch.cancel()
-
-    async def _until_up(self, watch: Any) -> None:
-        with _mapped("watch", "nodes/manager"):
-            async for ev in watch:
-                if ev.kind == aetcd.EventKind.PUT and ev.kv.value == b"up":
-                    return
+                await _until_up(watch)
 
     # ── what the agent writes ──────────────────────────────────────────────────────────
 
@@ -187,6 +184,13 @@ class EtcdConfigSource:
 
     async def unregister(self, path: str) -> None:
         await self.delete_prefix(path)
+
+
+async def _until_up(watch: Watch) -> None:
+    with _mapped("watch", "nodes/manager"):
+        async for ev in watch:
+            if ev.type == EventType.PUT and ev.value == b"up":
+                return
 
 
 def _service_path(record: ServiceRecord) -> str:

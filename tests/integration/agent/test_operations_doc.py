@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aetcd
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
@@ -29,6 +28,7 @@ from aiohttp import web
 from support.net import serve_app
 
 from berth import logctx
+from berth.events.etcd_gateway import EtcdGateway, prefix_end
 from berth.events.models import ALL_EVENTS
 
 from .conftest import AgentFactory, AgentProcess, RedisServer, eventually, free_port, kernel_config
@@ -154,8 +154,9 @@ async def redis_keys(server: RedisServer, db: int) -> set[str]:
 async def etcd_keys(addr: str, namespace: str) -> set[str]:
     host, port = addr.rsplit(":", 1)
     prefix = f"/sorna/{namespace}/".encode()
-    async with aetcd.Client(host=host, port=int(port)) as client:
-        return {kv.key[len(prefix):].decode() for kv in await client.get_prefix(prefix)}
+    async with EtcdGateway(host, int(port)) as client:
+        return {kv.key[len(prefix):].decode()
+                for kv in await client.range(prefix, prefix_end(prefix))}
 
 
 async def stream_names(server: RedisServer) -> list[str]:

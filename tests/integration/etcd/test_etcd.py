@@ -8,8 +8,9 @@ import uuid
 import pytest
 
 from berth.errors import EtcdError
-from berth.events.etcd import EtcdConfigSource, apply_etcd_overrides
 from berth.events.discovery import ServiceRecord
+from berth.events.etcd import EtcdConfigSource, apply_etcd_overrides
+from berth.events.etcd_gateway import EtcdGateway, Event, EventType, prefix_end
 
 
 def ns() -> str:
@@ -102,3 +103,37 @@ async def test_unreachable_etcd_is_etcd_error() -> None:
     with pytest.raises(EtcdError):
         async with src:
             await src.get("config/redis/addr")
+
+
+async def test_values_and_prefixes_round_trip(etcd_addr: str) -> None:
+    async with EtcdConfigSource(etcd_addr, ns()) as etcd:
+        await etcd.put("config/redis/password", "")  # etcd's JSON omits an empty value
+        await etcd.put("config/redis/addr", "hôte:6379")
+        await etcd.put("config/redisX", "a sibling, not under config/redis/")
+        assert await etcd.get("config/redis/password") == ""
+        assert await etcd.get_prefix("config/redis") == {"password": "", "addr": "hôte:6379"}
+        await etcd.delete_prefix("config/redis")
+        assert await etcd.get_prefix("config/redis") == {}
+        assert await etcd.get("config/redisX") == "a sibling, not under config/redis/"
+
+
+async def test_a_watch_sees_what_follows_its_creation(etcd_addr: str) -> None:
+    host, port = etcd_addr.rsplit(":", 1)
+    async with EtcdGateway(host, int(port)) as gw, await gw.watch(b"w/", prefix_end(b"w/")) as w:
+        await gw.put(b"w/a", b"1")
+        await gw.put(b"w/b", b"")
+        await gw.put(b"wx", b"outside the range")
+        assert await gw.delete_range(b"w/a") == 1
+        events = []
+        async for event in w:
+            events.append(event)
+            if len(events) == 3:
+                break
+    assert events == [Event(EventType.PUT, b"w/a", b"1"), Event(EventType.PUT, b"w/b", b""),
+                      Event(EventType.DELETE, b"w/a", b"")]
+
+
+async def test_wait_for_manager_sees_a_manager_that_comes_up_at_once(etcd_addr: str) -> None:
+    async with EtcdConfigSource(etcd_addr, ns()) as etcd, asyncio.TaskGroup() as tg:
+        tg.create_task(etcd.wait_for_manager(timeout=5))
+        tg.create_task(etcd.put("nodes/manager/m1", "up"))
