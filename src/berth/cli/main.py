@@ -6,28 +6,52 @@ Exit codes: 0 ok, 1 remote error, 2 usage or config error, 3 not found,
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
-from berth.cli.agent import agent
-from berth.cli.events import events_group
-from berth.cli.image import image_group
-from berth.cli.kernel import kernel
-from berth.cli.kernel_files import COMMANDS as KERNEL_FILES_COMMANDS
-from berth.cli.kernel_run import COMMANDS as KERNEL_RUN_COMMANDS
-from berth.cli.kernel_services import COMMANDS as KERNEL_SERVICE_COMMANDS
-from berth.cli.keys import keys
-from berth.cli.server import config, start_server
 from berth.cli.state import CliState
-from berth.cli.top import agent_top, kernel_top
-from berth.cli.watcher import watcher_group
 from berth.client import DEFAULT_ADDR
+
+# Each subcommand's module is imported when it is run (or listed by --help): `berth
+# start-server` loads the daemon without the screens and renderers of the operator's commands.
+SUBCOMMANDS = {
+    "kernel": "berth.cli.groups:kernel",
+    "agent": "berth.cli.groups:agent",
+    "keys": "berth.cli.keys:keys",
+    "config": "berth.cli.server:config",
+    "start-server": "berth.cli.server:start_server",
+    "image": "berth.cli.image:image_group",
+    "events": "berth.cli.events:events_group",
+    "watcher": "berth.cli.watcher:watcher_group",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands (``name → "module:attribute"``) are imported on first use."""
+
+    def __init__(self, *args: Any, lazy: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lazy = dict(lazy)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self._lazy and cmd_name not in self.commands:
+            module, _, attribute = self._lazy[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
 
 _KEYFILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy=SUBCOMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--addr", envvar="BERTH_ADDR", default=DEFAULT_ADDR, show_default=True,
               help="Agent RPC address (env BERTH_ADDR)")
 @click.option("--server-key", envvar="BERTH_SERVER_KEY", type=_KEYFILE, default=None,
@@ -45,20 +69,6 @@ def cli(ctx: click.Context, addr: str, server_key: Path | None, client_keypair: 
     state = ctx.ensure_object(CliState)
     state.addr, state.server_key, state.client_keypair = addr, server_key, client_keypair
     state.plain, state.timeout, state.as_json = plain, timeout, as_json or state.as_json
-
-
-for _command in (*KERNEL_RUN_COMMANDS, *KERNEL_FILES_COMMANDS, *KERNEL_SERVICE_COMMANDS,
-                 kernel_top):
-    kernel.add_command(_command)
-agent.add_command(agent_top)
-cli.add_command(kernel)
-cli.add_command(agent)
-cli.add_command(keys)
-cli.add_command(config)
-cli.add_command(start_server)
-cli.add_command(image_group)
-cli.add_command(events_group)
-cli.add_command(watcher_group)
 
 
 def main() -> None:
