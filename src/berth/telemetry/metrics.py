@@ -55,8 +55,9 @@ time; containers from the janitor's last listing):
         start) and the periodic sync removed: kind="kernel" (a dead kernel cleaned),
         "container" (a container no kernel owns), "scratch" (a scratch dir no ledger owns)
 
-Container and device series are produced at scrape time from the latest snapshot, so the
-series of a terminated kernel disappear as soon as it leaves the snapshot.
+Container and device series are written at scrape time from the latest snapshot
+(`snapshot_text`, in chunks), so the series of a terminated kernel disappear as soon as it
+leaves the snapshot.
 """
 
 from __future__ import annotations
@@ -72,21 +73,13 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric as PromMetric
 from prometheus_client.registry import Collector
 
-from berth.stats import EMPTY_SNAPSHOT, Metric, StatsSnapshot
+from berth.stats import EMPTY_SNAPSHOT, StatsSnapshot
+from berth.telemetry.snapshot_text import snapshot_text
 
 RPC_BUCKETS = (0.001, 0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60)
 STAT_TASK_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
 PHASE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
-CONTAINER_METRICS = ("cpu_used", "cpu_util", "mem", "cuda_mem", "cuda_util", "net_rx", "net_tx")
-DEVICE_METRICS = ("cpu_util", "mem", "cuda_mem", "cuda_util", "cuda_temp", "cuda_power")
-PROCESS_METRICS = ("cpu_util", "cpu_used", "mem", "io_read", "io_write")
 STAT_SCOPES = ("node", "container", "process")
-CONTAINER_LABELS = ("container_metric_name", "agent_id", "kernel_id", "session_id", "user_id",
-                    "project_id", "value_type")
-DEVICE_LABELS = ("device_metric_name", "agent_id", "device_id", "value_type")
-PROCESS_LABELS = ("process_metric_name", "agent_id", "kernel_id", "session_id", "user_id",
-                  "project_id", "container_id", "pid", "value_type")
-
 REAPED_KINDS = ("kernel", "container", "scratch")
 
 SnapshotSource = Callable[[], StatsSnapshot]
@@ -141,92 +134,6 @@ class HoldingsCollector(Collector):
         yield slots
 
 
-def _values(metric: Metric) -> Iterator[tuple[str, float]]:
-    yield "current", float(metric.current)
-    if metric.capacity is not None:
-        yield "capacity", float(metric.capacity)
-    pct = metric.pct
-    if pct is not None:
-        yield "pct", float(pct)
-
-
-def _ordered(present: Iterable[str], first: tuple[str, ...]) -> list[str]:
-    """The seed's names that are present, in its order, then every other key, sorted."""
-    keys = set(present)
-    return [k for k in first if k in keys] + sorted(keys - set(first))
-
-
-class SnapshotCollector(Collector):
-    """Container, device and agent-usage series over the latest stats snapshot."""
-
-    def __init__(self, agent_id: str, source: SnapshotSource) -> None:
-        self.agent_id = agent_id
-        self.source = source
-
-    def describe(self) -> Iterable[PromMetric]:
-        return []  # series vary with the snapshot: collected at scrape time only
-
-    def collect(self) -> Iterable[PromMetric]:
-        snapshot = self.source()
-        yield self._containers(snapshot)
-        yield self._devices(snapshot)
-        yield self._processes(snapshot)
-        yield from self._agent(snapshot)
-
-    def _containers(self, snapshot: StatsSnapshot) -> GaugeMetricFamily:
-        family = GaugeMetricFamily("backendai_container_utilization",
-                                   "Per-kernel container utilization", labels=CONTAINER_LABELS)
-        for kernel in snapshot.kernels.values():
-            for name in _ordered(kernel.metrics, CONTAINER_METRICS):
-                metric = kernel.metrics[name]
-                for value_type, value in _values(metric):
-                    family.add_metric([name, self.agent_id, kernel.kernel_id, kernel.session_id,
-                                       kernel.user_id, kernel.project_id, value_type], value)
-        return family
-
-    def _devices(self, snapshot: StatsSnapshot) -> GaugeMetricFamily:
-        family = GaugeMetricFamily("backendai_device_utilization",
-                                   "Per-device utilization of the node", labels=DEVICE_LABELS)
-        devices = snapshot.node.devices if snapshot.node is not None else {}
-        for name in _ordered(devices, DEVICE_METRICS):
-            for device_id, metric in devices[name].items():
-                for value_type, value in _values(metric):
-                    family.add_metric([name, self.agent_id, device_id, value_type], value)
-        return family
-
-    def _processes(self, snapshot: StatsSnapshot) -> GaugeMetricFamily:
-        family = GaugeMetricFamily("backendai_process_utilization",
-                                   "Per-process utilization inside kernels", labels=PROCESS_LABELS)
-        for procs in snapshot.processes.values():
-            for pid, metrics in procs.pids.items():
-                for name in _ordered(metrics, PROCESS_METRICS):
-                    for value_type, value in _values(metrics[name]):
-                        family.add_metric([name, self.agent_id, procs.kernel_id,
-                                           procs.session_id, procs.user_id, procs.project_id,
-                                           procs.container_id, str(pid), value_type], value)
-        return family
-
-    def _agent(self, snapshot: StatsSnapshot) -> Iterator[GaugeMetricFamily]:
-        node = snapshot.node
-        if node is None:
-            return
-        for name, doc, value in (
-            ("backendai_agent_cpu_usage", "CPU usage of the agent process (%)", node.agent_cpu_pct),
-            ("backendai_agent_mem_usage", "RSS of the agent process (bytes)", node.agent_mem_bytes),
-        ):
-            family = GaugeMetricFamily(name, doc, labels=["agent_id"])
-            family.add_metric([self.agent_id], float(value))
-            yield family
-        gpus = node.devices.get("cuda_util", {})
-        if gpus:
-            mean = sum((m.current for m in gpus.values()), Decimal(0)) / len(gpus)
-            family = GaugeMetricFamily("backendai_agent_gpu_usage",
-                                       "Mean utilization of the node's GPUs (%)",
-                                       labels=["agent_id"])
-            family.add_metric([self.agent_id], float(mean))
-            yield family
-
-
 class BerthMetrics:
     """Every metric the agent exposes; the lead wires the observe_* calls and the snapshot."""
 
@@ -236,8 +143,7 @@ class BerthMetrics:
         self.agent_id = agent_id
         self.registry = CollectorRegistry(auto_describe=True)
         self._clock = clock
-        self._snapshot = SnapshotCollector(agent_id, snapshot)
-        self.registry.register(self._snapshot)
+        self._snapshot = snapshot  # its families are written at scrape time (snapshot_text)
         self._holdings = HoldingsCollector(agent_id, holdings)
         self.registry.register(self._holdings)
         self._rpc()
@@ -326,7 +232,7 @@ class BerthMetrics:
         self.warm_size.labels(self.agent_id, image).set(size)
 
     def set_snapshot_source(self, source: SnapshotSource) -> None:
-        self._snapshot.source = source
+        self._snapshot = source
 
     def set_holdings_source(self, source: HoldingsSource) -> None:
         self._holdings.source = source
@@ -387,5 +293,12 @@ class BerthMetrics:
             raise
         self.observe_stat_task(scope, time.perf_counter() - started)
 
+    def exposition_chunks(self) -> Iterator[bytes]:
+        """The whole exposition in pieces: the snapshot's families as they are written (one
+        piece held at a time), then the registry's own metrics."""
+        for text in snapshot_text(self.agent_id, self._snapshot()):
+            yield text.encode()
+        yield generate_latest(self.registry)
+
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        return b"".join(self.exposition_chunks())

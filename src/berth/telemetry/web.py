@@ -81,9 +81,15 @@ class InternalServer:
             await self._runner.cleanup()
             self._runner = None
 
-    async def _get_metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self._metrics.exposition(),
-                            headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+    async def _get_metrics(self, request: web.Request) -> web.StreamResponse:
+        """Streamed: each piece is sent as it is written, so a scrape of a node with hundreds
+        of kernels holds one piece, not the whole text (~7 MB at 500 kernels)."""
+        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+        await response.prepare(request)
+        for chunk in self._metrics.exposition_chunks():
+            await response.write(chunk)
+        await response.write_eof()
+        return response
 
     async def _reasons(self, check: Check) -> list[str]:
         try:
