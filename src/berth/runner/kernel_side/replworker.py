@@ -20,11 +20,13 @@ import getpass
 import io
 import os
 import re
-import rlcompleter
 import signal
 import sys
 import traceback
-from typing import Any
+
+TYPE_CHECKING = False  # the worker starts before a kernel's first run: only what it needs
+if TYPE_CHECKING:
+    from typing import Any
 
 from . import protocol
 
@@ -140,6 +142,8 @@ class Worker:
     def complete(self, text: str) -> list[str]:
         token = _TOKEN_TAIL.search(text or "")
         prefix = token.group(0) if token else ""
+        import rlcompleter  # ~6 ms (it imports inspect): paid by the first completion only
+
         completer = rlcompleter.Completer(self.namespace)
         found: list[str] = []
         for state in range(MAX_SUGGESTIONS):
