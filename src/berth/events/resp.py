@@ -33,6 +33,7 @@ Reply: TypeAlias = Any  # bytes | int | str (status) | list[Reply] | None | Redi
 MAX_BULK = 512 * 1024 * 1024  # Redis' own proto-max-bulk-len default
 MAX_ARRAY = 1 << 24
 MAX_LINE = 64 * 1024
+MAX_DEPTH = 16  # arrays in arrays: the deepest reply the agent reads (XREAD) is 4
 
 
 class RedisError(Exception):
@@ -100,8 +101,10 @@ def encode_command(args: Sequence[Arg]) -> bytes:
     return b"".join(out)
 
 
-async def read_reply(reader: asyncio.StreamReader) -> Reply:
+async def read_reply(reader: asyncio.StreamReader, depth: int = 0) -> Reply:
     """One RESP2 reply; an error reply is returned (not raised) as ``RedisReplyError``."""
+    if depth > MAX_DEPTH:
+        raise RedisProtocolError(f"reply nested deeper than {MAX_DEPTH} arrays")
     line = await _line(reader)
     kind, rest = line[:1], line[1:]
     if kind == b"+":
@@ -113,7 +116,7 @@ async def read_reply(reader: asyncio.StreamReader) -> Reply:
     if kind == b"$":
         return await _bulk(reader, _int(rest))
     if kind == b"*":
-        return await _array(reader, _int(rest))
+        return await _array(reader, _int(rest), depth)
     raise RedisProtocolError(f"unknown reply type {kind!r}")
 
 
@@ -128,12 +131,12 @@ async def _bulk(reader: asyncio.StreamReader, size: int) -> bytes | None:
     return data[:-2]
 
 
-async def _array(reader: asyncio.StreamReader, count: int) -> list[Reply] | None:
+async def _array(reader: asyncio.StreamReader, count: int, depth: int) -> list[Reply] | None:
     if count == -1:
         return None
     if not 0 <= count <= MAX_ARRAY:
         raise RedisProtocolError(f"array length {count} out of range")
-    return [await read_reply(reader) for _ in range(count)]
+    return [await read_reply(reader, depth + 1) for _ in range(count)]
 
 
 async def _line(reader: asyncio.StreamReader) -> bytes:

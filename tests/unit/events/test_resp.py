@@ -64,6 +64,12 @@ async def test_malformed_replies_are_protocol_errors(raw: bytes) -> None:
         await parse(raw)
 
 
+async def test_a_reply_nested_without_end_is_a_protocol_error_not_a_recursion_error() -> None:
+    with pytest.raises(RedisProtocolError, match="nested"):
+        await parse(b"*1\r\n" * 10_000 + b":1\r\n")
+    assert await parse(b"*1\r\n" * 16 + b":1\r\n") is not None
+
+
 async def test_a_truncated_reply_is_an_incomplete_read() -> None:
     with pytest.raises(asyncio.IncompleteReadError):
         await parse(b"$10\r\nabc")
