@@ -68,12 +68,19 @@ class Ledger:
         return (kernel_id, "config", LEDGER_FILENAME)
 
     def write(self, entry: LedgerEntry) -> None:
-        payload = json.dumps(entry.to_json(), sort_keys=True).encode()
+        self.write_encoded(entry.kernel_id, self.encode(entry))
+
+    @staticmethod
+    def encode(entry: LedgerEntry) -> bytes:
+        return json.dumps(entry.to_json(), sort_keys=True).encode()
+
+    def write_encoded(self, kernel_id: KernelId, payload: bytes) -> None:
+        """Write what ``encode`` made (durable when this returns); safe in any thread."""
         try:
-            nofollow.write_file(self._root, self._parts(entry.kernel_id), payload, mode=0o600)
+            nofollow.write_file(self._root, self._parts(kernel_id), payload, mode=0o600)
         except (OSError, BerthError) as exc:
-            raise StorageError(f"cannot write ledger for {entry.kernel_id}: {exc}",
-                               kernel_id=entry.kernel_id) from exc
+            raise StorageError(f"cannot write ledger for {kernel_id}: {exc}",
+                               kernel_id=kernel_id) from exc
 
     def read(self, kernel_id: KernelId) -> LedgerEntry | None:
         """The entry, or None when absent or unreadable (a torn write never renames in)."""

@@ -20,6 +20,7 @@ import stat
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,7 @@ class KernelLifecycle:
         self._teardowns: dict[str, asyncio.Task[None]] = {}
         self._judging: set[str] = set()  # containers whose exit is being judged right now
         self._tasks = TaskSupervisor("lifecycle")
+        self._ledger_writer = ThreadPoolExecutor(1, thread_name_prefix="berth-ledger")
         # How the RPC surface executes in a kernel: its runner, or docker exec for an image
         # without one; a kernel's route goes when it is retired.
         self.routes = ExecRoutes(self.runners, backend)
@@ -231,7 +233,7 @@ class KernelLifecycle:
         self._emit("kernel_creating", kernel, reason="")
         await self._phase(kernel, "create", self.s.creating_timeout, self._materialise(kernel))
         kernel.transition(KernelState.RUNNING)
-        self._write_ledger(kernel)
+        await self._write_ledger(kernel)
         self.on_phase("total", time.monotonic() - started)
         log.info("kernel %s: RUNNING (container %s, ports %s)", kernel.kernel_id,
                  (kernel.container_id or "")[:12], kernel.host_ports)
@@ -311,7 +313,7 @@ class KernelLifecycle:
             log.warning("kernel %s: spec environ %s overridden by the agent's values",
                         kernel.kernel_id, ", ".join(overridden))
         self._prepare_files(kernel, layout, kernel_environ(plan))
-        self._write_ledger(kernel)  # before the container exists
+        await self._write_ledger(kernel)  # before the container exists
         config = self._container_config(kernel, plan)
         await self._open_tls_routes(kernel)  # answers once the container publishes the port
         await self._run_container(kernel, layout, config)
@@ -325,7 +327,8 @@ class KernelLifecycle:
                 kernel.container_id = await self.backend.create(
                     container_name(kernel.kernel_id), config)
                 self._starting[kernel.container_id] = watch
-                self._write_ledger(kernel)
+                # No ledger write here: a crash before RUNNING cleans the kernel, and reconcile
+                # finds its container by the kernel-id label without the id in the ledger.
                 await self.backend.start(kernel.container_id)
                 kernel.pid = (await self.backend.inspect(kernel.container_id)).pid
             await self._watch_ooms(kernel)
@@ -394,7 +397,7 @@ class KernelLifecycle:
         if kernel.spec.bootstrap_script:
             nofollow.write_file(layout.kernel_dir, _rel(layout, layout.work_dir, "bootstrap.sh"),
                                 kernel.spec.bootstrap_script.encode(), mode=0o755,
-                                uid=kernel.uid, gid=kernel.gid)
+                                uid=kernel.uid, gid=kernel.gid, durable=False)
 
     def _write_kernel_files(self, kernel: Kernel, layout: ScratchLayout,
                             environ: Mapping[str, str]) -> None:
@@ -405,9 +408,12 @@ class KernelLifecycle:
         # over the container's env, so it must not carry the spec's values over the agent's.
         text = "".join(f"{k}={v}\n" for k, v in sorted(environ.items()))
         kdir = layout.kernel_dir
-        nofollow.write_file(kdir, _rel(layout, layout.config_dir, "environ.txt"), text.encode())
+        # A kernel's own files go with its container: no fsync (the ledger is what is durable).
+        nofollow.write_file(kdir, _rel(layout, layout.config_dir, "environ.txt"), text.encode(),
+                            durable=False)
         nofollow.write_file(kdir, _rel(layout, layout.config_dir, "resource.txt"),
-                            resource_txt(spec, _allocation_json(kernel.allocation)).encode())
+                            resource_txt(spec, _allocation_json(kernel.allocation)).encode(),
+                            durable=False)
         with nofollow.open_dir(kdir, _rel(layout, layout.ipc_dir)) as ipc:
             os.fchown(ipc, kernel.uid, kernel.gid)
         write_ssh_files(layout.config_dir, spec.cluster_info, uid=kernel.uid, gid=kernel.gid)
@@ -519,7 +525,7 @@ class KernelLifecycle:
             await asyncio.shield(self._terminate(kernel, reason, detail=detail))
             raise
         kernel.transition(KernelState.RUNNING)
-        self._write_ledger(kernel)
+        await self._write_ledger(kernel)
         return {"container_id": kernel.container_id, "repl_in_port": 0, "repl_out_port": 0,
                 "stdin_port": 0, "stdout_port": 0,
                 "service_ports": service_ports_to_wire(kernel.service_ports)}
@@ -623,7 +629,7 @@ class KernelLifecycle:
             await asyncio.shield(self._terminate(kernel, reason, detail=detail))
             return
         kernel.transition(KernelState.RUNNING)
-        self._write_ledger(kernel)
+        await self._write_ledger(kernel)
         self.on_auto_restart("restarted")
         log.info("kernel %s: RUNNING again (container %s, restart %d)", kernel.kernel_id,
                  (kernel.container_id or "")[:12], n)
@@ -818,7 +824,7 @@ class KernelLifecycle:
         log.warning("kernel %s: the OOM killer ended %d process(es) in its container "
                     "(memory limit %s, oom_kill count %s); its main process runs on",
                     kernel.kernel_id, survived, kernel.spec.mem, count)
-        self._write_ledger(kernel)
+        await self._write_ledger(kernel)
 
     async def on_worker_exit(self, kernel_id: KernelId, report: Mapping[str, Any]) -> None:
         """The runner's code worker (the interpreter running user code) died during a run:
@@ -865,8 +871,27 @@ class KernelLifecycle:
         })
 
     # ---------------------------------------------------------------- helpers
-    def _write_ledger(self, kernel: Kernel) -> None:
-        self.ledger.write(LedgerEntry(
+    async def _write_ledger(self, kernel: Kernel) -> None:
+        """The kernel's ledger as it is now, durable (fsynced) when this returns. The writes go
+        through one thread in call order, so a later state never lands before an earlier one,
+        and the event loop never waits on the disk (10+ ms an fsync while containers start)."""
+        entry = self._ledger_entry(kernel)
+        payload = self.ledger.encode(entry)  # here: the kernel's dicts change on this thread
+        written = asyncio.get_running_loop().run_in_executor(
+            self._ledger_writer, self.ledger.write_encoded, entry.kernel_id, payload)
+        try:
+            await asyncio.shield(written)
+        except asyncio.CancelledError:
+            # A deadline or a destroy cancelled the caller: the write goes on in its thread,
+            # and the teardown that follows must not remove the kernel's directory under it.
+            await asyncio.wait([written])
+            if not written.cancelled() and (exc := written.exception()) is not None:
+                log.warning("kernel %s: ledger write of a cancelled step failed: %s",
+                            entry.kernel_id, exc)
+            raise
+
+    def _ledger_entry(self, kernel: Kernel) -> LedgerEntry:
+        return LedgerEntry(
             kernel_id=kernel.kernel_id, session_id=kernel.session_id, agent_id=self.s.agent_id,
             spec=kernel.spec.model_dump(mode="json"),
             allocation=_allocation_json(kernel.allocation),
@@ -877,7 +902,7 @@ class KernelLifecycle:
                    "image_labels": kernel.image_labels,
                    "tls_ports": {str(c): h for c, h in kernel.tls_ports.items()},
                    "oom_kills_survived": kernel.oom.survived},
-        ))
+        )
 
     def creation_result(self, kernel: Kernel) -> dict[str, Any]:
         return {
@@ -906,6 +931,7 @@ class KernelLifecycle:
         await self._tasks.close()
         for kernel_id in list(self.runners):
             await self._close_runner(kernel_id)
+        self._ledger_writer.shutdown(wait=False)  # what is queued is still written
 
 
 def _rel(layout: ScratchLayout, directory: Path, *names: str) -> tuple[str, ...]:

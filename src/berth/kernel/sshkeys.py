@@ -59,13 +59,11 @@ def write_session_keys(kernel_dir: Path, work_rel: Sequence[str], keypair: tuple
         with nofollow.open_dir(work_fd, (".ssh",)) as ssh_fd:
             os.fchown(ssh_fd, uid, gid)
             os.fchmod(ssh_fd, 0o700)
-    owner = {"uid": uid, "gid": gid}
-    nofollow.write_file(kernel_dir, (*work, ".ssh", "authorized_keys"), public.encode(),
-                        mode=0o600, **owner)
-    nofollow.write_file(kernel_dir, (*work, ".ssh", "id_rsa"), private.encode(), mode=0o600,
-                        **owner)
-    nofollow.write_file(kernel_dir, (*work, "id_container"), private.encode(), mode=0o600,
-                        **owner)
+    for rel, data in (((*work, ".ssh", "authorized_keys"), public),
+                      ((*work, ".ssh", "id_rsa"), private), ((*work, "id_container"), private)):
+        # the kernel's own files: gone with its container, so not fsynced
+        nofollow.write_file(kernel_dir, rel, data.encode(), mode=0o600, uid=uid, gid=gid,
+                            durable=False)
     return True
 
 

@@ -227,7 +227,7 @@ class WarmPool:
         environ = kernel_environ(plan)
         lc._write_kernel_files(kernel, layout, environ)
         kernel.container_id, kernel.pid = member.container_id, member.pid
-        lc._write_ledger(kernel)  # the kernel's container from here, by id
+        await lc._write_ledger(kernel)  # the kernel's container from here, by id
         await self._step("ledger-written")
         await asyncio.gather(lc.backend.update(member.container_id, live_update(config)),
                              lc.backend.rename(member.container_id, container_name(kid)))

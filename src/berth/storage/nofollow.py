@@ -136,10 +136,13 @@ def unlink_at(base: Path | int, rel: str | Sequence[str]) -> None:
 
 
 def write_file(base: Path | int, rel: str | Sequence[str], data: bytes, *, mode: int = 0o644,
-               uid: int | None = None, gid: int | None = None) -> None:
+               uid: int | None = None, gid: int | None = None, durable: bool = True) -> None:
     """Atomically replace base/rel with `data`: an O_EXCL temp file in the same directory
     descriptor, fsynced, owned and moded through its descriptor, then renamed over the name.
-    Whatever was at the name (a link, a file) is replaced, never written through."""
+    Whatever was at the name (a link, a file) is replaced, never written through.
+
+    `durable=False` skips both fsyncs (file and directory): for what need not survive a host
+    crash (a kernel's own files, gone with its container), still atomic for readers."""
     parts = split(rel)
     with open_dir(base, parts[:-1]) as dir_fd:
         tmp = f"{_TMP_PREFIX}{os.urandom(6).hex()}"
@@ -152,7 +155,8 @@ def write_file(base: Path | int, rel: str | Sequence[str], data: bytes, *, mode:
                 if uid is not None or gid is not None:
                     os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
                 os.fchmod(fd, mode)
-                os.fsync(fd)
+                if durable:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             os.rename(tmp, parts[-1], src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
@@ -160,7 +164,8 @@ def write_file(base: Path | int, rel: str | Sequence[str], data: bytes, *, mode:
             with suppress(OSError):
                 os.unlink(tmp, dir_fd=dir_fd)
             raise
-        os.fsync(dir_fd)
+        if durable:
+            os.fsync(dir_fd)
 
 
 def open_socket(dir_fd: int, name: str) -> int:

@@ -73,7 +73,7 @@ async def test_an_adopted_kernel_rewrites_the_same_ledger_bytes(tmp_path: Path) 
         report = await new.reconciler().at_start()
         assert list(report.adopted) == [KID]
         path.unlink()
-        new.lc._write_ledger(new.registry.get(KID))  # record → JSON → bytes, after the reload
+        await new.lc._write_ledger(new.registry.get(KID))  # record → JSON → bytes, after the reload
         assert path.read_bytes() == before
     finally:
         await new.lc.close()
