@@ -163,6 +163,9 @@ def parse_events(result: dict[str, Any]) -> list[Event]:
                 for ev in result.get("events", [])]
 
 
+MAX_WATCH_MESSAGE = 16 * 1024 * 1024
+
+
 async def _lines(stream: aiohttp.StreamReader) -> AsyncGenerator[bytes, None]:
     """The newline-separated messages of a streamed body, however it is chunked."""
     buffer = b""
@@ -171,6 +174,8 @@ async def _lines(stream: aiohttp.StreamReader) -> AsyncGenerator[bytes, None]:
         for line in lines:
             if line.strip():
                 yield line
+        if len(buffer) > MAX_WATCH_MESSAGE:
+            raise GatewayError(f"an etcd watch message over {MAX_WATCH_MESSAGE} bytes")
     if buffer.strip():
         yield buffer
 

@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from berth.errors import EtcdError
+from berth.events import etcd_gateway
 from berth.events.etcd import EtcdConfigSource, _mapped
 from berth.events.etcd_gateway import (
     ERRORS,
@@ -352,3 +353,26 @@ async def test_a_closed_client_refuses_calls(fake: FakeEtcd) -> None:
         pass
     with pytest.raises(EtcdError, match="closed"):
         await etcd.get("a")
+
+
+class _Chunks:
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = chunks
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+
+
+async def test_a_watch_message_without_end_is_refused_at_the_cap(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(etcd_gateway, "MAX_WATCH_MESSAGE", 10)
+    lines = etcd_gateway._lines(_Chunks(b'{"a":1}\n{"b"', b":2}\n", b"x" * 11))  # type: ignore[arg-type]
+    assert [line async for line in _take(lines, 2)] == [b'{"a":1}', b'{"b":2}']
+    with pytest.raises(GatewayError, match="over 10 bytes"):
+        await anext(lines)
+
+
+async def _take(lines: AsyncIterator[bytes], n: int) -> AsyncIterator[bytes]:
+    for _ in range(n):
+        yield await anext(lines)
