@@ -94,10 +94,11 @@ async def _upload(client: AgentClient, src: Path, dst: Location) -> list[str]:
     return sent
 
 
-async def _download(client: AgentClient, src: Location, dst: Path) -> list[str]:
+async def _download(client: AgentClient, src: Location, dst: str) -> list[str]:
     assert src.kernel_id is not None
     data = await client.download_file(src.kernel_id, src.path)
-    return await asyncio.to_thread(extract_archive, data, dst)
+    return await asyncio.to_thread(extract_archive, data, Path(dst),
+                                   into_dir=dst.endswith(("/", os.sep)))
 
 
 @click.command("cp")
@@ -114,7 +115,7 @@ def cp(ctx: click.Context, src: str, dst: str) -> None:
     if dest.kernel_id is not None:
         done = run_with_client(state, lambda c: _upload(c, Path(source.path), dest))
     else:
-        done = run_with_client(state, lambda c: _download(c, source, Path(dest.path)))
+        done = run_with_client(state, lambda c: _download(c, source, dest.path))
     if state.as_json:
         render.emit_json({"copied": done})
     else:

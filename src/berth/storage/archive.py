@@ -11,7 +11,6 @@ entry under its own name; any other destination is the entry itself, renamed.
 from __future__ import annotations
 
 import io
-import os
 import posixpath
 import tarfile
 from pathlib import Path, PurePosixPath
@@ -79,14 +78,15 @@ def _plan_members(tar: tarfile.TarFile, root: Path, rename_to: str | None
     return planned
 
 
-def extract_archive(data: bytes, dest: Path) -> list[str]:
+def extract_archive(data: bytes, dest: Path, *, into_dir: bool = False) -> list[str]:
     """Extract a ``download_file`` tar at ``dest`` (docker cp rules); returns written names.
 
-    An existing directory ``dest`` (or one written with a trailing slash) receives the
-    archived entry under its own name; otherwise the entry is written as ``dest`` itself.
-    A member that would escape is refused before anything is written.
+    An existing directory ``dest`` (or ``into_dir``: the user wrote it with a trailing slash,
+    which a ``Path`` does not keep; it is made when missing) receives the archived entry under
+    its own name; otherwise the entry is written as ``dest`` itself. A member that would
+    escape is refused before anything is written.
     """
-    into_dir = dest.is_dir() or str(dest).endswith(os.sep)
+    into_dir = into_dir or dest.is_dir()
     root = (dest if into_dir else dest.parent).resolve()
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
         members = _plan_members(tar, root, None if into_dir else dest.name)

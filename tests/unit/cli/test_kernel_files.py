@@ -42,6 +42,9 @@ def test_cp_upload_and_download_round_trip(agent: ExecAgent, tmp_path: Path) -> 
     fresh = tmp_path / "fresh"
     assert invoke(agent, "kernel", "cp", "k1:src", str(fresh)).exit_code == 0
     assert (fresh / "a.txt").read_text() == "A"
+    newdir = tmp_path / "newdir"  # a trailing slash: a directory, made when missing
+    assert invoke(agent, "kernel", "cp", "k1:renamed.txt", f"{newdir}/").exit_code == 0
+    assert (newdir / "renamed.txt").read_text() == "A"
 
 
 def test_cp_needs_exactly_one_remote_side(agent: ExecAgent, tmp_path: Path) -> None:

@@ -77,3 +77,10 @@ def test_any_other_destination_is_the_entry_itself_renamed(tmp_path: Path) -> No
                                                                  "fresh/h"]
     assert (tmp_path / "fresh" / "h").read_text() == "A"  # the hard link follows the rename
 
+
+
+def test_a_destination_written_as_a_directory_is_made_and_receives_the_entry(
+        tmp_path: Path) -> None:
+    one_file = tar_of((member("notes.txt"), b"N"))
+    assert extract_archive(one_file, tmp_path / "newdir", into_dir=True) == ["notes.txt"]
+    assert (tmp_path / "newdir" / "notes.txt").read_text() == "N"
