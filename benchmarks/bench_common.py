@@ -196,9 +196,11 @@ file = "{root / 'agent.log'}"
 @contextlib.asynccontextmanager
 async def agent_process(timeout: float = 30.0, extra_toml: str = "",
                         edit_toml: Callable[[str], str] = lambda text: text,
+                        command: Sequence[str] | None = None,
                         ) -> AsyncIterator[AgentProcess]:
     """``extra_toml``: more tables appended to the agent's file (e.g. ``[warm-pool]``);
-    ``edit_toml`` rewrites the base file first (a key in one of its tables)."""
+    ``edit_toml`` rewrites the base file first (a key in one of its tables); ``command``
+    replaces ``berth`` (a wrapper that takes berth's own arguments)."""
     root = Path(tempfile.mkdtemp(prefix="berth-bench-"))
     (root / "vfolders").mkdir()
     agent_id = f"bench-{uuid.uuid4().hex[:8]}"
@@ -207,10 +209,10 @@ async def agent_process(timeout: float = 30.0, extra_toml: str = "",
     config = root / "agent.toml"
     config.write_text(edit_toml(_agent_toml(root, agent_id, port, keys,
                                             33000 + os.getpid() % 100 * 100)) + extra_toml)
-    berth = Path(sys.executable).parent / "berth"
+    berth = list(command or [str(Path(sys.executable).parent / "berth")])
     with (root / "stderr.log").open("wb") as stderr:
         proc = await asyncio.create_subprocess_exec(
-            str(berth), "start-server", "-f", str(config),
+            *berth, "start-server", "-f", str(config),
             stdout=subprocess.DEVNULL, stderr=stderr)
     client = AgentClient(f"tcp://127.0.0.1:{port}", keys.agent.public_key, keys.manager,
                          agent_id=agent_id, timeout=120.0, handshake_timeout=1.0)
