@@ -92,12 +92,8 @@ class EtcdConfigSource:
         self._client = EtcdGateway(host, port, user=user, password=password, timeout=timeout)
 
     async def __aenter__(self) -> Self:
-        try:
-            with _mapped("connect"):
-                await self._client.connect()
-        except BaseException:
-            await self.close()
-            raise
+        with _mapped("connect"):
+            await self._client.__aenter__()  # closes itself when etcd does not answer
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
