@@ -1,6 +1,7 @@
 """A small asyncio Redis client: RESP2 over one connection, the commands the agent sends.
 
-Why not redis-py: importing it costs ~20 MiB of the agent's RSS and ~0.6 s of start-up for a
+Why not redis-py: it costs ~15 MiB of the agent's RSS (its import graph with and without it:
+78 vs 63 MiB) and ~0.6 s of start-up (`python -X importtime -c 'import redis.asyncio'`) for a
 few commands (SET, HSET, EXPIRE, DEL, RPUSH, XADD, PUBLISH, XREAD, MULTI/EXEC).  This module
 speaks the protocol itself (https://redis.io/docs/latest/develop/reference/protocol-spec/):
 
