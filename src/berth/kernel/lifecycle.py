@@ -668,6 +668,10 @@ class KernelLifecycle:
                                                 self.s.terminating_timeout))
         await self._close_runner(kernel.kernel_id)
         await self._close_tls_routes(kernel)
+        # A ledger write another task started (an OOM noted, a create's last step) may still
+        # be queued on the writer thread: let it land before the directory goes.
+        with contextlib.suppress(RuntimeError):  # the lifecycle closed: its writer with it
+            await asyncio.get_running_loop().run_in_executor(self._ledger_writer, _nothing)
         await _quietly(self.scratch.remove(kernel.kernel_id))
         self.layouts.pop(kernel.kernel_id, None)
         self._release_resources(kernel)
@@ -932,6 +936,10 @@ class KernelLifecycle:
         for kernel_id in list(self.runners):
             await self._close_runner(kernel_id)
         self._ledger_writer.shutdown(wait=False)  # what is queued is still written
+
+
+def _nothing() -> None:
+    """A no-op for the ledger's one writer thread: done once every write before it is."""
 
 
 def _rel(layout: ScratchLayout, directory: Path, *names: str) -> tuple[str, ...]:
