@@ -252,8 +252,19 @@ class EtcdGateway:
         await self.close()
 
     async def connect(self) -> None:
-        """Check that etcd answers; with credentials, take a token."""
+        """Check that etcd answers; with credentials, take a token; without, check that etcd
+        does not ask for one (its status answers anyone, so the first read would fail later)."""
         await self._call("/v3/maintenance/status", {})
+        if self._credentials is not None:
+            return
+        try:
+            await self._post("/v3/kv/range", {"key": _b64(b"\0"), "count_only": True})
+        except GatewayError as exc:
+            if exc.unauthenticated or "user name is empty" in str(exc):
+                raise GatewayError(f"etcd has authentication enabled and no user and password "
+                                   f"were given ({exc})", status=exc.status,
+                                   code=exc.code) from exc
+            raise
 
     async def close(self) -> None:
         self._closed = True

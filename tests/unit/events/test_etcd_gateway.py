@@ -81,7 +81,8 @@ class FakeEtcd:
         if path == "/v3/auth/authenticate":
             return self.authenticate(body)
         authorized = self.password is None or (
-            self.accept_tokens and request.headers.get("Authorization") == self.token)
+            self.accept_tokens and self.token is not None
+            and request.headers.get("Authorization") == self.token)
         if path == "/v3/watch":
             return await self.watch(request, authorized)
         if not authorized:
@@ -279,6 +280,16 @@ async def test_a_wrong_password_fails_at_connect(fake: FakeEtcd) -> None:
     assert fake.calls == ["/v3/auth/authenticate"]
 
 
+async def test_no_credentials_for_an_etcd_that_asks_for_them_fail_at_connect(
+        fake: FakeEtcd) -> None:
+    fake.password = "pw"
+    with pytest.raises(EtcdError, match="authentication enabled") as err:
+        async with EtcdConfigSource(fake.addr, "ns"):
+            pass
+    assert err.value.data["operation"] == "connect"
+    assert fake.calls == ["/v3/maintenance/status", "/v3/kv/range"]
+
+
 async def test_watch_events_however_the_stream_is_chunked(fake: FakeEtcd) -> None:
     put = line({"result": {"events": [{"kv": {"key": b64(b"k1"), "value": b64(b"up")}}]}})
     delete = line({"result": {"events": [{"type": "DELETE", "kv": {"key": b64(b"k1")}}]}})
@@ -325,6 +336,7 @@ async def test_a_watch_refused_for_its_token_is_reopened(fake: FakeEtcd) -> None
 
 async def test_wait_for_manager_opens_the_watch_before_it_reads(fake: FakeEtcd) -> None:
     async with EtcdConfigSource(fake.addr, "ns") as etcd:
+        fake.arrived.clear()  # the connect's own read
         waiter = asyncio.create_task(etcd.wait_for_manager(timeout=5))
         await asyncio.wait_for(fake.arrived["/v3/kv/range"].wait(), 3)
         assert fake.calls[-2:] == ["/v3/watch", "/v3/kv/range"]
