@@ -876,13 +876,17 @@ class KernelLifecycle:
 
     # ---------------------------------------------------------------- helpers
     async def _write_ledger(self, kernel: Kernel) -> None:
-        """The kernel's ledger as it is now, durable (fsynced) when this returns. The writes go
-        through one thread in call order, so a later state never lands before an earlier one,
-        and the event loop never waits on the disk (10+ ms an fsync while containers start)."""
-        entry = self._ledger_entry(kernel)
-        payload = self.ledger.encode(entry)  # here: the kernel's dicts change on this thread
+        """The kernel's ledger as it is now, durable (fsynced) when this returns."""
+        await self.write_durably(self.ledger, self._ledger_entry(kernel))
+
+    async def write_durably(self, ledger: Ledger, entry: LedgerEntry) -> None:
+        """``entry`` in ``ledger`` (the kernels' or the warm pool's), fsynced when this returns.
+        The writes go through one thread in call order, so a later state never lands before an
+        earlier one, and the event loop never waits on the disk (10+ ms an fsync while
+        containers start)."""
+        payload = ledger.encode(entry)  # here: the kernel's dicts change on this thread
         written = asyncio.get_running_loop().run_in_executor(
-            self._ledger_writer, self.ledger.write_encoded, entry.kernel_id, payload)
+            self._ledger_writer, ledger.write_encoded, entry.kernel_id, payload)
         try:
             await asyncio.shield(written)
         except asyncio.CancelledError:

@@ -380,9 +380,11 @@ class WarmPool:
                             WARM_ID_LABEL: member.member_id}
         member.config = config
         record = spec.model_dump(mode="json")
-        self.ledger.write(member.entry(lc.s.agent_id, record, kernel.uid, kernel.gid))
+        await lc.write_durably(self.ledger, member.entry(lc.s.agent_id, record, kernel.uid,
+                                                         kernel.gid))
         member.container_id = await lc.backend.create(f"berth-warm.{member.member_id}", config)
-        self.ledger.write(member.entry(lc.s.agent_id, record, kernel.uid, kernel.gid))
+        await lc.write_durably(self.ledger, member.entry(lc.s.agent_id, record, kernel.uid,
+                                                         kernel.gid))
         await lc.backend.start(member.container_id)
         member.pid = (await lc.backend.inspect(member.container_id)).pid
         await self._until_waiting(member, layout.runner_socket)

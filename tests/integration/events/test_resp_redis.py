@@ -91,6 +91,9 @@ async def test_a_restarted_server_is_reconnected_to(redis_server: RedisProcess) 
 async def test_concurrent_requests_each_get_their_own_reply(redis_server: RedisProcess) -> None:
     client = RedisClient(redis_server.url, timeout=5)
     try:
+        echoed = await asyncio.gather(*(client.execute("ECHO", f"request {i}")
+                                        for i in range(200)))
+        assert echoed == [f"request {i}".encode() for i in range(200)]  # each its own, in order
         got = await asyncio.gather(*(client.execute("INCRBY", f"n{i % 7}", i)
                                      for i in range(200)))
         assert all(total >= i for i, total in enumerate(got))  # a running sum, never another's

@@ -143,6 +143,11 @@ def ok(_: bytes) -> bytes:
     return b"+OK\r\n"
 
 
+def error_on(marker: bytes, error: bytes, otherwise: bytes) -> Callable[[bytes], bytes]:
+    """A script: ``error`` to a command that holds ``marker``, ``otherwise`` to the rest."""
+    return lambda command: error if marker in command else otherwise
+
+
 async def test_the_first_request_authenticates_and_selects_the_db() -> None:
     async with serving(ok) as (server, url):
         client = RedisClient(url, timeout=2)
@@ -155,8 +160,7 @@ async def test_the_first_request_authenticates_and_selects_the_db() -> None:
 
 
 async def test_a_refused_password_is_a_reply_error_and_nothing_is_sent() -> None:
-    def script(command: bytes) -> bytes:
-        return b"-WRONGPASS invalid password\r\n" if b"AUTH" in command else b"+OK\r\n"
+    script = error_on(b"AUTH", b"-WRONGPASS invalid password\r\n", b"+OK\r\n")
     async with serving(script) as (server, url):
         client = RedisClient(url, timeout=2)
         with pytest.raises(RedisReplyError, match="WRONGPASS"):
@@ -166,9 +170,7 @@ async def test_a_refused_password_is_a_reply_error_and_nothing_is_sent() -> None
 
 
 async def test_a_pipeline_reads_every_reply_before_raising_the_first_error() -> None:
-    def script(command: bytes) -> bytes:
-        return b"-ERR bad\r\n" if b"BAD" in command else b":1\r\n"
-    async with serving(script) as (server, url):
+    async with serving(error_on(b"BAD", b"-ERR bad\r\n", b":1\r\n")) as (server, url):
         client = RedisClient(url, timeout=2)
         with pytest.raises(RedisReplyError, match="bad"):
             await client.pipeline([("INCR", "a"), ("BAD",), ("INCR", "b")])
