@@ -64,10 +64,10 @@ def emit(name: str, rows: list[tuple[str, str, str, str]], data: dict[str, Any],
     header = ("measure", "berth", "baseline", "ratio")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     line = " | ".join
-    print(line(h.ljust(w) for h, w in zip(header, widths)))
+    print(line(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("-+-".join("-" * w for w in widths))
     for row in rows:
-        print(line(c.ljust(w) for c, w in zip(row, widths)))
+        print(line(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     data = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "host": {"cpus": os.cpu_count(), "kernel": os.uname().release}, **data}
     path = out or RESULTS / f"{name}.json"

@@ -6,11 +6,14 @@ unless `--out`):
 - `timeline`: a real agent (`timed_agent.py`, CurveZMQ, real Docker) creates a kernel, runs
   its first `execute` and destroys it, `--runs` times, once with `cpu=1` and once with `cpu=2`
   (interleaved); medians of: the agent before `docker create`, `docker create`, `docker start`,
-  the runner's start until its ready probe, the agent after it, and the first execute.
-- `engine-config`: `docker create` + `start` through the engine API of a bare `--init`
-  container and of variants that add each part of a kernel's HostConfig (CPU/memory/pids
-  limits, a published port, five bind mounts, blkio counting rules, ulimits and log options),
-  and all of them together; interleaved, medians.
+  the runner's start until its ready probe, the agent after it, and the first execute; and of
+  the destroy: the agent before the engine's kill-and-remove request, that request, and the
+  agent after it (runner, scratch, slots, ports, the reply).
+- `engine-config`: `docker create` + `start`, and then the removal (`DELETE ?force=1`, what
+  `rm -f` sends), through the engine API of a bare `--init` container and of variants that
+  add each part of a kernel's HostConfig (CPU/memory/pids limits, a published port, five bind
+  mounts, blkio counting rules, ulimits and log options), and all of them together;
+  interleaved, medians.
 - `publish16`: 16 parallel `docker run -d --init` + first `docker exec`, with and without
   `-p 127.0.0.1::8080` (what a kernel's declared service costs the engine at 16 at once).
 
@@ -41,6 +44,11 @@ STEPS = (  # (name, from mark, to mark) over one create's timeline
     ("agent after the runner answered", "RunnerClient.probe_ready >", "RPC create <"),
     ("first execute", "RPC create <", "RPC execute <"),
     ("create → first execute", "RPC create >", "RPC execute <"),
+    ("destroy: agent before the engine", "RPC destroy >", "DockerBackend.kill_and_remove >"),
+    ("destroy: engine kill and remove", "DockerBackend.kill_and_remove >",
+     "DockerBackend.kill_and_remove <"),
+    ("destroy: agent after the engine", "DockerBackend.kill_and_remove <", "RPC destroy <"),
+    ("destroy", "RPC destroy >", "RPC destroy <"),
 )
 
 
@@ -65,7 +73,10 @@ async def timeline(runs: int) -> dict[str, dict[str, float]]:
                     own["RPC create <"] = time.time()
                     await agent.client.execute(kid, kid, 2, bc.new_id(), "query", "pass", {})
                     own["RPC execute <"] = time.time()
+                    await asyncio.sleep(0.2)  # the create's aftermath settles, as in destroy.py
+                    own["RPC destroy >"] = time.time()
                     await agent.client.destroy_kernel(kid, kid)
+                    own["RPC destroy <"] = time.time()
                     seen: dict[str, float] = {}
                     for line in path.read_text().splitlines():  # noqa: ASYNC240 - between measures
                         at, name = line.split(" ", 1)
@@ -120,13 +131,14 @@ def _root_device() -> str | None:
     return f"/dev/{name}"
 
 
-async def engine_config(runs: int) -> dict[str, float]:
+async def engine_config(runs: int) -> dict[str, dict[str, float]]:
     docker = aiodocker.Docker()
     mounts = Path(tempfile.mkdtemp(prefix="berth-binds-"))
     for i in range(5):
         (mounts / str(i)).mkdir()
     variants = _variants(mounts)
     times: dict[str, list[float]] = {name: [] for name in variants}
+    removals: dict[str, list[float]] = {name: [] for name in variants}
     try:
         for i in range(runs):
             order = list(variants) if i % 2 == 0 else list(reversed(variants))
@@ -137,16 +149,20 @@ async def engine_config(runs: int) -> dict[str, float]:
                 async with docker._query(f"containers/{made['Id']}/start", method="POST"):
                     pass
                 times[name].append(time.perf_counter() - t0)
+                await asyncio.sleep(0.2)
+                t0 = time.perf_counter()
                 async with docker._query(f"containers/{made['Id']}", method="DELETE",
                                          params={"force": "1"}):
                     pass
+                removals[name].append(time.perf_counter() - t0)
                 await asyncio.sleep(0.2)
     finally:
         await docker.close()
         for i in range(5):
             (mounts / str(i)).rmdir()
         mounts.rmdir()  # noqa: ASYNC240 - between measures
-    return {name: _ms(values) for name, values in times.items()}
+    return {"create_start": {name: _ms(values) for name, values in times.items()},
+            "remove": {name: _ms(values) for name, values in removals.items()}}
 
 
 # ---------------------------------------------------------------- 16 at once, port or not
@@ -179,9 +195,11 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     one, two = r["timeline_ms"]["cpu=1"], r["timeline_ms"]["cpu=2"]
     out = [(f"timeline: {name} (cpu=1; cpu=2 in the baseline column)", f"{one[name]} ms",
             f"{two[name]} ms", "-") for name, _, _ in STEPS]
-    bare = r["engine_config_ms"]["bare --init"]
-    out += [(f"engine create+start: {name}", f"{ms} ms", f"{bare} ms (bare)",
-             f"{ms / bare:.2f}×") for name, ms in r["engine_config_ms"].items()]
+    for step, label in (("create_start", "create+start"), ("remove", "remove (rm -f)")):
+        measured = r["engine_config_ms"][step]
+        bare = measured["bare --init"]
+        out += [(f"engine {label}: {name}", f"{ms} ms", f"{bare} ms (bare)",
+                 f"{ms / bare:.2f}×") for name, ms in measured.items()]
     plain, port = r["publish16_ms"].values()
     out.append(("16 x docker run + exec, -p vs without", f"{port} ms", f"{plain} ms",
                 f"{port / plain:.2f}×"))

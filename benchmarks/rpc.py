@@ -197,7 +197,7 @@ async def main(runs: int, calls: int, inflight: int, keydir: Path,
                      "berth_server": (framed.call, None)}
             lat: dict[str, list[float]] = {k: [] for k in sides}
             rate: dict[str, list[float]] = {k: [] for k in sides if sides[k][1] is not None}
-            for k, (call, _) in sides.items():  # warm-up, not counted
+            for call, _ in sides.values():  # warm-up, not counted
                 await latency(call, 50)
             order = list(sides)
             for i in range(runs):

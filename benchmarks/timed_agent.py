@@ -1,7 +1,8 @@
 """`berth` with a timeline, for `create_breakdown.py timeline`: each call of the Docker backend
-(create, start, inspect, image inspect), of the lifecycle's create steps and of the runner's
-ready probe writes `<unix time> <Class.method> >` on entry and `... <` on exit to the file named
-by `BERTH_TIMELINE` (appended, line-buffered). The rest of argv is `berth`'s own."""
+(create, start, inspect, image inspect, and the destroy's kill-and-remove), of the lifecycle's
+create steps and of the runner's ready probe writes `<unix time> <Class.method> >` on entry and
+`... <` on exit to the file named by `BERTH_TIMELINE` (appended, line-buffered). The rest of
+argv is `berth`'s own."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def _timed(cls: type, name: str) -> None:
     setattr(cls, name, timed)
 
 
-for _name in ("create", "start", "inspect", "image_inspect"):
+for _name in ("create", "start", "inspect", "image_inspect", "kill_and_remove"):
     _timed(DockerBackend, _name)
 for _name in ("_create_kernel", "_materialise", "_run_container", "_wait_ready"):
     _timed(KernelLifecycle, _name)
