@@ -232,8 +232,8 @@ class KernelLifecycle:
         kernel.transition(KernelState.CREATING)
         self._emit("kernel_creating", kernel, reason="")
         await self._phase(kernel, "create", self.s.creating_timeout, self._materialise(kernel))
+        await self._write_ledger(kernel, KernelState.RUNNING)  # on disk before anyone sees it
         kernel.transition(KernelState.RUNNING)
-        await self._write_ledger(kernel)
         self.on_phase("total", time.monotonic() - started)
         log.info("kernel %s: RUNNING (container %s, ports %s)", kernel.kernel_id,
                  (kernel.container_id or "")[:12], kernel.host_ports)
@@ -524,8 +524,8 @@ class KernelLifecycle:
                          "reason": str(reason)}))
             await asyncio.shield(self._terminate(kernel, reason, detail=detail))
             raise
+        await self._write_ledger(kernel, KernelState.RUNNING)  # the new container, on disk first
         kernel.transition(KernelState.RUNNING)
-        await self._write_ledger(kernel)
         return {"container_id": kernel.container_id, "repl_in_port": 0, "repl_out_port": 0,
                 "stdin_port": 0, "stdout_port": 0,
                 "service_ports": service_ports_to_wire(kernel.service_ports)}
@@ -628,8 +628,8 @@ class KernelLifecycle:
                          "reason": str(reason), "policy": self.s.restart_policy}))
             await asyncio.shield(self._terminate(kernel, reason, detail=detail))
             return
+        await self._write_ledger(kernel, KernelState.RUNNING)  # the new container, on disk first
         kernel.transition(KernelState.RUNNING)
-        await self._write_ledger(kernel)
         self.on_auto_restart("restarted")
         log.info("kernel %s: RUNNING again (container %s, restart %d)", kernel.kernel_id,
                  (kernel.container_id or "")[:12], n)
@@ -875,9 +875,11 @@ class KernelLifecycle:
         })
 
     # ---------------------------------------------------------------- helpers
-    async def _write_ledger(self, kernel: Kernel) -> None:
-        """The kernel's ledger as it is now, durable (fsynced) when this returns."""
-        await self.write_durably(self.ledger, self._ledger_entry(kernel))
+    async def _write_ledger(self, kernel: Kernel, state: KernelState | None = None) -> None:
+        """The kernel's ledger as it is now (in ``state`` if given), durable (fsynced) when this
+        returns. A kernel is written RUNNING before it becomes RUNNING in the registry: the
+        Manager or a status call may see RUNNING, and a crash right after must not lose it."""
+        await self.write_durably(self.ledger, self._ledger_entry(kernel, state))
 
     async def write_durably(self, ledger: Ledger, entry: LedgerEntry) -> None:
         """``entry`` in ``ledger`` (the kernels' or the warm pool's), fsynced when this returns.
@@ -898,13 +900,13 @@ class KernelLifecycle:
                             entry.kernel_id, exc)
             raise
 
-    def _ledger_entry(self, kernel: Kernel) -> LedgerEntry:
+    def _ledger_entry(self, kernel: Kernel, state: KernelState | None = None) -> LedgerEntry:
         return LedgerEntry(
             kernel_id=kernel.kernel_id, session_id=kernel.session_id, agent_id=self.s.agent_id,
             spec=kernel.spec.model_dump(mode="json"),
             allocation=_allocation_json(kernel.allocation),
             host_ports=kernel.host_ports, uid=kernel.uid, gid=kernel.gid,
-            state=str(kernel.state), container_id=kernel.container_id,
+            state=str(state or kernel.state), container_id=kernel.container_id,
             created_at=kernel.created_at, image_id=kernel.image_id,
             extra={"service_ports": service_ports_to_wire(kernel.service_ports),
                    "image_labels": kernel.image_labels,

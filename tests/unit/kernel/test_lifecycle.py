@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,46 @@ async def test_ledger_is_written_before_the_container_id_is_known(h: Harness) ->
     gate.release()
     await task
     assert h.ledger.read(kid).container_id == h.container_id(kid)
+
+
+def ledger_when_running(h: Harness, kid: str, *, old_container: str | None = None
+                        ) -> asyncio.Task[Any]:
+    """Slows every ledger write (a busy disk) and returns a task that waits until the registry
+    shows ``kid`` RUNNING (in another container than ``old_container``) and then reads what
+    its ledger says at that moment, with the container the registry shows."""
+    write = h.ledger.write_encoded
+
+    def slow_write(kernel_id: Any, payload: bytes) -> None:
+        time.sleep(0.05)
+        write(kernel_id, payload)
+    h.ledger.write_encoded = slow_write  # type: ignore[method-assign]
+
+    async def watch() -> Any:
+        while True:
+            kernel = h.registry.find(kid)
+            if (kernel is not None and kernel.state == S.RUNNING
+                    and kernel.container_id != old_container):
+                return h.ledger.read(kid), kernel.container_id
+            await asyncio.sleep(0)
+    return asyncio.ensure_future(watch())
+
+
+async def test_a_kernel_is_running_on_disk_before_it_is_running_to_anyone(h: Harness) -> None:
+    # A status call that sees RUNNING, then a crash: the restarted agent must adopt the kernel.
+    kid = new_id()
+    seen = ledger_when_running(h, kid)
+    await h.lc.create(kernel_config(), kid, "sess")
+    entry, container_id = await asyncio.wait_for(seen, 5)
+    assert (entry.state, entry.container_id) == ("RUNNING", container_id)
+
+
+async def test_a_restarted_kernel_is_running_on_disk_before_it_is_running_to_anyone(
+        h: Harness) -> None:
+    kid = await h.create()
+    seen = ledger_when_running(h, kid, old_container=h.container_id(kid))
+    await h.lc.restart(kid)
+    entry, container_id = await asyncio.wait_for(seen, 5)
+    assert (entry.state, entry.container_id) == ("RUNNING", container_id)
 
 
 async def test_missing_image_pulls_first(h: Harness) -> None:
