@@ -78,7 +78,9 @@ def start_runner(kernel_dirs: KernelDirs) -> Iterator[StartRunner]:
                "--service-defs", str(kernel_dirs.defs), *extra]
         if bootstrap:
             cmd += ["--bootstrap", str(kernel_dirs.work / "bootstrap.sh")]
-        env = {"PATH": os.environ["PATH"], "HOME": "/root"}
+        tmp = kernel_dirs.root / "tmp"  # services' tempfiles go with the test, not to /tmp
+        tmp.mkdir(exist_ok=True)
+        env = {"PATH": os.environ["PATH"], "HOME": "/root", "TMPDIR": str(tmp)}
         log = open(kernel_dirs.root / "runner.log", "ab")  # noqa: SIM115 - closed below
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
         log.close()
