@@ -95,6 +95,8 @@ LOG_TAIL = 10000  # lines of a dead container's output shipped to the Manager
 # A starting container is woken by its runner's ready signal and by its exit event; without
 # either, Docker and the runner are asked this often (events lost, the FIFO removed).
 ALIVE_CHECK_SECONDS = 5.0
+# How long a cancelled create still waits for the engine's answer to its container create.
+ENGINE_SETTLE_SECONDS = 1.0
 
 
 @dataclass
@@ -171,6 +173,9 @@ class KernelLifecycle:
         self._create_slots = asyncio.Semaphore(settings.creation_concurrency)  # Docker calls
         self._starting: dict[str, _StartWatch] = {}  # containers a create waits for, by id
         self._teardowns: dict[str, asyncio.Task[None]] = {}
+        # A create's or restart's work, as its own task: an end that comes meanwhile (a
+        # destroy) cancels it and lets its rollback end the kernel (`_stop_work`).
+        self._work: dict[KernelId, asyncio.Task[Any]] = {}
         self._judging: set[str] = set()  # containers whose exit is being judged right now
         self._tasks = TaskSupervisor("lifecycle")
         self._ledger_writer = ThreadPoolExecutor(1, thread_name_prefix="berth-ledger")
@@ -203,17 +208,46 @@ class KernelLifecycle:
         self._emit("kernel_preparing", kernel, reason="")
         log.info("kernel %s: PREPARING (image %s)", kernel_id, spec.image.canonical)
         try:
-            await self._create(kernel)
+            await self._as_work(kernel, lambda: self._create(kernel))
         except BaseException as exc:
-            reason, detail = _failure_reason(exc)
+            reason, detail = kernel.doomed or _failure_reason(exc)
             log.warning("kernel %s: creation failed: %s", kernel_id, detail)
             await asyncio.shield(self._terminate(kernel, reason, detail=detail))
-            if isinstance(exc, BerthError):
+            if isinstance(exc, asyncio.CancelledError) and not _cancelled_by_end(kernel):
                 raise
-            if isinstance(exc, asyncio.CancelledError):
+            if isinstance(exc, BerthError) and kernel.doomed is None:
                 raise
-            raise KernelStartupFailed(detail, kernel_id=kernel_id) from exc
+            raise KernelStartupFailed(f"kernel {kernel_id}: {detail}", kernel_id=kernel_id,
+                                      reason=str(reason)) from exc
         return self.creation_result(kernel)
+
+    async def _as_work(self, kernel: Kernel, work: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a create's or restart's ``work()`` as its own task, which an end of the kernel
+        that comes meanwhile cancels (`_stop_work`); cancelling the caller cancels it too."""
+        async def run() -> Any:  # work() is made in the task: one cancelled first makes none
+            return await work()
+        task = asyncio.ensure_future(run())
+        self._work[kernel.kernel_id] = task
+        try:
+            return await task
+        finally:
+            if self._work.get(kernel.kernel_id) is task:
+                del self._work[kernel.kernel_id]
+
+    async def _stop_work(self, kernel: Kernel, reason: TerminationReason, detail: str) -> bool:
+        """Cancel the create or restart under way, if any, and wait until it stopped; its
+        rollback ends the kernel with ``reason``. False when none was under way."""
+        task = self._work.get(kernel.kernel_id)
+        if task is None or task.done() or task is asyncio.current_task():
+            return False
+        if kernel.doomed is None:
+            during = "creation" if kernel.state in _CREATING_STATES else "restart"
+            kernel.doomed = (reason, detail or f"{reason} during its {during}")
+        log.info("kernel %s: %s; cancelling its %s", kernel.kernel_id, reason,
+                 str(kernel.state).lower())
+        task.cancel()
+        await asyncio.wait([task])  # its rollback may run after: the teardown is shared
+        return True
 
     async def _create(self, kernel: Kernel) -> None:
         started = time.monotonic()
@@ -324,8 +358,20 @@ class KernelLifecycle:
         creation limit covers the Docker calls only: waiting for a runner holds no slot."""
         with self._start_watch(kernel, layout) as watch:
             async with self._create_slots:
-                kernel.container_id = await self.backend.create(
-                    container_name(kernel.kernel_id), config)
+                made = asyncio.ensure_future(self.backend.create(
+                    container_name(kernel.kernel_id), config))
+                try:
+                    kernel.container_id = await asyncio.shield(made)
+                except asyncio.CancelledError:
+                    # The engine makes a container it was asked for even when the caller
+                    # gives up: learn its id (a while, not for a hung engine: the periodic
+                    # sync removes what is made later), which the teardown removes it by.
+                    await asyncio.wait([made], timeout=ENGINE_SETTLE_SECONDS)
+                    if made.done() and not made.cancelled() and made.exception() is None:
+                        kernel.container_id = made.result()
+                    else:
+                        made.cancel()
+                    raise
                 self._starting[kernel.container_id] = watch
                 # No ledger write here: a crash before RUNNING cleans the kernel, and reconcile
                 # finds its container by the kernel-id label without the id in the ledger.
@@ -514,8 +560,15 @@ class KernelLifecycle:
         kernel.transition(KernelState.RESTARTING)
         log.info("kernel %s: RESTARTING", kernel_id)
         try:
-            await self._phase(kernel, "restart", self.s.creating_timeout, self._recreate(kernel))
+            await self._as_work(kernel, lambda: self._phase(
+                kernel, "restart", self.s.creating_timeout, self._recreate(kernel)))
         except BaseException as exc:
+            if kernel.doomed is not None:  # destroyed meanwhile: no failure of the restart
+                await asyncio.shield(self._terminate(kernel, *kernel.doomed))
+                if isinstance(exc, asyncio.CancelledError) and not _cancelled_by_end(kernel):
+                    raise
+                raise KernelStateError(f"kernel {kernel_id} was ended during its restart "
+                                       f"({kernel.doomed[0]})", kernel_id=kernel_id) from exc
             reason, detail = _failure_reason(exc)
             self.events.emit("agent_error", agent_error_payload(
                 f"kernel {kernel_id}: restart failed, the kernel is terminated: {detail}",
@@ -616,8 +669,17 @@ class KernelLifecycle:
         if kernel.state != KernelState.RESTARTING:
             return  # destroyed meanwhile: the teardown owns it now
         try:
-            await self._phase(kernel, "restart", self.s.creating_timeout, self._recreate(kernel))
+            await self._as_work(kernel, lambda: self._phase(
+                kernel, "restart", self.s.creating_timeout, self._recreate(kernel)))
+        except asyncio.CancelledError:
+            if kernel.doomed is None or not _cancelled_by_end(kernel):
+                raise  # the agent stops: the kernel is left for the next start to judge
+            await asyncio.shield(self._terminate(kernel, *kernel.doomed))
+            return
         except Exception as exc:  # noqa: BLE001 - any failure ends the kernel, reported
+            if kernel.doomed is not None:  # destroyed meanwhile: no failure of the restart
+                await asyncio.shield(self._terminate(kernel, *kernel.doomed))
+                return
             reason, detail = _failure_reason(exc)
             self.on_auto_restart("failed")
             self.events.emit("agent_error", agent_error_payload(
@@ -636,8 +698,14 @@ class KernelLifecycle:
         self._emit("kernel_started", kernel, reason="restarting",
                    creation_info=self._creation_info(kernel))
 
-    async def _terminate(self, kernel: Kernel, reason: TerminationReason, *,
-                         exit_code: int | None = None, detail: str = "") -> None:
+    async def _terminate(self, kernel: Kernel, reason: TerminationReason,
+                         detail: str = "", *, exit_code: int | None = None) -> None:
+        """End the kernel (once: a second end awaits the first, an ended kernel stays ended).
+        A create or restart under way is cancelled first, and the end waits for it."""
+        if await self._stop_work(kernel, reason, detail) and kernel.doomed is not None:
+            reason, detail = kernel.doomed
+        if kernel.state == KernelState.TERMINATED:
+            return
         task = self._teardowns.get(kernel.kernel_id)
         if task is None:
             with logctx.bound(kernel_id=kernel.kernel_id, session_id=kernel.session_id):
@@ -960,6 +1028,16 @@ def _is_file(base: Path, rel: tuple[str, ...]) -> bool:
     except OSError:
         return False
     return st is not None and stat.S_ISREG(st.st_mode)
+
+
+_CREATING_STATES = (KernelState.PREPARING, KernelState.PULLING, KernelState.CREATING)
+
+
+def _cancelled_by_end(kernel: Kernel) -> bool:
+    """Whether a create's or restart's cancellation was an end of the kernel's (a destroy)
+    alone, not also of the caller's own task (an RPC deadline, the agent stopping)."""
+    task = asyncio.current_task()
+    return kernel.doomed is not None and (task is None or task.cancelling() == 0)
 
 
 def _failure_reason(exc: BaseException) -> tuple[TerminationReason, str]:

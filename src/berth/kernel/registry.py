@@ -57,6 +57,9 @@ class Kernel:
     oom: OomWatch = field(default_factory=OomWatch)  # OOM kills of its current container
     auto_restarts: int = 0  # containers restarted by the restart policy (kernel's life)
     worker_exits_seen: int = 0  # the runner's count of code-worker deaths already handled
+    # Set by a destroy (or any end) that cancelled the create or restart under way: the
+    # reason and detail that create's or restart's rollback ends the kernel with.
+    doomed: tuple[TerminationReason, str] | None = None
 
     def transition(self, target: KernelState) -> None:
         check_transition(self.kernel_id, self.state, target)

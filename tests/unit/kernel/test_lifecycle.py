@@ -289,6 +289,60 @@ async def test_cancelled_create_rolls_back(h: Harness) -> None:
     h.assert_released(kid)
 
 
+@pytest.mark.parametrize("verb", ["image_inspect", "create", "start"])
+async def test_destroy_during_create_cancels_it_and_leaves_nothing(h: Harness, verb: str) -> None:
+    # The destroy comes while an engine call of the create is in flight; a container create
+    # the engine got is answered first (the container is made), and the create's rollback
+    # removes what it made.
+    kid = new_id()
+    gate = h.backend.hold(verb)
+    create = asyncio.ensure_future(h.lc.create(kernel_config(), kid, "s"))
+    await gate.reached.wait()
+    destroy = asyncio.ensure_future(h.lc.destroy(kid))
+    await asyncio.sleep(0.05)
+    assert destroy.done() == (verb != "create")  # waits for the engine to answer a create
+    gate.release()
+    await asyncio.wait_for(destroy, 5)
+    with pytest.raises(KernelStartupFailed, match="user-requested during its creation"):
+        await create
+    assert terminated(h, kid)["reason"] == R.USER_REQUESTED
+    assert h.sink.names(kid).count("kernel_terminated") == 1
+    h.assert_released(kid)
+    await h.lc.destroy(kid)  # a second destroy of the ended kernel is no error
+
+
+async def test_destroy_during_restart_ends_it_without_a_restart_failure(h: Harness) -> None:
+    kid = await h.create()
+    gate = h.backend.hold("create")
+    restart = asyncio.ensure_future(h.lc.restart(kid))
+    await gate.reached.wait()
+    destroy = asyncio.ensure_future(h.lc.destroy(kid))
+    await asyncio.sleep(0.05)
+    gate.release()
+    await asyncio.wait_for(destroy, 5)
+    with pytest.raises(KernelStateError, match="ended during its restart"):
+        await restart
+    assert terminated(h, kid)["reason"] == R.USER_REQUESTED
+    assert "agent_error" not in h.sink.names(kid) and not [
+        e for e in h.sink.events if e.name == "agent_error"]
+    h.assert_released(kid)
+
+
+async def test_a_cancelled_create_call_still_removes_the_container_the_engine_made(
+        h: Harness) -> None:
+    kid = new_id()
+    gate = h.backend.hold("create")
+    create = asyncio.ensure_future(h.lc.create(kernel_config(), kid, "s"))
+    await gate.reached.wait()
+    create.cancel()  # the caller gives up (an RPC deadline) while the engine makes it
+    await asyncio.sleep(0.05)
+    gate.release()
+    with pytest.raises(asyncio.CancelledError):
+        await create
+    assert terminated(h, kid)["reason"] == R.FAILED_TO_CREATE
+    h.assert_released(kid)
+
+
 async def test_duplicate_kernel_id_is_refused_and_leaves_the_first_alone(h: Harness) -> None:
     kid = await h.create()
     with pytest.raises(Exception, match=kid):
