@@ -92,7 +92,8 @@ class AgentSection(_Section):
     rpc_auth_agent_keypair: Path | None = None
     rpc_auth_manager_public_key: list[Path] = Field(default_factory=list)
     rpc_allow_plain: bool = False
-    rpc_max_body_size: int = Field(16 * 2**20, gt=0)
+    # A request's body: room for an upload_file of [api] max-upload-size and its framing.
+    rpc_max_body_size: int = Field(65 * 2**20, gt=0)
     rpc_request_timeout: float = Field(300.0, gt=0)
     kernel_creation_concurrency: int = Field(4, ge=1, le=32)
     var_base_path: Path = Path("./var/lib/berth")

@@ -231,6 +231,10 @@ class AgentFacade:
         if len(raw_kernel_ids) != len(raw_configs):
             raise InvalidArgument("raw_kernel_ids and raw_configs differ in length",
                                   field="raw_configs")
+        if len({str(k) for k in raw_kernel_ids}) != len(raw_kernel_ids):
+            # refused whole: the second create of an id would fail while the first runs on
+            raise InvalidArgument("raw_kernel_ids names a kernel more than once",
+                                  field="raw_kernel_ids")
         cluster = dict(raw_cluster_info) if raw_cluster_info is not None else None
 
         async def create_one(kid: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -394,11 +398,12 @@ class AgentFacade:
                             opts: dict[str, Any] | None = None,
                             agent_id: str | None = None) -> dict[str, Any]:
         kernel = self._kernel(kernel_id, agent_id)
+        opts = _service_opts(opts)
         decl = next((s for s in kernel.service_ports if s.name == service), None)
         if decl is None:
             return {"status": "failed", "error": f"no service named {service!r}"}
         return dict(await self.routes.runner(kernel).start_service(
-            service, opts or {}, list(decl.container_ports), protocol_name=decl.protocol))
+            service, opts, list(decl.container_ports), protocol_name=decl.protocol))
 
     async def shutdown_service(self, kernel_id: str, service: str,
                                agent_id: str | None = None) -> None:
@@ -426,3 +431,16 @@ class AgentFacade:
         kernel = self._kernel(kernel_id, agent_id)
         entries = await self._files(kernel).list_files(path)
         return list_files_reply(path, list(entries))
+
+
+def _service_opts(opts: Any) -> dict[str, Any]:
+    """``start_service``'s ``opts``: a map whose ``arguments`` and ``envs``, when given, are
+    maps too (the runner checks each name against the service's allow-lists)."""
+    if opts is None:
+        return {}
+    if not isinstance(opts, dict):
+        raise InvalidArgument("opts is a map", field="opts")
+    for key in ("arguments", "envs"):
+        if opts.get(key) is not None and not isinstance(opts[key], dict):
+            raise InvalidArgument(f"opts.{key} is a map of names to values", field=f"opts.{key}")
+    return opts

@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from berth.backend import ImageInfo
-from berth.errors import BerthError, ImageNotAvailable, ImagePullFailed
+from berth.errors import BerthError, ImageNotAvailable, ImagePullFailed, InvalidArgument
 from berth.events import (
     BackgroundTaskManager,
     EventEmitter,
@@ -84,6 +84,22 @@ def needs_pull(config: ImageConfig, local: ImageInfo | None,
     if policy is AutoPullPolicy.DIGEST and config.get("digest"):
         return bool(local.id != config["digest"])
     return False
+
+
+def checked_image_configs(image_configs: Any) -> dict[str, ImageConfig]:
+    """``check_and_pull``'s argument, every image config checked before anything starts; a
+    malformed one is InvalidArgument naming its key."""
+    if not isinstance(image_configs, Mapping):
+        raise InvalidArgument("image_configs is a map of keys to image configs",
+                              field="image_configs")
+    for key, config in image_configs.items():
+        try:
+            SpecImageConfig.model_validate(dict(config))
+            AutoPullPolicy(config.get("auto_pull") or AutoPullPolicy.DIGEST)
+        except (TypeError, ValueError, AttributeError) as exc:  # pydantic's errors are ValueErrors
+            raise InvalidArgument(f"image_configs[{key!r}] is not an image config: {exc}",
+                                  field=f"image_configs.{key}") from exc
+    return {str(key): config for key, config in image_configs.items()}
 
 
 def engine_ref(config: ImageConfig) -> str:
@@ -194,7 +210,7 @@ class ImageService:
         the reason, so the Manager hears about it the same way as about a failed pull.
         """
         result: dict[str, str] = {}
-        for key, config in image_configs.items():
+        for key, config in checked_image_configs(image_configs).items():
             task_id = await self._check_one(config)
             if task_id is not None:
                 result[key] = task_id

@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from berth import logctx
 from berth.backend import ContainerBackend, ContainerInfo
-from berth.errors import BerthError, ContainerNotFound, StorageError
+from berth.errors import BerthError, ContainerNotFound, InvalidArgument, StorageError
 from berth.kernel.deps import ScratchLayout
 from berth.kernel.ledger import Ledger, LedgerEntry
 from berth.kernel.state import classify_exit
@@ -287,7 +288,7 @@ class Reconciler:
         that this node does not run are reported already-terminated; kernels this node runs
         that it does not name are ended."""
         registry = self.lc.registry
-        wanted = {KernelId(str(pair[0])): str(pair[1]) for pair in kernel_session_ids}
+        wanted = manager_kernels(kernel_session_ids)
         for kernel_id, session_id in wanted.items():
             if registry.find(kernel_id) is None:
                 self.lc.events.emit("kernel_terminated", {
@@ -325,3 +326,19 @@ class Reconciler:
         self.on_reaped("kernel", len(dead))
         self.on_reaped("container", len(strays))
         return len(dead) + len(strays)
+
+
+def manager_kernels(pairs: Any) -> dict[KernelId, str]:
+    """``sync_kernel_registry``'s ``(kernel_id, session_id)`` pairs → {kernel id: session id};
+    anything else is refused whole, before anything is done."""
+    if isinstance(pairs, str | bytes) or not isinstance(pairs, Sequence):
+        raise InvalidArgument("kernel_session_ids is a list of (kernel_id, session_id) pairs",
+                              field="kernel_session_ids")
+    wanted: dict[KernelId, str] = {}
+    for pair in pairs:
+        if (isinstance(pair, str | bytes) or not isinstance(pair, Sequence) or len(pair) != 2
+                or not all(isinstance(part, str | uuid.UUID) for part in pair)):
+            raise InvalidArgument(f"not a (kernel_id, session_id) pair: {pair!r:.80}",
+                                  field="kernel_session_ids")
+        wanted[KernelId(str(pair[0]))] = str(pair[1])  # a manager's UUIDs arrive as UUIDs
+    return wanted

@@ -167,6 +167,16 @@ class KernelSpec(BaseModel):
                 raise ValueError(f"environ.{name}: value holds a newline or NUL")
         return environ
 
+    @field_validator("resource_opts")
+    @classmethod
+    def _opts(cls, value: dict[str, Any]) -> dict[str, Any]:
+        raw = value.get("shmem")
+        if raw not in (None, "", 0, "0"):  # read when the container is made: checked here
+            size = parse_binary_size(raw)  # ValueError: a field error naming resource_opts
+            if size >= 1 << 62:
+                raise ValueError(f"shmem {raw!r} is larger than any machine's memory")
+        return value
+
     @property
     def shmem(self) -> int | None:
         raw = self.resource_opts.get("shmem")

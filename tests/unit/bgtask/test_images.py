@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from berth.backend.base import ImageInfo
-from berth.errors import ContainerConflict, ImageNotAvailable, ImagePullFailed
+from berth.errors import ContainerConflict, ImageNotAvailable, ImagePullFailed, InvalidArgument
 from berth.events import (
     BgtaskFailedEvent,
     BgtaskUpdatedEvent,
@@ -151,6 +151,17 @@ async def test_missing_tag_fails_with_reason() -> None:
     failed = em.events[-1]
     assert isinstance(failed, BgtaskFailedEvent) and "not found" in (failed.message or "")
     assert "image_pull_failed" in em.names()
+
+
+@pytest.mark.parametrize("configs", [
+    {"a": {"canonical": 5}}, {"a": 5}, {"a": None}, {"a": {"canonical": "x:1", "auto_pull": "?"}},
+    ["a"], "a", {"a": {"canonical": "reg/a:1"}, "b": {}},
+])
+async def test_malformed_image_configs_are_refused_whole_before_any_pull(configs: Any) -> None:
+    be, em, _tasks, svc = make()
+    with pytest.raises(InvalidArgument):
+        await svc.check_and_pull(configs)
+    assert be.pulls == [] and em.events == []
 
 
 async def test_policy_none_missing_image_yields_failed_task() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from berth.errors import PluginError
+from berth.errors import InvalidKernelSpec, PluginError
 from berth.kernel.container_config import (
     ContainerPlan,
     agent_environ,
@@ -212,3 +212,12 @@ def test_idle_command_waits_for_sigterm_and_runs_the_bootstrap() -> None:
     boot = idle_command(bootstrap=True)[2]
     assert "sh /home/work/bootstrap.sh" in boot and "bootstrap.exit" in boot
     assert boot.index("bootstrap.sh") < boot.index("while")
+
+
+@pytest.mark.parametrize("shmem", ["1e30", "-1", "lots", True, "99999999999999999999g"])
+def test_a_shmem_the_engine_cannot_take_is_refused_with_the_spec(shmem: Any) -> None:
+    raw = {"image": {"canonical": "berth/busybox:latest"},
+           "resource_slots": {"cpu": "1", "mem": "1g"}, "resource_opts": {"shmem": shmem}}
+    with pytest.raises(InvalidKernelSpec) as err:
+        parse_kernel_spec(raw, kernel_id="k", session_id="s")
+    assert err.value.data["field"] == "resource_opts"

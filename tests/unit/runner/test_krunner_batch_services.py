@@ -130,6 +130,9 @@ async def test_service_failures_are_reported(runner_client: RunnerClient, kernel
     assert missing["status"] == "failed" and "no service definition" in missing["error"]
     refused = await runner_client.start_service("web", {"envs": {"PATH": "/evil"}}, [free_port()])
     assert refused["status"] == "failed" and "not allowed" in refused["error"]
+    for opts in ({"arguments": "x"}, {"arguments": ["x"]}, {"envs": "A=1"}):  # answered at once
+        bad = await runner_client.start_service("web", opts, [free_port()], timeout=5)
+        assert bad["status"] == "failed" and "must be an object" in bad["error"], (opts, bad)
     (kernel_dirs.defs / "dies.json").write_text(json.dumps({"command": ["false"]}))
     dies = await runner_client.start_service("dies", {}, [free_port()], timeout=5)
     assert dies["status"] == "failed" and "exited" in dies["error"]

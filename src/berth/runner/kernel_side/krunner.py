@@ -338,7 +338,7 @@ class Runner:
             reply = protocol.ok_reply(request_id, await handler(req))
         except RequestFailed as exc:
             reply = protocol.error_reply(request_id, exc.kind, str(exc))
-        except (WorkerGone, OSError, ValueError, KeyError, TypeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - every request gets an answer, whatever failed
             reply = protocol.error_reply(request_id, exc.__class__.__name__, str(exc))
         if not writer.is_closing():
             writer.write(protocol.encode_frame(reply))

@@ -125,6 +125,8 @@ def parse_definition_text(name: str, text: str) -> ServiceDefinition:
 
 def extra_arguments(defn: ServiceDefinition, arguments: Mapping[str, Any]) -> list[str]:
     """Allow-listed user arguments over the definition's defaults, as argv items."""
+    if not isinstance(arguments, Mapping):
+        raise ServiceDefinitionError("arguments for %s must be an object" % defn.name)
     merged = dict(defn.default_arguments)
     for key, value in arguments.items():
         if key not in defn.allowed_arguments:
@@ -143,6 +145,8 @@ def extra_arguments(defn: ServiceDefinition, arguments: Mapping[str, Any]) -> li
 
 
 def extra_envs(defn: ServiceDefinition, envs: Mapping[str, Any]) -> dict[str, str]:
+    if not isinstance(envs, Mapping):
+        raise ServiceDefinitionError("envs for %s must be an object" % defn.name)
     for key in envs:
         if key not in defn.allowed_envs:
             raise ServiceDefinitionError("env %s is not allowed for %s" % (key, defn.name))
