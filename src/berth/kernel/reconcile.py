@@ -332,13 +332,13 @@ def manager_kernels(pairs: Any) -> dict[KernelId, str]:
     """``sync_kernel_registry``'s ``(kernel_id, session_id)`` pairs → {kernel id: session id};
     anything else is refused whole, before anything is done."""
     if isinstance(pairs, str | bytes) or not isinstance(pairs, Sequence):
-        raise InvalidArgument("kernel_session_ids is a list of (kernel_id, session_id) pairs",
-                              field="kernel_session_ids")
+        raise InvalidArgument("raw_kernel_session_ids is a list of (kernel_id, session_id) pairs",
+                              field="raw_kernel_session_ids")
     wanted: dict[KernelId, str] = {}
     for pair in pairs:
         if (isinstance(pair, str | bytes) or not isinstance(pair, Sequence) or len(pair) != 2
                 or not all(isinstance(part, str | uuid.UUID) for part in pair)):
             raise InvalidArgument(f"not a (kernel_id, session_id) pair: {pair!r:.80}",
-                                  field="kernel_session_ids")
+                                  field="raw_kernel_session_ids")
         wanted[KernelId(str(pair[0]))] = str(pair[1])  # a manager's UUIDs arrive as UUIDs
     return wanted

@@ -40,7 +40,7 @@ async def test_anything_but_pairs_is_refused_before_anything_is_ended(
     kept = await h.create()
     with pytest.raises(InvalidArgument) as err:
         await facade_over(h).sync_kernel_registry(pairs)
-    assert err.value.data["field"] == "kernel_session_ids"
+    assert err.value.data["field"] == "raw_kernel_session_ids"
     assert h.lc.registry.get(kept).state == KernelState.RUNNING
     assert [e.name for e in h.sink.events if e.name == "kernel_terminated"] == []
 
