@@ -21,7 +21,7 @@ from typing import Any
 import msgpack
 import temporenc
 
-from berth.errors import ProtocolError
+from berth.errors import InvalidArgument, ProtocolError
 from berth.rpc.shims import restricted_loads
 
 EXT_UUID = 1
@@ -79,7 +79,12 @@ def _default_container(obj: Any) -> Any:
 
 def packb(value: Any) -> bytes:
     """Encode ``value`` in Backend.AI's msgpack dialect, without pickles."""
-    result: bytes = msgpack.packb(value, use_bin_type=True, strict_types=True, default=_default)
+    try:
+        result: bytes = msgpack.packb(value, use_bin_type=True, strict_types=True,
+                                      default=_default)
+    except UnicodeEncodeError as exc:  # a lone surrogate: a file name that is not UTF-8, say
+        raise InvalidArgument(f"a string that is not valid UTF-8 cannot be sent: "
+                              f"{exc.object[max(0, exc.start - 20):exc.end + 20]!r}") from exc
     return result
 
 

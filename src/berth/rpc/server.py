@@ -272,7 +272,7 @@ class RPCServer:
                started: float) -> None:
         try:
             reply = codec.encode_result(header, result)
-        except (TypeError, ValueError, OverflowError) as exc:
+        except (TypeError, ValueError, OverflowError, BerthError) as exc:
             self._send_error(peer, header, MsgType.FAILURE, exc)
             self._finish(header.meth, call.kernel_id, started, exc)
             return

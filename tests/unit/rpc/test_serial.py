@@ -15,7 +15,7 @@ from pathlib import PosixPath, PurePosixPath
 import msgpack
 import pytest
 
-from berth.errors import ProtocolError
+from berth.errors import InvalidArgument, ProtocolError
 from berth.rpc import serial
 
 
@@ -144,3 +144,9 @@ def test_unknown_ext_and_bad_uuid_are_protocol_errors() -> None:
         serial.unpackb(_ext(1, b"short"))
     with pytest.raises(ProtocolError):
         serial.unpackb(_ext(2, b"\xff"))
+
+
+def test_a_string_that_is_not_utf8_is_a_typed_error() -> None:
+    # os.listdir's name for non-UTF-8 bytes holds a lone surrogate: msgpack cannot send it
+    with pytest.raises(InvalidArgument, match="not valid UTF-8"):
+        serial.packb({"name": os.fsdecode(b"caf\xe9")})

@@ -61,6 +61,8 @@ async def test_typed_errors_and_the_server_keeps_serving(harness: Harness) -> No
             await c.call("release_port", "not-an-int")
         with pytest.raises(RequestTooLarge):
             await c.call("ping", "x" * 10000)
+        with pytest.raises(InvalidArgument, match="not valid UTF-8"):  # refused before it is sent
+            await c.ping("caf\udce9")
         assert await c.ping("still") == "still"
     outcomes = [type(e).__name__ if e else "ok" for _, e in harness.events]
     assert "RequestTooLarge" in outcomes and "MethodNotFound" in outcomes
