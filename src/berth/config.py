@@ -55,6 +55,17 @@ def parse_host_port(value: str, *, default_port: int | None = None) -> tuple[str
     return host, number
 
 
+def checked_addr(value: str, default_port: int | None = None) -> str:
+    """``value`` if it is a usable ``host:port`` (the port may default): the host a name or
+    an address that resolving can take (not 1 MB of text, not a label over 63 characters)."""
+    host, _ = parse_host_port(value, default_port=default_port)
+    try:
+        host.encode("idna")
+    except UnicodeError as exc:
+        raise ValueError(f"not a host name or address: {host[:80]!r}") from exc
+    return value
+
+
 MAX_ID = 2**32 - 2  # the largest uid/gid Linux accepts ((uid_t)-1 means "no change")
 
 # Variables a kernel spec may not set (fnmatch patterns, case-sensitive): the dynamic loader's
@@ -108,8 +119,7 @@ class AgentSection(_Section):
     @field_validator("rpc_listen_addr", "internal_addr")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        parse_host_port(value)
-        return value
+        return checked_addr(value)
 
     @field_validator("rpc_auth_manager_public_key", mode="before")
     @classmethod
@@ -248,6 +258,11 @@ class EtcdSection(_Section):
     user: str | None = None
     password: str | None = None
 
+    @field_validator("addr")
+    @classmethod
+    def _addr(cls, value: str) -> str:
+        return checked_addr(value, default_port=2379)
+
 
 RedisRole = Literal["statistics", "live", "image", "container_log"]
 _STORE_ROLES: dict[str, str] = {"statistics": "stat", "live": "live", "image": "image",
@@ -262,6 +277,11 @@ class RedisSection(_Section):
     # The other roles' DB numbers are the manager's fixed ones (statistics 0, live 2, image 3,
     # container_log 6); a site whose manager was moved off them overrides them here.
     override_dbs: dict[RedisRole, int] = Field(default_factory=dict)
+
+    @field_validator("addr")
+    @classmethod
+    def _addr(cls, value: str) -> str:
+        return checked_addr(value, default_port=6379)
 
     @field_validator("override_dbs")
     @classmethod
@@ -453,13 +473,20 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _validate(data: dict[str, Any], base_dir: Path | None) -> AgentConfig:
+    config = validate_config(data)
+    return _resolve_paths(config, base_dir) if base_dir else config
+
+
+def validate_config(data: Mapping[str, Any], origin: str = "") -> AgentConfig:
+    """The config from merged raw data; :class:`ConfigError` naming the first bad key (and
+    where its value came from, e.g. ``etcd``)."""
     try:
-        config = AgentConfig.model_validate(data)
+        return AgentConfig.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         key_path = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(first["msg"], key_path=key_path) from exc
-    return _resolve_paths(config, base_dir) if base_dir else config
+        message = f"{first['msg']} (from {origin})" if origin else first["msg"]
+        raise ConfigError(message, key_path=key_path) from exc
 
 
 def _resolve_paths(config: AgentConfig, base_dir: Path) -> AgentConfig:

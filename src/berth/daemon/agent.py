@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from berth.backend import ContainerBackend, DockerBackend
-from berth.config import AgentConfig, parse_host_port
+from berth.config import AgentConfig, parse_host_port, validate_config
 from berth.daemon.adapters import EventAdapter, MountAdapter, OomCounterAdapter, ResourceAdapter
 from berth.daemon.container_events import ContainerEvents
 from berth.errors import BackendError, BerthError, ImagePullFailed
@@ -430,11 +430,13 @@ class Agent:
         global_cfg = await etcd.read_global_config()
         merged = apply_etcd_overrides(self.config.model_dump(by_alias=True, mode="json"),
                                       global_cfg)
-        self.config = AgentConfig.model_validate(merged)
+        self.config = validate_config(merged, origin="the file and etcd's config")
         host, _ = parse_host_port(self.config.agent.advertised_rpc_addr
                                   or self.config.agent.rpc_listen_addr)
         _, watcher_port = parse_host_port(self.config.watcher.service_addr)
         await etcd.register_agent(self.agent_id, host, watcher_port)
+        # removed at any stop from here, a start that fails included: no node left `starting`
+        self._on_exit(functools.partial(etcd.deregister_agent, self.agent_id))
         if not self.config.agent.skip_manager_detection:
             log.info("waiting for the manager to appear in etcd")
             await etcd.wait_for_manager()
@@ -453,7 +455,6 @@ class Agent:
         if self.etcd is not None:
             etcd = self.etcd
             await etcd.mark_running(self.agent_id)
-            self._on_exit(functools.partial(etcd.deregister_agent, self.agent_id))
             extra.append(etcd.register_service)
             self._on_exit(functools.partial(etcd.unregister_service, record))
         await link.announce(record, extra)

@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote, unquote
 
+from berth.config import parse_host_port
 from berth.errors import EtcdError
 from berth.events.discovery import ServiceRecord
 from berth.events.etcd_gateway import ERRORS, EtcdGateway, EventType, Watch, prefix_end
@@ -37,11 +38,15 @@ GLOBAL_SECTIONS = {"redis": "config/redis", "volumes": "volumes", "agent": "conf
                    "watcher": "config/watcher"}
 
 
+# What an etcd call's failure is, a key or value that is not UTF-8 included.
+_MAPPED: tuple[type[Exception], ...] = (*ERRORS, UnicodeDecodeError)
+
+
 @contextmanager
 def _mapped(operation: str, key: str = "") -> Iterator[None]:
     try:
         yield
-    except ERRORS as exc:
+    except _MAPPED as exc:
         raise EtcdError(f"etcd {operation} {key} failed: {exc!r}", operation=operation,
                         key=key, cause=type(exc).__name__) from exc
 
@@ -76,8 +81,10 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def _split_addr(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    return (host or "127.0.0.1"), int(port or 2379)
+    try:
+        return parse_host_port(addr, default_port=2379)
+    except ValueError as exc:
+        raise EtcdError(f"etcd address {addr[:80]!r}: {exc}", operation="connect") from exc
 
 
 class EtcdConfigSource:
@@ -110,14 +117,14 @@ class EtcdConfigSource:
     async def get(self, path: str) -> str | None:
         with _mapped("get", path):
             kvs = await self._client.range(self._key(path))
-        return kvs[0].value.decode() if kvs else None
+            return kvs[0].value.decode() if kvs else None
 
     async def get_prefix(self, path: str) -> dict[str, Any]:
         """All keys under ``path/`` as a nested dict (empty when none)."""
         base = self._key(path) + b"/"
         with _mapped("get_prefix", path):
             kvs = await self._client.range(base, prefix_end(base))
-        return unflatten({kv.key[len(base):].decode(): kv.value.decode() for kv in kvs})
+            return unflatten({kv.key[len(base):].decode(): kv.value.decode() for kv in kvs})
 
     async def put(self, path: str, value: str) -> None:
         with _mapped("put", path):

@@ -5,6 +5,7 @@ and the global config under config/agent overriding the local file."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from berth.daemon.agent import Agent
 from berth.config import AgentConfig, load_config
+from berth.errors import ConfigError
 from berth.events.etcd import EtcdConfigSource
 
 from .conftest import RUN_LABEL, free_port, port_block
@@ -90,3 +92,34 @@ async def test_waits_for_the_manager_unless_told_to_skip(
             starting.cancel()
         await asyncio.gather(starting, return_exceptions=True)
         await agent.shutdown()
+
+
+async def test_a_bad_value_in_etcds_config_is_a_config_error_and_registers_nothing(
+        tmp_path: Path, etcd_addr: str, etcd: EtcdConfigSource) -> None:
+    await etcd.put("config/redis/addr", "127.0.0.1:99999")
+    agent = Agent(config(tmp_path, etcd_addr, etcd.namespace,
+                         **{"agent.skip-manager-detection": True}))
+    try:
+        with pytest.raises(ConfigError, match=r"redis\.addr.*port out of range.*etcd"):
+            await agent.startup()
+    finally:
+        await agent.shutdown()
+    assert await etcd.get_prefix("nodes/agents") == {}
+
+
+async def test_a_start_that_fails_after_registering_leaves_no_node_in_etcd(
+        tmp_path: Path, etcd_addr: str, etcd: EtcdConfigSource) -> None:
+    with socket.socket() as taken:  # the metrics endpoint's port: its server cannot bind
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        addr = f"127.0.0.1:{taken.getsockname()[1]}"
+        agent = Agent(config(tmp_path, etcd_addr, etcd.namespace,
+                             **{"agent.skip-manager-detection": True,
+                                "agent.internal-addr": addr,
+                                "agent.announce-internal-addr": addr}))
+        try:
+            with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the bind raises
+                await agent.startup()
+        finally:
+            await agent.shutdown()
+    assert await etcd.get_prefix("nodes/agents") == {}  # not left "starting"

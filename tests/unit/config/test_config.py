@@ -72,3 +72,22 @@ def test_sizes_and_addresses() -> None:
             parse_binary_size(bad)  # type: ignore[arg-type]
     assert parse_host_port("[::1]:6011") == ("::1", 6011)
     assert parse_host_port("tcp://10.0.0.1:1") == ("10.0.0.1", 1)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("redis.addr", "127.0.0.1:99999", "port out of range"),
+    ("redis.addr", "a" * 70 + ":6379", "not a host name"),
+    ("etcd.addr", "x" * 300, "not a host name"),
+    ("agent.rpc-listen-addr", "0.0.0.0:70000", "port out of range"),
+])
+def test_an_address_nothing_can_connect_to_is_refused_at_load(
+        key: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(env={}, overrides={"agent.rpc-allow-plain": True, key: value})
+    assert err.value.key_path == key.replace("-", "_") or err.value.key_path == key
+
+
+def test_addresses_may_leave_the_port_to_its_default() -> None:
+    config = load_config(env={}, overrides={"agent.rpc-allow-plain": True,
+                                            "redis.addr": "redis", "etcd.addr": "etcd-0"})
+    assert config.redis is not None and config.redis.addr == "redis"

@@ -388,3 +388,12 @@ async def test_a_watch_message_without_end_is_refused_at_the_cap(
 async def _take(lines: AsyncIterator[bytes], n: int) -> AsyncIterator[bytes]:
     for _ in range(n):
         yield await anext(lines)
+
+
+async def test_a_value_that_is_not_utf8_is_an_etcd_error(fake: FakeEtcd) -> None:
+    fake.kv[b"/sorna/ns/config/redis/addr"] = b"\xff\xfe:6379"
+    async with EtcdConfigSource(fake.addr, "ns") as etcd:
+        with pytest.raises(EtcdError, match="UnicodeDecodeError"):
+            await etcd.get("config/redis/addr")
+        with pytest.raises(EtcdError, match="UnicodeDecodeError"):
+            await etcd.get_prefix("config/redis")
