@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import platform
 import time
 from collections.abc import Coroutine, Sequence
@@ -128,6 +129,7 @@ class AgentFacade:
         return msg
 
     async def health(self, agent_id: str | None = None) -> dict[str, Any]:
+        self._check_agent(agent_id)
         docker_ok = await self.backend.ping()
         now = time.time()
         return {
@@ -162,6 +164,7 @@ class AgentFacade:
         return info
 
     async def scan_gpu_alloc_map(self, agent_id: str | None = None) -> dict[str, str]:
+        self._check_agent(agent_id)
         return self.resources.scan_gpu_alloc_map()
 
     async def get_status(self, agent_id: str | None = None) -> dict[str, Any]:
@@ -186,13 +189,16 @@ class AgentFacade:
         }
 
     async def get_local_config(self, agent_id: str | None = None) -> dict[str, Any]:
+        self._check_agent(agent_id)
         return {"agent": {"abuse-report-path": None, "id": self.agent_id},
                 "watcher": {"service-addr": self.config.watcher.service_addr}}
 
     async def assign_port(self, agent_id: str | None = None) -> int:
+        self._check_agent(agent_id)
         return self.ports.assign_port()
 
     async def release_port(self, port_no: int, agent_id: str | None = None) -> None:
+        self._check_agent(agent_id)
         self.ports.release(port_no)
 
     async def reset_agent(self, agent_id: str | None = None) -> None:
@@ -353,7 +359,8 @@ class AgentFacade:
         if mode not in ("query", "batch", "input", "continue"):
             raise InvalidArgument(f"unknown execution mode {mode!r}", field="mode")
         runner = self.routes.runner(kernel)
-        result = await runner.execute(run_id=run_id, mode=mode, code=code, opts=opts or {},
+        result = await runner.execute(run_id=run_id, mode=mode, code=code,
+                                      opts=_execute_opts(mode, opts),
                                       flush_timeout=flush_timeout, api_version=api_version)
         result.setdefault("files", [])
         worker_exit = result.pop(WORKER_EXIT, None)
@@ -366,6 +373,11 @@ class AgentFacade:
                                       agent_id: str | None = None) -> None:
         """Start the batch job and return at once; its end arrives as session_* events."""
         kernel = self._kernel(kernel_id, agent_id)
+        if timeout_seconds is not None and (isinstance(timeout_seconds, bool)
+                                            or not math.isfinite(timeout_seconds)
+                                            or timeout_seconds < 0):
+            raise InvalidArgument("timeout_seconds is a number of seconds, or None for none",
+                                  field="timeout_seconds")
         runner = self.routes.runner(kernel)
         self.daemon.spawn(run_batch_job(runner, session_id, code, timeout_seconds,
                                        self.link.emitter.emit),
@@ -444,3 +456,20 @@ def _service_opts(opts: Any) -> dict[str, Any]:
         if opts.get(key) is not None and not isinstance(opts[key], dict):
             raise InvalidArgument(f"opts.{key} is a map of names to values", field=f"opts.{key}")
     return opts
+
+
+_BATCH_STEPS = ("clean", "build", "exec")  # a batch run's shell commands, in its opts
+
+
+def _execute_opts(mode: str, opts: Any) -> dict[str, Any]:
+    """``execute``'s ``opts``: a map; a batch run's steps are commands (text), or absent."""
+    if opts is None:
+        return {}
+    if not isinstance(opts, dict):
+        raise InvalidArgument("opts is a map", field="opts")
+    if mode != "batch":
+        return opts
+    for step in _BATCH_STEPS:
+        if opts.get(step) is not None and not isinstance(opts[step], str):
+            raise InvalidArgument(f"opts.{step} is a shell command (text)", field=f"opts.{step}")
+    return {k: v for k, v in opts.items() if not (k in _BATCH_STEPS and v is None)}

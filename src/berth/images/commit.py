@@ -38,6 +38,7 @@ from berth.errors import (
 )
 from berth.events import BackgroundTaskManager, ProgressReporter
 from berth.images.service import LayerProgress
+from berth.kernel.warmplan import WARM_ID_LABEL, WARM_POOL_LABEL
 from berth.types import (
     AGENT_ID_LABEL,
     KERNEL_ID_LABEL,
@@ -64,7 +65,7 @@ log = logging.getLogger(__name__)
 CONTAINER_LABELS = (
     OWNER_LABEL, AGENT_ID_LABEL, KERNEL_ID_LABEL, SESSION_ID_LABEL, "ai.backend.owner-user-id",
     "ai.backend.owner-project-id", "ai.backend.service-ports",
-    "ai.backend.internal.block-service-ports",
+    "ai.backend.internal.block-service-ports", WARM_POOL_LABEL, WARM_ID_LABEL,
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from berth.errors import BerthError
 from berth.events import (
     AgentEvent,
     ExecutionFinishedEvent,
@@ -38,7 +39,8 @@ class Executor(Protocol):
 
 async def run_batch_job(runner: Executor, session_id: str, command: str,
                         timeout: float | None, emit: Callable[[AgentEvent], None]) -> int:
-    """Run ``command`` as the batch ``exec`` step; return its exit code (-2 on time-out)."""
+    """Run ``command`` as the batch ``exec`` step; return its exit code (-2 on time-out, -1
+    when the kernel or its runner went away first: ``session_failure`` with ``task-failed``)."""
     emit(ExecutionStartedEvent(session_id=session_id))
     try:
         async with asyncio.timeout(timeout):
@@ -48,6 +50,11 @@ async def run_batch_job(runner: Executor, session_id: str, command: str,
                 result = await runner.execute(BATCH_RUN_ID, "continue", "", {}, 1.0, 3)
     except TimeoutError:
         result = {"status": "exec-timeout"}
+    except BerthError as exc:  # the kernel went away under the job (destroyed, its runner died)
+        log.warning("batch session %s: its job ended without a result: %s", session_id, exc)
+        emit(SessionFailureEvent(session_id=session_id,
+                                 reason=str(TerminationReason.TASK_FAILED), exit_code=-1))
+        return -1
     if result["status"] == "exec-timeout":
         emit(ExecutionTimeoutEvent(session_id=session_id))
         emit(SessionFailureEvent(session_id=session_id,

@@ -22,7 +22,7 @@ from berth.errors import BerthError, ContainerNotFound, InvalidArgument, Storage
 from berth.kernel.deps import ScratchLayout
 from berth.kernel.ledger import Ledger, LedgerEntry
 from berth.kernel.state import classify_exit
-from berth.kernel.warmplan import WARM_POOL_LABEL
+from berth.kernel.warmplan import is_pool_container
 from berth.types import KERNEL_ID_LABEL, OWNER_LABEL, KernelId, KernelState, TerminationReason
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ def plan_reconcile(entries: Mapping[KernelId, LedgerEntry | None],
         kid = claimed.get(c.id) or KernelId(c.labels.get(KERNEL_ID_LABEL, ""))
         if kid in entries and entries[kid] is not None:
             by_kernel.setdefault(kid, []).append(c)
-        elif WARM_POOL_LABEL not in c.labels:  # unclaimed pool containers: the pool's own
+        elif not is_pool_container(c.labels):  # pool containers are the pool's own
             actions.append(RemoveStrayContainer(c))
     for kid, entry in sorted(entries.items()):
         if entry is None:
@@ -302,7 +302,7 @@ class Reconciler:
 
     async def sync(self) -> int:
         """Periodic pass: notice containers that died unseen and containers nobody owns."""
-        listed_at = time.monotonic()
+        listed_at, listed_wall = time.monotonic(), time.time()
         containers = await self.backend.list({OWNER_LABEL: self.agent_id})
         running = {c.id for c in containers if c.running}
         async with self.lc.registry.lock:
@@ -315,10 +315,12 @@ class Reconciler:
             assert container_id
             await self.lc.on_container_exit(container_id)
         # A kernel being torn down stays in the registry until its container is gone, so a
-        # container whose kernel is unknown here really has no owner.
+        # container whose kernel is unknown here has no owner, unless that kernel ended while
+        # the engine listed (its teardown removed it; the next pass sees any leftover).
         kernels = {v.container_id for v in views if v.container_id}
         strays = [c for c in containers if c.labels.get(KERNEL_ID_LABEL) not in known
-                  and c.id not in kernels and WARM_POOL_LABEL not in c.labels]
+                  and c.id not in kernels and not is_pool_container(c.labels)
+                  and not self._ended_since(c.labels.get(KERNEL_ID_LABEL), listed_wall)]
         for c in strays:
             log.warning("sync: removing container %s that no kernel owns", c.id[:12])
             await self._remove(c.id)
@@ -326,6 +328,12 @@ class Reconciler:
         self.on_reaped("kernel", len(dead))
         self.on_reaped("container", len(strays))
         return len(dead) + len(strays)
+
+
+    def _ended_since(self, kernel_id: str | None, since: float) -> bool:
+        ended = self.lc.registry.ended(KernelId(kernel_id)) if kernel_id else None
+        return (ended is not None and ended.termination is not None
+                and ended.termination.at >= since)
 
 
 def manager_kernels(pairs: Any) -> dict[KernelId, str]:

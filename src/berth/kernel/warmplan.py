@@ -28,6 +28,7 @@ __all__ = [
     "PoolAdoption",
     "PoolContainer",
     "config_miss",
+    "is_pool_container",
     "live_update",
     "plan_adoption",
     "plan_refill",
@@ -37,6 +38,15 @@ __all__ = [
 WARM_POOL_LABEL = "berth.warm-pool"  # value: the image ref the member was started for
 WARM_ID_LABEL = "berth.warm-pool.id"  # value: the member's id (its scratch dir's name)
 WARM_RUNNER_FLAG = "--warm"  # the runner waits for its claim before it is ready
+
+
+
+def is_pool_container(labels: Mapping[str, str]) -> bool:
+    """A warm-pool container (idle, or claimed: labels cannot change on a container), not a
+    kernel container made from an image that carries the pool's label (a commit of a claimed
+    kernel: a commit can blank labels, not remove them)."""
+    return bool(labels.get(WARM_POOL_LABEL)) and not labels.get("ai.backend.kernel-id")
+
 
 # Resource keys Docker's update API changes on a running container (``docker update``).
 LIVE_KEYS = ("CpuPeriod", "CpuQuota", "CpusetCpus", "CpusetMems", "CpuShares", "Memory",

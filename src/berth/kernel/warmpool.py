@@ -50,6 +50,7 @@ from berth.kernel.warmplan import (
     MissReason,
     PoolContainer,
     config_miss,
+    is_pool_container,
     live_update,
     plan_adoption,
     plan_refill,
@@ -314,7 +315,7 @@ class WarmPool:
         held = {m.container_id for ms in self.idle.values() for m in ms} | self._claiming
         kernels = {k.container_id for k in self.lc.registry.live() if k.container_id}
         for c in listed:
-            if (WARM_POOL_LABEL in c.labels and c.id not in held and c.id not in kernels
+            if (is_pool_container(c.labels) and c.id not in held and c.id not in kernels
                     and c.labels.get(WARM_ID_LABEL) not in self._starting):
                 log.warning("warm pool: removing pool container %s nobody holds", c.id[:12])
                 await _quietly(self.lc.backend.remove(c.id))
@@ -432,7 +433,7 @@ class WarmPool:
     async def adopt_or_reap(self, claimed: Collection[str]) -> tuple[int, int]:
         """At start, after the kernels' reconcile: (adopted, reaped)."""
         listed = await self.lc.backend.list({OWNER_LABEL: self.lc.s.agent_id})
-        found = [c for c in listed if WARM_POOL_LABEL in c.labels]
+        found = [c for c in listed if is_pool_container(c.labels)]
         scratch_ids = set(self.pool_scratch.scan())
         entries = {mid: self.ledger.read(mid) for mid in scratch_ids}
         candidates = []

@@ -14,7 +14,14 @@ from berth.backend import FakeBackend
 from berth.errors import InvalidArgument, KernelStateError
 from berth.events import BgtaskDoneEvent, BgtaskFailedEvent, BgtaskUpdatedEvent, RecordingEmitter
 from berth.events.bgtask import BackgroundTaskManager, TaskStatus
-from berth.images.commit import ImageCommitService, commit_target, export_path, ref_of
+from berth.images.commit import (
+    ImageCommitService,
+    commit_labels,
+    commit_target,
+    export_path,
+    ref_of,
+)
+from berth.kernel.warmplan import WARM_ID_LABEL, WARM_POOL_LABEL
 from berth.rpc.handlers import HandlerRegistry
 from berth.types import KernelState
 
@@ -185,3 +192,9 @@ def test_ref_of_builds_the_canonical_name() -> None:
                    "is_local": True}) == ("cr.io/python:3.9", True)
     with pytest.raises(InvalidArgument):
         ref_of({"project": "x"})
+
+
+def test_a_commit_blanks_the_warm_pools_labels() -> None:
+    # a kernel served from the pool keeps its container's pool labels; its image must not
+    labels = commit_labels({}, None)
+    assert labels[WARM_POOL_LABEL] == "" and labels[WARM_ID_LABEL] == ""

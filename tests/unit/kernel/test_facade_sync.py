@@ -9,7 +9,7 @@ import pytest
 from support.facade import facade_over as build_facade
 
 from berth.daemon.facade import AgentFacade
-from berth.errors import InvalidArgument
+from berth.errors import AgentIdMismatch, InvalidArgument
 from berth.types import KernelState
 
 from .harness import Harness, kernel_config, new_id
@@ -65,3 +65,27 @@ async def test_start_service_with_malformed_opts_is_refused(h: Harness, opts: An
     kid = await h.create()
     with pytest.raises(InvalidArgument):
         await facade_over(h).start_service(kid, "web", opts)
+
+
+@pytest.mark.parametrize("opts", [{"exec": ["echo", "hi"]}, {"exec": 123}, {"build": {"a": 1}},
+                                  "exec"])
+async def test_a_batch_run_whose_steps_are_not_commands_is_refused(
+        h: Harness, opts: Any) -> None:
+    kid = await h.create()
+    with pytest.raises(InvalidArgument):
+        await facade_over(h).execute("s", kid, 2, "r1", "batch", "", opts)
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), -1.0, True])
+async def test_a_batch_job_with_a_timeout_that_is_no_duration_is_refused(
+        h: Harness, timeout: Any) -> None:
+    kid = await h.create()
+    with pytest.raises(InvalidArgument):
+        await facade_over(h).trigger_batch_execution("s", kid, "true", timeout)
+
+
+@pytest.mark.parametrize("call", ["health", "scan_gpu_alloc_map", "get_local_config",
+                                  "assign_port", "get_status"])
+async def test_node_calls_for_another_agent_are_refused(h: Harness, call: str) -> None:
+    with pytest.raises(AgentIdMismatch):
+        await getattr(facade_over(h), call)(agent_id="someone-else")

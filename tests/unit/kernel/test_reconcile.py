@@ -16,6 +16,7 @@ from berth.kernel.reconcile import (
     RemoveStrayScratch,
     plan_reconcile,
 )
+from berth.kernel.warmplan import WARM_POOL_LABEL, is_pool_container
 from berth.types import KERNEL_ID_LABEL, OWNER_LABEL
 from berth.types import KernelState as S
 from berth.types import TerminationReason as R
@@ -240,3 +241,21 @@ async def test_sync_does_not_touch_a_kernel_changed_after_the_listing(h: Harness
     assert [c for c in h.backend.calls[mark:] if c[1] == new_cid] == []
     assert h.registry.get(kid).state == S.RUNNING
     assert "kernel_terminated" not in h.sink.names(kid)
+
+
+async def test_sync_leaves_a_container_whose_kernel_ended_while_the_engine_listed(
+        h: Harness) -> None:
+    kid = await h.create()
+    gate = h.backend.hold("list")
+    sync = asyncio.ensure_future(h.reconciler().sync())
+    await gate.reached.wait()  # the listing shows the kernel's container
+    await h.lc.destroy(kid)  # its teardown removes it meanwhile
+    gate.release()
+    assert await sync == 0  # not a stray: no warning, no reap counted
+
+
+async def test_pool_containers_are_told_from_kernels_made_from_a_committed_claim() -> None:
+    assert is_pool_container({WARM_POOL_LABEL: "img"})
+    # a kernel from an image committed off a claimed pool container inherits the label
+    assert not is_pool_container({WARM_POOL_LABEL: "img", KERNEL_ID_LABEL: "k"})
+    assert not is_pool_container({WARM_POOL_LABEL: ""})  # blanked by a commit
