@@ -38,7 +38,7 @@ from berth.errors import (
 )
 from berth.events import BackgroundTaskManager, ProgressReporter
 from berth.images.service import LayerProgress
-from berth.kernel.warmplan import WARM_ID_LABEL, WARM_POOL_LABEL
+from berth.kernel import WARM_ID_LABEL, WARM_POOL_LABEL
 from berth.types import (
     AGENT_ID_LABEL,
     KERNEL_ID_LABEL,

@@ -22,10 +22,13 @@ from berth.kernel.registry import Kernel, KernelRegistry, KernelView, Terminatio
 from berth.kernel.service_ports import ServicePort
 from berth.kernel.spec import ImageConfig, KernelSpec, parse_kernel_spec
 from berth.kernel.state import check_transition, classify_exit, is_transitional
+from berth.kernel.warmplan import WARM_ID_LABEL, WARM_POOL_LABEL
 from berth.kernel.warmpool import POOL_DIR, WarmPool, WarmPoolSettings
 
 __all__ = [
     "POOL_DIR",
+    "WARM_ID_LABEL",
+    "WARM_POOL_LABEL",
     "EventSink",
     "ExecRoutes",
     "ImageConfig",
