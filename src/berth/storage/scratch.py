@@ -27,11 +27,12 @@ import os
 import re
 import shutil
 import stat
+from collections.abc import Coroutine
 from contextlib import suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from berth.errors import ConfigError, InvalidArgument, StorageError
 from berth.storage import nofollow
@@ -121,7 +122,14 @@ class ScratchManager:
     # --- create / open -------------------------------------------------------------------
 
     async def create(self, kernel_id: str, uid: int | None, gid: int | None) -> ScratchPaths:
-        """Make (or complete) the kernel's scratch; an intact one is left as it is."""
+        """Make (or complete) the kernel's scratch; an intact one is left as it is.
+
+        A cancellation (a deadline, a destroy) lets the making finish first, then raises: its
+        threads and mount commands run on regardless, and a removal that came meanwhile must
+        find what they made, not have them make it after it."""
+        return await _to_the_end(self._create(kernel_id, uid, gid))
+
+    async def _create(self, kernel_id: str, uid: int | None, gid: int | None) -> ScratchPaths:
         paths = self.paths(kernel_id)
         async with self._lock(paths.kernel_id):
             self.root.mkdir(parents=True, exist_ok=True)
@@ -207,7 +215,11 @@ class ScratchManager:
         filesystem) this kernel's, without touching what a running container bound from it:
         a plain dir is renamed (bind mounts follow the inode); a mounted one is bind-mounted
         at its new place and unmounted at the old (the container's binds keep the filesystem),
-        its image file renamed along."""
+        its image file renamed along. A cancellation lets it finish first, as for `create`."""
+        return await _to_the_end(self._take_over(source, source_id, kernel_id))
+
+    async def _take_over(self, source: ScratchManager, source_id: str,
+                         kernel_id: str) -> ScratchPaths:
         old, new = source.paths(source_id), self.paths(kernel_id)
         if new.kernel_dir.exists() or (new.image is not None and new.image.exists()):
             raise StorageError(f"scratch of kernel {new.kernel_id} exists already",
@@ -358,3 +370,14 @@ def _walk_usage(top: Path) -> int:
             except OSError:
                 continue
     return total
+
+
+async def _to_the_end(work: Coroutine[Any, Any, ScratchPaths]) -> ScratchPaths:
+    """``await work``; a cancellation waits for it to finish (its threads and mount commands
+    run on regardless, and a removal must come after them, not before), then raises."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise

@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from berth.errors import ConfigError, InvalidArgument, StorageError
 from berth.storage import MountEntry, ScratchLost, ScratchManager, check_kernel_id
+from berth.storage import scratch as scratch_module
 
 from .fakes import FakeMounter
 
@@ -208,3 +213,29 @@ async def test_take_over_renames_a_pool_scratch_to_the_kernel_keeping_its_files(
     assert kernels.scan() == {"k1"}  # the pool's root is no kernel
     with pytest.raises(StorageError):
         await kernels.take_over(pool, "w1", "k1")  # never over an existing scratch
+
+
+async def test_a_cancelled_create_returns_only_once_its_thread_is_done(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A deadline or a destroy cancels a create while its thread lays out the directories. The
+    # thread runs on regardless; had the create returned first, the rollback's removal would
+    # race it (rmtree while directories appear: a leaked scratch dir).
+    make_layout = scratch_module._make_layout
+    started, finished = threading.Event(), threading.Event()
+
+    def slow_layout(*args: Any) -> None:
+        started.set()
+        time.sleep(0.2)
+        make_layout(*args)
+        finished.set()
+    monkeypatch.setattr(scratch_module, "_make_layout", slow_layout)
+    mgr = hostdir(tmp_path)
+    create = asyncio.ensure_future(mgr.create("k1", UID, GID))
+    while not started.is_set():
+        await asyncio.sleep(0.01)
+    create.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await create
+    assert finished.is_set()
+    await mgr.remove("k1")
+    assert not (tmp_path / "scratch" / "k1").exists()
