@@ -136,8 +136,17 @@ async def _run(argv: list[str]) -> str:
         *argv, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
+    talk = asyncio.ensure_future(asyncio.wait_for(proc.communicate(), COMMAND_TIMEOUT_S))
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), COMMAND_TIMEOUT_S)
+        out, err = await asyncio.shield(talk)
+    except asyncio.CancelledError:
+        # The command runs on regardless (a mount, a losetup): let it end (it is bounded too)
+        # before the caller moves on, so a removal that follows finds what it did.
+        await asyncio.wait([talk])
+        if not talk.cancelled() and isinstance(talk.exception(), TimeoutError):
+            proc.kill()
+            await proc.wait()
+        raise
     except TimeoutError:
         proc.kill()
         await proc.wait()

@@ -22,12 +22,13 @@ replace the socket the agent connects to; `unseal` gives it back for a new conta
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import re
 import shutil
 import stat
-from collections.abc import Coroutine
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from enum import StrEnum
@@ -122,14 +123,9 @@ class ScratchManager:
     # --- create / open -------------------------------------------------------------------
 
     async def create(self, kernel_id: str, uid: int | None, gid: int | None) -> ScratchPaths:
-        """Make (or complete) the kernel's scratch; an intact one is left as it is.
-
-        A cancellation (a deadline, a destroy) lets the making finish first, then raises: its
-        threads and mount commands run on regardless, and a removal that came meanwhile must
-        find what they made, not have them make it after it."""
-        return await _to_the_end(self._create(kernel_id, uid, gid))
-
-    async def _create(self, kernel_id: str, uid: int | None, gid: int | None) -> ScratchPaths:
+        """Make (or complete) the kernel's scratch; an intact one is left as it is. A
+        cancellation (a deadline, a destroy) lets a step under way (a thread, a mount command)
+        finish before it raises, so a removal that follows finds what the step made."""
         paths = self.paths(kernel_id)
         async with self._lock(paths.kernel_id):
             self.root.mkdir(parents=True, exist_ok=True)
@@ -137,7 +133,7 @@ class ScratchManager:
                 await self._ensure_image(paths.image)
             paths.kernel_dir.mkdir(mode=0o755, exist_ok=True)
             await self._mount_backing(paths, fresh_ok=True)
-            await asyncio.to_thread(_make_layout, paths, uid, gid)
+            await _in_thread(_make_layout, paths, uid, gid)
         log.info("scratch ready for kernel %s (%s, %d bytes)", paths.kernel_id,
                  self.scratch_type, self.size_bytes)
         return paths
@@ -187,7 +183,7 @@ class ScratchManager:
         if await asyncio.to_thread(image.exists):
             return
         tmp = image.with_name(image.name + ".tmp")
-        await asyncio.to_thread(_sparse_file, tmp, self.size_bytes)
+        await _in_thread(_sparse_file, tmp, self.size_bytes)
         await self._mounter.mkfs_ext4(tmp)
         os.replace(tmp, image)
 
@@ -215,11 +211,7 @@ class ScratchManager:
         filesystem) this kernel's, without touching what a running container bound from it:
         a plain dir is renamed (bind mounts follow the inode); a mounted one is bind-mounted
         at its new place and unmounted at the old (the container's binds keep the filesystem),
-        its image file renamed along. A cancellation lets it finish first, as for `create`."""
-        return await _to_the_end(self._take_over(source, source_id, kernel_id))
-
-    async def _take_over(self, source: ScratchManager, source_id: str,
-                         kernel_id: str) -> ScratchPaths:
+        its image file renamed along."""
         old, new = source.paths(source_id), self.paths(kernel_id)
         if new.kernel_dir.exists() or (new.image is not None and new.image.exists()):
             raise StorageError(f"scratch of kernel {new.kernel_id} exists already",
@@ -372,12 +364,13 @@ def _walk_usage(top: Path) -> int:
     return total
 
 
-async def _to_the_end(work: Coroutine[Any, Any, ScratchPaths]) -> ScratchPaths:
-    """``await work``; a cancellation waits for it to finish (its threads and mount commands
-    run on regardless, and a removal must come after them, not before), then raises."""
-    task = asyncio.ensure_future(work)
+
+async def _in_thread(fn: Callable[..., None], *args: Any) -> None:
+    """``fn(*args)`` in a worker thread. A thread cannot be stopped: a cancellation waits for
+    it to finish and then raises (else a removal would race it: rmtree while it makes dirs)."""
+    done = asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
     try:
-        return await asyncio.shield(task)
+        await asyncio.shield(done)
     except asyncio.CancelledError:
-        await asyncio.wait([task])
+        await asyncio.wait([done])
         raise
