@@ -445,17 +445,23 @@ class AgentFacade:
         return list_files_reply(path, list(entries))
 
 
-def _service_opts(opts: Any) -> dict[str, Any]:
-    """``start_service``'s ``opts``: a map whose ``arguments`` and ``envs``, when given, are
-    maps too (the runner checks each name against the service's allow-lists)."""
+def _opts_map(opts: Any) -> dict[str, Any]:
+    """A call's ``opts``: a map, ``{}`` when absent."""
     if opts is None:
         return {}
     if not isinstance(opts, dict):
         raise InvalidArgument("opts is a map", field="opts")
-    for key in ("arguments", "envs"):
-        if opts.get(key) is not None and not isinstance(opts[key], dict):
-            raise InvalidArgument(f"opts.{key} is a map of names to values", field=f"opts.{key}")
     return opts
+
+
+def _service_opts(opts: Any) -> dict[str, Any]:
+    """``start_service``'s ``opts``: a map whose ``arguments`` and ``envs``, when given, are
+    maps too (the runner checks each name against the service's allow-lists)."""
+    checked = _opts_map(opts)
+    for key in ("arguments", "envs"):
+        if checked.get(key) is not None and not isinstance(checked[key], dict):
+            raise InvalidArgument(f"opts.{key} is a map of names to values", field=f"opts.{key}")
+    return checked
 
 
 _BATCH_STEPS = ("clean", "build", "exec")  # a batch run's shell commands, in its opts
@@ -463,13 +469,10 @@ _BATCH_STEPS = ("clean", "build", "exec")  # a batch run's shell commands, in it
 
 def _execute_opts(mode: str, opts: Any) -> dict[str, Any]:
     """``execute``'s ``opts``: a map; a batch run's steps are commands (text), or absent."""
-    if opts is None:
-        return {}
-    if not isinstance(opts, dict):
-        raise InvalidArgument("opts is a map", field="opts")
+    checked = _opts_map(opts)
     if mode != "batch":
-        return opts
+        return checked
     for step in _BATCH_STEPS:
-        if opts.get(step) is not None and not isinstance(opts[step], str):
+        if checked.get(step) is not None and not isinstance(checked[step], str):
             raise InvalidArgument(f"opts.{step} is a shell command (text)", field=f"opts.{step}")
-    return {k: v for k, v in opts.items() if not (k in _BATCH_STEPS and v is None)}
+    return {k: v for k, v in checked.items() if not (k in _BATCH_STEPS and v is None)}

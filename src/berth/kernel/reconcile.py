@@ -329,7 +329,6 @@ class Reconciler:
         self.on_reaped("container", len(strays))
         return len(dead) + len(strays)
 
-
     def _ended_since(self, kernel_id: str | None, since: float) -> bool:
         ended = self.lc.registry.ended(KernelId(kernel_id)) if kernel_id else None
         return (ended is not None and ended.termination is not None
